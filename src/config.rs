@@ -1,0 +1,395 @@
+//! The TOML configuration model. `validate` collects every problem at once so
+//! that `pons check-config` can print them all.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub dimse: DimseConfig,
+    #[serde(default)]
+    pub web: WebConfig,
+    pub upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub jobs: JobsConfig,
+    #[serde(default)]
+    pub ae: Vec<AeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimseConfig {
+    pub ae_title: String,
+    pub listen: SocketAddr,
+    #[serde(default = "default_max_associations")]
+    pub max_associations: usize,
+    #[serde(default = "default_max_pdu")]
+    pub max_pdu: u32,
+    /// Accept associations from calling AE titles not listed in `[[ae]]`.
+    #[serde(default)]
+    pub accept_any_calling_ae: bool,
+    /// Seconds allowed for the A-ASSOCIATE exchange.
+    #[serde(default = "default_association_timeout")]
+    pub association_timeout_secs: u64,
+    /// Seconds an established association may stay silent before we abort it.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds running associations get to finish after SIGTERM.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    #[serde(default = "default_web_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_base_path")]
+    pub base_path: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: default_web_listen(),
+            base_path: default_base_path(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL of the DICOMweb origin, e.g. `https://archive/dicom-web`.
+    pub url: String,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_stow_batch")]
+    pub stow_batch: usize,
+    #[serde(default = "default_stow_concurrency")]
+    pub stow_concurrency: usize,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Whole-request timeout (a STOW batch must finish within it).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum AuthConfig {
+    Bearer {
+        token: Option<String>,
+        token_file: Option<PathBuf>,
+    },
+    Basic {
+        username: String,
+        password: Option<String>,
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolMode {
+    /// Acknowledge once the instance is on disk; forward in the background.
+    #[default]
+    Spool,
+    /// Acknowledge only once the upstream archive has accepted the instance.
+    Direct,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    #[serde(default)]
+    pub mode: SpoolMode,
+    #[serde(default = "default_spool_dir")]
+    pub dir: PathBuf,
+    /// Longest wait between two delivery attempts of one instance.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            mode: SpoolMode::default(),
+            dir: default_spool_dir(),
+            retry_max_secs: default_retry_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// `memory`, or `sqlite:///path/jobs.db`.
+    #[serde(default = "default_jobs_url")]
+    pub url: String,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            url: default_jobs_url(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AeConfig {
+    pub title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+fn default_max_associations() -> usize {
+    64
+}
+fn default_max_pdu() -> u32 {
+    131_072
+}
+fn default_association_timeout() -> u64 {
+    30
+}
+fn default_idle_timeout() -> u64 {
+    300
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
+fn default_web_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("literal address")
+}
+fn default_base_path() -> String {
+    "/dicom-web".into()
+}
+fn default_stow_batch() -> usize {
+    50
+}
+fn default_stow_concurrency() -> usize {
+    4
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    300
+}
+fn default_spool_dir() -> PathBuf {
+    "/var/lib/pons/spool".into()
+}
+fn default_retry_max() -> u64 {
+    300
+}
+fn default_jobs_url() -> String {
+    "sqlite:///var/lib/pons/jobs.db".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every problem with this configuration, empty when it is usable.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        check_ae_title("dimse.ae_title", &self.dimse.ae_title, &mut p);
+        if self.dimse.max_associations == 0 {
+            p.push("dimse.max_associations must be at least 1".into());
+        }
+        if !(4096..=16_777_216).contains(&self.dimse.max_pdu) {
+            p.push(format!(
+                "dimse.max_pdu is {}; it must be between 4096 and 16777216",
+                self.dimse.max_pdu
+            ));
+        }
+        if !self.web.base_path.starts_with('/') || self.web.base_path.ends_with('/') {
+            p.push(format!(
+                "web.base_path {:?} must start with '/' and not end with '/'",
+                self.web.base_path
+            ));
+        }
+        match &self.upstream {
+            None => p.push("[upstream] is missing: direction A needs a DICOMweb origin".into()),
+            Some(u) => {
+                if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
+                    p.push(format!(
+                        "upstream.url {:?} must start with http:// or https://",
+                        u.url
+                    ));
+                }
+                if u.stow_batch == 0 {
+                    p.push("upstream.stow_batch must be at least 1".into());
+                }
+                if u.stow_concurrency == 0 {
+                    p.push("upstream.stow_concurrency must be at least 1".into());
+                }
+                match &u.auth {
+                    Some(AuthConfig::Bearer { token, token_file }) => {
+                        if token.is_some() == token_file.is_some() {
+                            p.push("upstream.auth (bearer) needs exactly one of token, token_file".into());
+                        }
+                    }
+                    Some(AuthConfig::Basic {
+                        password,
+                        password_file,
+                        ..
+                    }) => {
+                        if password.is_some() == password_file.is_some() {
+                            p.push("upstream.auth (basic) needs exactly one of password, password_file".into());
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+        if self.jobs.url != "memory" && !self.jobs.url.starts_with("sqlite://") {
+            p.push(format!(
+                "jobs.url {:?} must be \"memory\" or sqlite:///path",
+                self.jobs.url
+            ));
+        }
+        if self.spool.mode == SpoolMode::Spool && self.jobs.url == "memory" {
+            p.push("spool.mode = \"spool\" needs a durable job table: jobs.url must be sqlite:// (\"memory\" would lose acknowledged instances on restart)".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, ae) in self.ae.iter().enumerate() {
+            check_ae_title(&format!("ae[{i}].title"), &ae.title, &mut p);
+            if !seen.insert(ae.title.trim()) {
+                p.push(format!("ae[{i}].title {:?} is listed twice", ae.title));
+            }
+            if ae.host.is_empty() {
+                p.push(format!("ae[{i}].host is empty"));
+            }
+        }
+        p
+    }
+
+    pub fn find_ae(&self, title: &str) -> Option<&AeConfig> {
+        let title = title.trim();
+        self.ae.iter().find(|ae| ae.title.trim() == title)
+    }
+}
+
+fn check_ae_title(key: &str, title: &str, problems: &mut Vec<String>) {
+    let t = title.trim();
+    if t.is_empty() || t.len() > 16 || !t.chars().all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
+    {
+        problems.push(format!(
+            "{key} {title:?} is not a valid AE title (1-16 printable ASCII characters, no backslash)"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Config {
+        toml::from_str(s).unwrap()
+    }
+
+    const MINIMAL: &str = r#"
+        [dimse]
+        ae_title = "PONS"
+        listen = "127.0.0.1:11112"
+        [upstream]
+        url = "http://127.0.0.1:8042/dicom-web"
+        [spool]
+        dir = "/tmp/spool"
+        [jobs]
+        url = "sqlite:///tmp/jobs.db"
+    "#;
+
+    #[test]
+    fn minimal_config_is_valid() {
+        let c = parse(MINIMAL);
+        assert_eq!(c.validate(), Vec::<String>::new());
+        assert_eq!(c.spool.mode, SpoolMode::Spool);
+        assert_eq!(c.upstream.unwrap().stow_batch, 50);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<Config>(&format!("{MINIMAL}\n[dimse2]\nx=1\n")).unwrap_err();
+        assert!(err.to_string().contains("dimse2"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let c = parse(
+            r#"
+            [dimse]
+            ae_title = "THIS TITLE IS FAR TOO LONG"
+            listen = "127.0.0.1:11112"
+            max_pdu = 10
+            [upstream]
+            url = "ftp://x"
+            stow_batch = 0
+            [jobs]
+            url = "memory"
+            [[ae]]
+            title = "A"
+            host = "h"
+            port = 1
+            [[ae]]
+            title = "A"
+            host = ""
+            port = 1
+        "#,
+        );
+        let problems = c.validate();
+        assert_eq!(problems.len(), 7, "{problems:#?}");
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pons.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.dimse.ae_title, "PONS");
+    }
+}

@@ -1,0 +1,1 @@
+//! DICOM Upper Layer and DIMSE messages. Knows nothing of HTTP.

@@ -1,0 +1,15 @@
+//! Pons: a DIMSE ⇄ DICOMweb gateway.
+//!
+//! ```text
+//! direction A  modality --C-ECHO/C-STORE--> dimse::listener -> dimse_to_web -> spool -> web::client --STOW-RS--> origin
+//! direction B  viewer --DICOMweb--> web::server -> web_to_dimse -> dimse::client --DIMSE--> PACS   (later issues)
+//! ```
+
+pub mod app;
+pub mod config;
+pub mod dimse;
+pub mod dimse_to_web;
+pub mod jobs;
+pub mod spool;
+pub mod translate;
+pub mod web;

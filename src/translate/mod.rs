@@ -1,0 +1,2 @@
+//! Pure, synchronous translation between the DIMSE and DICOMweb vocabularies.
+pub mod stow;

@@ -1,0 +1,1 @@
+//! STOW-RS response (DICOM JSON) → per-instance outcome; DIMSE status mapping.

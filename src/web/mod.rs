@@ -1,0 +1,4 @@
+//! The HTTP wire: our server face and the upstream client. Knows nothing of associations.
+pub mod client;
+pub mod multipart;
+pub mod server;

@@ -1,0 +1,1 @@
+//! Streaming multipart/related writer (and later reader).

@@ -1,0 +1,1 @@
+//! axum router: /healthz, /readyz.
