@@ -268,22 +268,19 @@ impl Config {
                 if u.stow_concurrency == 0 {
                     p.push("upstream.stow_concurrency must be at least 1".into());
                 }
-                match &u.auth {
+                let auth_ok = match &u.auth {
                     Some(AuthConfig::Bearer { token, token_file }) => {
-                        if token.is_some() == token_file.is_some() {
-                            p.push("upstream.auth (bearer) needs exactly one of token, token_file".into());
-                        }
+                        token.is_some() != token_file.is_some()
                     }
                     Some(AuthConfig::Basic {
                         password,
                         password_file,
                         ..
-                    }) => {
-                        if password.is_some() == password_file.is_some() {
-                            p.push("upstream.auth (basic) needs exactly one of password, password_file".into());
-                        }
-                    }
-                    None => {}
+                    }) => password.is_some() != password_file.is_some(),
+                    None => true,
+                };
+                if !auth_ok {
+                    p.push("upstream.auth needs exactly one of token/token_file (bearer) or password/password_file (basic)".into());
                 }
             }
         }
@@ -317,7 +314,11 @@ impl Config {
 
 fn check_ae_title(key: &str, title: &str, problems: &mut Vec<String>) {
     let t = title.trim();
-    if t.is_empty() || t.len() > 16 || !t.chars().all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
+    if t.is_empty()
+        || t.len() > 16
+        || !t
+            .chars()
+            .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
     {
         problems.push(format!(
             "{key} {title:?} is not a valid AE title (1-16 printable ASCII characters, no backslash)"

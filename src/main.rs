@@ -1,1 +1,174 @@
-fn main() {}
+use clap::{Parser, Subcommand, ValueEnum};
+use pons::config::Config;
+use pons::dimse::client::{verification_proposal, ScuAssociation, ScuConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "pons", version, about = "DIMSE ⇄ DICOMweb gateway")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and print every problem in it.
+    CheckConfig { config: PathBuf },
+    /// Send a C-ECHO to AE@HOST:PORT and print the answer.
+    Echo {
+        /// Called AE title, host and port, e.g. ORTHANC@127.0.0.1:4242
+        target: String,
+        #[arg(long, default_value = "PONS")]
+        calling_ae: String,
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("pons {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Echo {
+            target,
+            calling_ae,
+            timeout_secs,
+        } => {
+            init_logs(cli.log_format);
+            runtime().block_on(echo(&target, &calling_ae, timeout_secs))
+        }
+        Command::Serve { config } => {
+            init_logs(cli.log_format);
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime().block_on(serve(config))
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // Multi-thread: dicom-ul must not run on a current-thread runtime (DESIGN.md).
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        signals.cancel();
+        // A second signal means "now".
+        wait_for_signal().await;
+        tracing::warn!("second signal; exiting at once");
+        std::process::exit(130);
+    });
+    match pons::app::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn echo(target: &str, calling_ae: &str, timeout_secs: u64) -> ExitCode {
+    let Some((ae, address)) = target.split_once('@') else {
+        eprintln!("target must look like AE@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242");
+        return ExitCode::from(2);
+    };
+    let config = ScuConfig {
+        calling_ae: calling_ae.to_owned(),
+        called_ae: ae.to_owned(),
+        address: address.to_owned(),
+        max_pdu: 16_384,
+        timeout: Duration::from_secs(timeout_secs),
+    };
+    let started = std::time::Instant::now();
+    let result = async {
+        let mut assoc = ScuAssociation::connect(&config, &[verification_proposal()]).await?;
+        let status = assoc.echo().await?;
+        let _ = assoc.release().await;
+        Ok::<u16, pons::dimse::DimseError>(status)
+    }
+    .await;
+    match result {
+        Ok(0) => {
+            println!(
+                "C-ECHO {target}: Success ({} ms)",
+                started.elapsed().as_millis()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!("C-ECHO {target}: status {status:04X}H");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("C-ECHO {target} failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

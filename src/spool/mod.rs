@@ -49,7 +49,11 @@ impl Spool {
     }
     /// fsync, move into ready/, fsync the directory, insert the job row.
     /// When this returns Ok the instance survives a crash.
-    pub async fn commit(&self, file: IncomingFile, meta: &InstanceMeta) -> Result<JobId, SpoolError> {
+    pub async fn commit(
+        &self,
+        file: IncomingFile,
+        meta: &InstanceMeta,
+    ) -> Result<JobId, SpoolError> {
         let _ = (file, meta, &self.dir, &self.jobs);
         unimplemented!()
     }
@@ -57,4 +61,27 @@ impl Spool {
     pub async fn discard(&self, file: IncomingFile) {
         let _ = file;
     }
+}
+
+pub struct ForwarderConfig {
+    pub batch: usize,
+    pub concurrency: usize,
+    pub retry_max: std::time::Duration,
+    pub lease: std::time::Duration,
+}
+
+impl Spool {
+    pub fn notifier(&self) -> Arc<tokio::sync::Notify> {
+        unimplemented!()
+    }
+}
+
+pub async fn run_forwarder(
+    jobs: Arc<dyn JobTable>,
+    upstream: Arc<crate::web::client::UpstreamClient>,
+    cfg: ForwarderConfig,
+    notify: Arc<tokio::sync::Notify>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let _ = (jobs, upstream, cfg, notify, shutdown);
 }

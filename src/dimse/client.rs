@@ -1,0 +1,206 @@
+//! SCU associations: connect to a peer AE, send requests, read responses.
+
+use super::message::Command;
+use super::pdv::{self, CommandAssembler};
+use super::DimseError;
+use dicom_ul::association::client::AsyncClientAssociation;
+use dicom_ul::pdu::{PDataValueType, Pdu, PresentationContextResultReason};
+use dicom_ul::ClientAssociationOptions;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Where and as whom to associate.
+#[derive(Debug, Clone)]
+pub struct ScuConfig {
+    pub calling_ae: String,
+    pub called_ae: String,
+    /// host:port
+    pub address: String,
+    pub max_pdu: u32,
+    pub timeout: Duration,
+}
+
+/// A presentation context to propose: abstract syntax and transfer syntaxes.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub abstract_syntax: String,
+    pub transfer_syntaxes: Vec<String>,
+}
+
+pub struct ScuAssociation {
+    assoc: AsyncClientAssociation<TcpStream>,
+    next_message_id: u16,
+    peer: String,
+    timeout: Duration,
+}
+
+/// One response: its command set and, when present, its data set bytes.
+#[derive(Debug)]
+pub struct Response {
+    pub command: Command,
+    pub data_set: Option<Vec<u8>>,
+}
+
+/// Responses carry identifiers or failure lists, never bulk data; cap them.
+const MAX_RESPONSE_DATA_SET: usize = 16 * 1024 * 1024;
+
+impl ScuAssociation {
+    pub async fn connect(
+        config: &ScuConfig,
+        proposals: &[Proposal],
+    ) -> Result<ScuAssociation, DimseError> {
+        let mut options = ClientAssociationOptions::new()
+            .calling_ae_title(config.calling_ae.clone())
+            .called_ae_title(config.called_ae.clone())
+            .max_pdu_length(config.max_pdu)
+            .strict(false)
+            .read_timeout(config.timeout)
+            .write_timeout(config.timeout)
+            .connection_timeout(config.timeout);
+        for p in proposals {
+            options = options
+                .with_presentation_context(p.abstract_syntax.clone(), p.transfer_syntaxes.clone());
+        }
+        let fut = options.establish_async(config.address.as_str());
+        let mut assoc = tokio::time::timeout(config.timeout, fut)
+            .await
+            .map_err(|_| DimseError::Timeout {
+                peer: config.address.clone(),
+                secs: config.timeout.as_secs(),
+            })?
+            .map_err(|e| DimseError::Associate {
+                peer: format!("{}@{}", config.called_ae, config.address),
+                message: e.to_string(),
+            })?;
+        // dicom-ul opens the socket itself; Nagle must go before the first DIMSE exchange.
+        let _ = assoc.inner_stream().set_nodelay(true);
+        Ok(ScuAssociation {
+            assoc,
+            next_message_id: 1,
+            peer: config.address.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The accepted context for an abstract syntax: (id, transfer syntax).
+    pub fn accepted_context(&self, abstract_syntax: &str) -> Option<(u8, String)> {
+        self.assoc
+            .presentation_contexts()
+            .iter()
+            .find(|pc| {
+                pc.reason == PresentationContextResultReason::Acceptance
+                    && pc.abstract_syntax.trim_end_matches('\0') == abstract_syntax
+            })
+            .map(|pc| (pc.id, pc.transfer_syntax.clone()))
+    }
+
+    pub fn next_message_id(&mut self) -> u16 {
+        let id = self.next_message_id;
+        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Send a request command, and its data set when given.
+    pub async fn send(
+        &mut self,
+        pc_id: u8,
+        cmd: &Command,
+        data_set: Option<&[u8]>,
+    ) -> Result<(), DimseError> {
+        pdv::send_command(&mut self.assoc, pc_id, cmd).await?;
+        if let Some(data) = data_set {
+            pdv::send_data_set(&mut self.assoc, pc_id, data).await?;
+        }
+        Ok(())
+    }
+
+    /// Read the next response (command plus data set when it has one).
+    pub async fn receive(&mut self) -> Result<Response, DimseError> {
+        let mut commands = CommandAssembler::default();
+        let mut command: Option<Command> = None;
+        let mut data = Vec::new();
+        loop {
+            let pdu = tokio::time::timeout(self.timeout, self.assoc.receive())
+                .await
+                .map_err(|_| DimseError::Timeout {
+                    peer: self.peer.clone(),
+                    secs: self.timeout.as_secs(),
+                })?
+                .map_err(DimseError::receive)?;
+            let values = match pdu {
+                Pdu::PData { data } => data,
+                Pdu::AbortRQ { .. } => return Err(DimseError::Aborted),
+                other => {
+                    return Err(DimseError::Protocol(format!(
+                        "unexpected PDU {}",
+                        other.short_description()
+                    )))
+                }
+            };
+            for pdv in values {
+                match pdv.value_type {
+                    PDataValueType::Command => {
+                        if let Some((_, cmd)) = commands.push(pdv)? {
+                            if !cmd.has_data_set {
+                                return Ok(Response {
+                                    command: cmd,
+                                    data_set: None,
+                                });
+                            }
+                            command = Some(cmd);
+                        }
+                    }
+                    PDataValueType::Data => {
+                        if data.len() + pdv.data.len() > MAX_RESPONSE_DATA_SET {
+                            return Err(DimseError::Protocol(
+                                "response data set larger than 16 MiB".into(),
+                            ));
+                        }
+                        data.extend_from_slice(&pdv.data);
+                        if pdv.is_last {
+                            let Some(cmd) = command.take() else {
+                                return Err(DimseError::Protocol(
+                                    "data set before its command".into(),
+                                ));
+                            };
+                            return Ok(Response {
+                                command: cmd,
+                                data_set: Some(data),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// C-ECHO; returns the status the peer answered.
+    pub async fn echo(&mut self) -> Result<u16, DimseError> {
+        let (pc_id, _) = self
+            .accepted_context(dicom_dictionary_std::uids::VERIFICATION)
+            .ok_or_else(|| {
+                DimseError::Protocol("the peer refused the Verification SOP class".into())
+            })?;
+        let id = self.next_message_id();
+        self.send(pc_id, &Command::c_echo_rq(id), None).await?;
+        let rsp = self.receive().await?;
+        rsp.command
+            .status
+            .ok_or_else(|| DimseError::Protocol("C-ECHO-RSP without a status".into()))
+    }
+
+    pub async fn release(self) -> Result<(), DimseError> {
+        self.assoc.release().await.map_err(DimseError::send)
+    }
+}
+
+/// The everyday proposal for Verification.
+pub fn verification_proposal() -> Proposal {
+    Proposal {
+        abstract_syntax: dicom_dictionary_std::uids::VERIFICATION.to_owned(),
+        transfer_syntaxes: vec![
+            dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+            dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+        ],
+    }
+}

@@ -1,0 +1,219 @@
+//! P-DATA: fragmenting outgoing messages to the peer's max PDU, and
+//! reassembling incoming command sets. Data sets are streamed, never
+//! assembled here.
+
+use super::message::Command;
+use super::DimseError;
+use dicom_ul::association::AsyncAssociation;
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+
+/// PDV item header (4-byte length, context id, control header) inside a P-DATA-TF.
+const PDV_HEADER: u32 = 6;
+/// A command set is a few hundred bytes; anything near this is an attack or a bug.
+pub const MAX_COMMAND_SET: usize = 64 * 1024;
+
+/// Largest PDV payload the peer accepts.
+pub fn max_fragment(peer_max_pdu: u32) -> usize {
+    // 0 means "no limit"; still keep our own fragments reasonable.
+    let peer = if peer_max_pdu == 0 {
+        1 << 20
+    } else {
+        peer_max_pdu
+    };
+    peer.saturating_sub(PDV_HEADER).clamp(1, 1 << 20) as usize
+}
+
+async fn send_fragment<A>(
+    assoc: &mut A,
+    pc_id: u8,
+    value_type: PDataValueType,
+    is_last: bool,
+    data: Vec<u8>,
+) -> Result<(), DimseError>
+where
+    A: AsyncAssociation<TcpStream> + Send,
+{
+    let pdu = Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc_id,
+            value_type,
+            is_last,
+            data,
+        }],
+    };
+    AsyncAssociation::send(assoc, &pdu)
+        .await
+        .map_err(DimseError::send)
+}
+
+/// Send a command set, fragmented to the peer's max PDU.
+pub async fn send_command<A>(assoc: &mut A, pc_id: u8, cmd: &Command) -> Result<(), DimseError>
+where
+    A: AsyncAssociation<TcpStream> + Send,
+{
+    let bytes = cmd.encode()?;
+    let max = max_fragment(assoc.peer_max_pdu_length());
+    let chunks: Vec<&[u8]> = bytes.chunks(max).collect();
+    let n = chunks.len();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        send_fragment(
+            assoc,
+            pc_id,
+            PDataValueType::Command,
+            i + 1 == n,
+            chunk.to_vec(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Send a data set held in memory (identifiers, commitment lists).
+pub async fn send_data_set<A>(assoc: &mut A, pc_id: u8, bytes: &[u8]) -> Result<(), DimseError>
+where
+    A: AsyncAssociation<TcpStream> + Send,
+{
+    send_data_stream(assoc, pc_id, bytes).await
+}
+
+/// Stream a data set from `reader` to the peer, one fragment in memory at a time.
+pub async fn send_data_stream<A, R>(
+    assoc: &mut A,
+    pc_id: u8,
+    mut reader: R,
+) -> Result<(), DimseError>
+where
+    A: AsyncAssociation<TcpStream> + Send,
+    R: AsyncRead + Unpin,
+{
+    let max = max_fragment(assoc.peer_max_pdu_length());
+    let mut current = read_up_to(&mut reader, max).await?;
+    loop {
+        // Read ahead one fragment so that the last one carries the last flag.
+        let next = if current.len() == max {
+            read_up_to(&mut reader, max).await?
+        } else {
+            Vec::new()
+        };
+        let is_last = next.is_empty();
+        send_fragment(assoc, pc_id, PDataValueType::Data, is_last, current).await?;
+        if is_last {
+            return Ok(());
+        }
+        current = next;
+    }
+}
+
+async fn read_up_to<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Vec<u8>, DimseError> {
+    let mut buf = vec![0u8; max];
+    let mut filled = 0;
+    while filled < max {
+        let n = reader
+            .read(&mut buf[filled..])
+            .await
+            .map_err(DimseError::DataSource)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// Reassembles a command set from one or more command PDVs.
+#[derive(Default)]
+pub struct CommandAssembler {
+    pc_id: Option<u8>,
+    bytes: Vec<u8>,
+}
+
+impl CommandAssembler {
+    pub fn in_progress(&self) -> bool {
+        self.pc_id.is_some()
+    }
+
+    /// Add one command fragment; returns the command once the last fragment is in.
+    pub fn push(&mut self, pdv: PDataValue) -> Result<Option<(u8, Command)>, DimseError> {
+        if let Some(pc) = self.pc_id {
+            if pc != pdv.presentation_context_id {
+                return Err(DimseError::Protocol(format!(
+                    "command fragments on two presentation contexts ({pc} and {})",
+                    pdv.presentation_context_id
+                )));
+            }
+        }
+        self.pc_id = Some(pdv.presentation_context_id);
+        if self.bytes.len() + pdv.data.len() > MAX_COMMAND_SET {
+            return Err(DimseError::Protocol(
+                "command set larger than 64 KiB".into(),
+            ));
+        }
+        self.bytes.extend_from_slice(&pdv.data);
+        if !pdv.is_last {
+            return Ok(None);
+        }
+        let pc = pdv.presentation_context_id;
+        self.pc_id = None;
+        let bytes = std::mem::take(&mut self.bytes);
+        Ok(Some((pc, Command::decode(&bytes)?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pdv(pc: u8, is_last: bool, data: &[u8]) -> PDataValue {
+        PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Command,
+            is_last,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn reassembles_a_command_split_over_many_fragments() {
+        let cmd = Command::c_store_rq(9, "1.2.840.10008.5.1.4.1.1.2", "1.2.3");
+        let bytes = cmd.encode().unwrap();
+        let mut asm = CommandAssembler::default();
+        let chunks: Vec<_> = bytes.chunks(7).collect();
+        for (i, c) in chunks.iter().enumerate() {
+            let out = asm.push(pdv(3, i + 1 == chunks.len(), c)).unwrap();
+            if i + 1 < chunks.len() {
+                assert!(out.is_none());
+                assert!(asm.in_progress());
+            } else {
+                assert_eq!(out, Some((3, cmd.clone())));
+            }
+        }
+        assert!(!asm.in_progress());
+    }
+
+    #[test]
+    fn refuses_fragments_on_two_contexts() {
+        let mut asm = CommandAssembler::default();
+        asm.push(pdv(1, false, &[0; 4])).unwrap();
+        assert!(asm.push(pdv(3, true, &[0; 4])).is_err());
+    }
+
+    #[test]
+    fn refuses_oversized_command_sets() {
+        let mut asm = CommandAssembler::default();
+        let big = vec![0u8; 40 * 1024];
+        asm.push(pdv(1, false, &big)).unwrap();
+        assert!(asm.push(pdv(1, false, &big)).is_err());
+    }
+
+    #[test]
+    fn fragment_size_respects_peer_limit() {
+        assert_eq!(max_fragment(16384), 16378);
+        assert_eq!(max_fragment(0), (1 << 20) - 6);
+    }
+}

@@ -1,0 +1,272 @@
+//! C-STORE → STOW-RS. Every instance is streamed into a PS3.10 file in the
+//! spool's incoming/ directory while its structure is checked on the fly;
+//! then, depending on `[spool] mode`, it is either committed to the spool
+//! (acknowledged once durable) or sent upstream at once (acknowledged with the
+//! archive's verdict).
+
+use crate::config::SpoolMode;
+use crate::dimse::listener::{AssociationInfo, Refusal, StoreOutcome, StoreSink};
+use crate::dimse::message::Command;
+use crate::dimse::scan::DatasetScanner;
+use crate::dimse::status;
+use crate::spool::{IncomingFile, InstanceMeta, Spool};
+use crate::translate::stow::{dimse_status_for_failure, failure_reason_meaning};
+use crate::web::client::{InstanceOutcome, StowItem, UpstreamClient};
+use async_trait::async_trait;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, warn};
+
+/// Our Implementation Class UID, written into every file meta header.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.90214102523473284214069447646047322179";
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("PONS_", env!("CARGO_PKG_VERSION"));
+
+pub struct Store {
+    pub mode: SpoolMode,
+    pub spool: Arc<Spool>,
+    pub upstream: Arc<UpstreamClient>,
+}
+
+impl Store {
+    pub async fn begin(
+        self: &Arc<Self>,
+        assoc: &AssociationInfo,
+        rq: &Command,
+        transfer_syntax_uid: &str,
+    ) -> Result<Box<dyn StoreSink>, Refusal> {
+        let (Some(class), Some(instance)) = (&rq.sop_class_uid, &rq.sop_instance_uid) else {
+            return Err(Refusal::new(
+                status::storage::CANNOT_UNDERSTAND,
+                "C-STORE-RQ lacks the Affected SOP Class or Instance UID",
+            ));
+        };
+        let header = file_header(class, instance, transfer_syntax_uid, &assoc.calling_ae)?;
+        let mut incoming = self.spool.create_incoming().await.map_err(|e| {
+            warn!(error = %e, "cannot create a spool file");
+            Refusal::new(
+                status::storage::OUT_OF_RESOURCES,
+                "Pons cannot create a spool file",
+            )
+        })?;
+        if let Err(e) = incoming.file.write_all(&header).await {
+            self.spool.discard(incoming).await;
+            return Err(write_refusal(&e));
+        }
+        Ok(Box::new(SpoolSink {
+            store: self.clone(),
+            file: Some(incoming),
+            scanner: DatasetScanner::new(transfer_syntax_uid),
+            meta: InstanceMeta {
+                sop_class_uid: class.clone(),
+                sop_instance_uid: instance.clone(),
+                transfer_syntax_uid: transfer_syntax_uid.to_owned(),
+                calling_ae: assoc.calling_ae.clone(),
+            },
+        }))
+    }
+}
+
+/// Preamble, "DICM" and the file meta group for a data set received as-is.
+fn file_header(
+    class: &str,
+    instance: &str,
+    ts: &str,
+    calling_ae: &str,
+) -> Result<Vec<u8>, Refusal> {
+    let meta = dicom_object::meta::FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(class)
+        .media_storage_sop_instance_uid(instance)
+        .transfer_syntax(ts)
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+        .source_application_entity_title(calling_ae)
+        .build()
+        .map_err(|e| Refusal::new(status::storage::CANNOT_UNDERSTAND, format!("bad UIDs: {e}")))?;
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    meta.write(&mut out)
+        .map_err(|e| Refusal::new(status::storage::CANNOT_UNDERSTAND, format!("bad UIDs: {e}")))?;
+    Ok(out)
+}
+
+fn write_refusal(e: &std::io::Error) -> Refusal {
+    let comment = if e.raw_os_error() == Some(libc::ENOSPC) {
+        "Pons spool disk is full".to_owned()
+    } else {
+        warn!(error = %e, "spool write failed");
+        "Pons cannot write its spool file".to_owned()
+    };
+    Refusal::new(status::storage::OUT_OF_RESOURCES, comment)
+}
+
+struct SpoolSink {
+    store: Arc<Store>,
+    file: Option<IncomingFile>,
+    scanner: Option<DatasetScanner>,
+    meta: InstanceMeta,
+}
+
+impl SpoolSink {
+    /// Check what arrived against what the command announced.
+    fn verify(&mut self) -> Result<(), Refusal> {
+        let Some(scanner) = self.scanner.take() else {
+            return Ok(()); // unknown transfer syntax: stored as received, unchecked
+        };
+        let found = scanner
+            .finish()
+            .map_err(|e| Refusal::new(status::storage::CANNOT_UNDERSTAND, e))?;
+        let Some(instance) = found.sop_instance_uid else {
+            return Err(Refusal::new(
+                status::storage::DATA_SET_MISMATCH,
+                "data set has no SOP Instance UID",
+            ));
+        };
+        if instance != self.meta.sop_instance_uid {
+            return Err(Refusal::new(
+                status::storage::DATA_SET_MISMATCH,
+                "SOP Instance UID in data set differs from C-STORE-RQ",
+            ));
+        }
+        if found.sop_class_uid.as_deref() != Some(self.meta.sop_class_uid.as_str()) {
+            return Err(Refusal::new(
+                status::storage::DATA_SET_MISMATCH,
+                "SOP Class UID in data set differs from C-STORE-RQ",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn send_direct(&self, file: IncomingFile) -> StoreOutcome {
+        let item = StowItem {
+            path: file.path.clone(),
+            sop_class_uid: self.meta.sop_class_uid.clone(),
+            sop_instance_uid: self.meta.sop_instance_uid.clone(),
+        };
+        let result = self.store.upstream.stow(std::slice::from_ref(&item)).await;
+        self.store.spool.discard(file).await;
+        match result {
+            Ok(outcomes) => match outcomes.first() {
+                Some(InstanceOutcome::Stored) => success(),
+                Some(InstanceOutcome::StoredWithWarning(w)) => StoreOutcome {
+                    status: if (0xB000..=0xBFFF).contains(w) {
+                        *w
+                    } else {
+                        status::storage::COERCION
+                    },
+                    comment: Some(format!("archive warning {w:04X}H")),
+                },
+                Some(InstanceOutcome::Failed(reason)) => StoreOutcome {
+                    status: dimse_status_for_failure(*reason),
+                    comment: Some(format!(
+                        "archive refused: {reason:04X}H {}",
+                        failure_reason_meaning(*reason)
+                    )),
+                },
+                Some(InstanceOutcome::NotAcknowledged) | None => Refusal::new(
+                    status::storage::OUT_OF_RESOURCES,
+                    "archive did not confirm the instance; retry",
+                )
+                .into(),
+            },
+            Err(e) => {
+                warn!(error = %e, "direct STOW-RS failed");
+                let comment = match &e {
+                    crate::web::client::UpstreamError::Status { status, .. } => {
+                        format!("archive answered HTTP {status}; retry later")
+                    }
+                    crate::web::client::UpstreamError::Timeout { .. } => {
+                        "archive timed out; retry later".to_owned()
+                    }
+                    _ => "archive unreachable; retry later".to_owned(),
+                };
+                Refusal::new(status::storage::OUT_OF_RESOURCES, comment).into()
+            }
+        }
+    }
+}
+
+fn success() -> StoreOutcome {
+    StoreOutcome {
+        status: status::SUCCESS,
+        comment: None,
+    }
+}
+
+#[async_trait]
+impl StoreSink for SpoolSink {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
+        if let Some(s) = self.scanner.as_mut() {
+            s.feed(chunk);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(Refusal::new(
+                status::general::PROCESSING_FAILURE,
+                "internal: no spool file",
+            ));
+        };
+        file.file
+            .write_all(chunk)
+            .await
+            .map_err(|e| write_refusal(&e))
+    }
+
+    async fn finish(mut self: Box<Self>) -> StoreOutcome {
+        let Some(mut file) = self.file.take() else {
+            return Refusal::new(
+                status::general::PROCESSING_FAILURE,
+                "internal: no spool file",
+            )
+            .into();
+        };
+        if let Err(r) = self.verify() {
+            debug!(comment = %r.comment, "instance refused after transfer");
+            self.store.spool.discard(file).await;
+            return r.into();
+        }
+        if let Err(e) = file.file.flush().await {
+            self.store.spool.discard(file).await;
+            return write_refusal(&e).into();
+        }
+        match self.store.mode {
+            SpoolMode::Spool => match self.store.spool.commit(file, &self.meta).await {
+                Ok(_) => success(),
+                Err(e) => {
+                    warn!(error = %e, "spool commit failed");
+                    Refusal::new(
+                        status::storage::OUT_OF_RESOURCES,
+                        "Pons cannot make the instance durable",
+                    )
+                    .into()
+                }
+            },
+            SpoolMode::Direct => self.send_direct(file).await,
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        if let Some(file) = self.file.take() {
+            self.store.spool.discard(file).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_header_is_a_valid_ps3_10_preamble_and_meta() {
+        let h = file_header(
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3.4",
+            "1.2.840.10008.1.2.1",
+            "CT01",
+        )
+        .unwrap();
+        assert_eq!(&h[128..132], b"DICM");
+        let meta = dicom_object::meta::FileMetaTable::from_reader(&h[132..]).unwrap();
+        assert_eq!(meta.media_storage_sop_instance_uid(), "1.2.3.4");
+        assert_eq!(meta.transfer_syntax(), "1.2.840.10008.1.2.1");
+        assert_eq!(meta.source_application_entity_title(), Some("CT01"));
+    }
+}
