@@ -114,6 +114,49 @@ impl ScuAssociation {
         Ok(())
     }
 
+    /// Send a request whose data set streams from `reader` (C-STORE of a file).
+    pub async fn send_streamed<R>(
+        &mut self,
+        pc_id: u8,
+        cmd: &Command,
+        reader: R,
+    ) -> Result<(), DimseError>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        pdv::send_command(&mut self.assoc, pc_id, cmd).await?;
+        pdv::send_data_stream(&mut self.assoc, pc_id, reader).await
+    }
+
+    /// Send a bare P-DATA fragment; for tests that must misbehave on purpose.
+    pub async fn send_raw_fragment(
+        &mut self,
+        pc_id: u8,
+        is_command: bool,
+        is_last: bool,
+        data: Vec<u8>,
+    ) -> Result<(), DimseError> {
+        let value_type = if is_command {
+            PDataValueType::Command
+        } else {
+            PDataValueType::Data
+        };
+        let pdu = Pdu::PData {
+            data: vec![dicom_ul::pdu::PDataValue {
+                presentation_context_id: pc_id,
+                value_type,
+                is_last,
+                data,
+            }],
+        };
+        self.assoc.send(&pdu).await.map_err(DimseError::send)
+    }
+
+    /// A-ABORT.
+    pub async fn abort(self) -> Result<(), DimseError> {
+        self.assoc.abort().await.map_err(DimseError::send)
+    }
+
     /// Read the next response (command plus data set when it has one).
     pub async fn receive(&mut self) -> Result<Response, DimseError> {
         let mut commands = CommandAssembler::default();

@@ -264,7 +264,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&h[128..132], b"DICM");
-        let meta = dicom_object::meta::FileMetaTable::from_reader(&h[132..]).unwrap();
+        let meta = dicom_object::meta::FileMetaTable::from_reader(&h[128..]).unwrap();
         assert_eq!(meta.media_storage_sop_instance_uid(), "1.2.3.4");
         assert_eq!(meta.transfer_syntax(), "1.2.840.10008.1.2.1");
         assert_eq!(meta.source_application_entity_title(), Some("CT01"));
