@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One command for the benchmarks: installs the peers, builds Pons (release),
+# makes the test data and prints the table. Usage: bench/run.sh [N instances]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-1000}"
+export PONS_CACHE="${PONS_CACHE:-$HOME/.cache/pons}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PONS_CACHE/target}"
+scripts/install-deps.sh
+PY="$PONS_CACHE/venv/bin/python"
+"$PY" scripts/make_testdata.py --ct "$N" >/dev/null
+cargo build --release --quiet
+"$PY" bench/ingest.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
