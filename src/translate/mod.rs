@@ -1,2 +1,3 @@
 //! Pure, synchronous translation between the DIMSE and DICOMweb vocabularies.
+pub mod query;
 pub mod stow;
