@@ -49,7 +49,11 @@ impl Spool {
     }
     /// fsync, move into ready/, fsync the directory, insert the job row.
     /// When this returns Ok the instance survives a crash.
-    pub async fn commit(&self, file: IncomingFile, meta: &InstanceMeta) -> Result<JobId, SpoolError> {
+    pub async fn commit(
+        &self,
+        file: IncomingFile,
+        meta: &InstanceMeta,
+    ) -> Result<JobId, SpoolError> {
         let _ = (file, meta, &self.dir, &self.jobs);
         unimplemented!()
     }
