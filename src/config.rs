@@ -271,10 +271,7 @@ impl Config {
                 match &u.auth {
                     Some(AuthConfig::Bearer { token, token_file }) => {
                         if token.is_some() == token_file.is_some() {
-                            p.push(
-                                "upstream.auth (bearer) needs exactly one of token, token_file"
-                                    .into(),
-                            );
+                            p.push("upstream.auth (bearer) needs exactly one of token, token_file".into());
                         }
                     }
                     Some(AuthConfig::Basic {
@@ -320,11 +317,7 @@ impl Config {
 
 fn check_ae_title(key: &str, title: &str, problems: &mut Vec<String>) {
     let t = title.trim();
-    if t.is_empty()
-        || t.len() > 16
-        || !t
-            .chars()
-            .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
+    if t.is_empty() || t.len() > 16 || !t.chars().all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
     {
         problems.push(format!(
             "{key} {title:?} is not a valid AE title (1-16 printable ASCII characters, no backslash)"
