@@ -176,9 +176,29 @@ impl UpstreamClient {
             ms = started.elapsed().as_millis() as u64,
             "STOW-RS answered"
         );
+        let uids: Vec<&str> = items.iter().map(|i| i.sop_instance_uid.as_str()).collect();
         // 409: every instance failed, but the body still says why, per instance.
+        if status.is_client_error() && status != StatusCode::CONFLICT {
+            // Orthanc 1.10 answers 400 (not 202/409) when some instances fail,
+            // with a complete STOW body: use it when it names our instances.
+            let retry_after = retry_after(&resp);
+            let body = read_limited(resp, MAX_RESPONSE_BODY)
+                .await
+                .unwrap_or_default();
+            if let Ok(outcomes) = parse_stow_response(&body, &uids) {
+                if outcomes
+                    .iter()
+                    .any(|o| *o != InstanceOutcome::NotAcknowledged)
+                {
+                    return Ok(outcomes);
+                }
+            }
+            return Err(status_error(&url, status, retry_after, &body));
+        }
         if !(status.is_success() || status == StatusCode::CONFLICT) {
-            return Err(self.status_error(&url, resp).await);
+            let retry_after = retry_after(&resp);
+            let body = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+            return Err(status_error(&url, status, retry_after, &body));
         }
         let body = read_limited(resp, MAX_RESPONSE_BODY)
             .await
@@ -193,7 +213,6 @@ impl UpstreamClient {
                 retry_after: None,
             });
         }
-        let uids: Vec<&str> = items.iter().map(|i| i.sop_instance_uid.as_str()).collect();
         let mut outcomes = parse_stow_response(&body, &uids)
             .map_err(|message| UpstreamError::BadResponse { url, message })?;
         if status == StatusCode::OK {
@@ -216,11 +235,13 @@ impl UpstreamClient {
             .send()
             .await
             .map_err(|e| self.transport_error(&url, e, PING_TIMEOUT))?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(self.status_error(&url, resp).await)
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
         }
+        let retry_after = retry_after(&resp);
+        let body = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+        Err(status_error(&url, status, retry_after, &body))
     }
 
     fn transport_error(&self, url: &str, e: reqwest::Error, timeout: Duration) -> UpstreamError {
@@ -236,21 +257,26 @@ impl UpstreamClient {
             }
         }
     }
+}
 
-    async fn status_error(&self, url: &str, resp: reqwest::Response) -> UpstreamError {
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let body = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
-        UpstreamError::Status {
-            url: url.to_owned(),
-            status,
-            message: error_message(&body),
-            retry_after,
-        }
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+}
+
+fn status_error(
+    url: &str,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> UpstreamError {
+    UpstreamError::Status {
+        url: url.to_owned(),
+        status: status.as_u16(),
+        message: error_message(body),
+        retry_after,
     }
 }
 

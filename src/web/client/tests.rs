@@ -245,3 +245,23 @@ fn bad_config_is_refused() {
         Err(UpstreamError::Config(_))
     ));
 }
+
+#[tokio::test]
+async fn bad_request_with_a_stow_body_gives_outcomes() {
+    // What Orthanc 1.10 does when some instances of a request fail.
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.2"]},"00081197":{"vr":"US","Value":[272]}}]},
+        "00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]}}]}}"#;
+    let (url, server) = canned(http_response("400 Bad Request", "", body)).await;
+    let client = UpstreamClient::new(&config(&url, "")).unwrap();
+    let items = [
+        item(dir.path(), "1.2.1", b"a"),
+        item(dir.path(), "1.2.2", b"b"),
+    ];
+    let out = client.stow(&items).await.unwrap();
+    assert_eq!(
+        out,
+        vec![InstanceOutcome::Stored, InstanceOutcome::Failed(0x0110)]
+    );
+    server.await.unwrap();
+}
