@@ -203,7 +203,7 @@ async fn spool_forwards_to_orthanc() {
     use pons::spool::{ForwarderConfig, InstanceMeta, Spool};
     use tokio::io::AsyncWriteExt;
 
-    let Some(orthanc) = Orthanc::start().await else {
+    let Some(mut orthanc) = Orthanc::start().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -269,4 +269,5 @@ async fn spool_forwards_to_orthanc() {
     assert_eq!(orthanc.instances().await.len(), 2);
     let left = |d: &str| std::fs::read_dir(spool.dir().join(d)).unwrap().count();
     assert_eq!((left("ready"), left("failed"), left("incoming")), (0, 1, 0));
+    orthanc.child.kill().await.unwrap(); // kills and reaps
 }

@@ -171,16 +171,23 @@ impl Forwarder {
             for entry in rest {
                 if let Some((single, err)) = self.attempt(vec![entry]).await {
                     for e in single {
-                        self.fail(e.job.id, &format!("upstream refused the instance: {err}"))
-                            .await;
+                        self.refuse(e, &err).await;
                     }
                 }
             }
         } else {
             for e in rest {
-                self.fail(e.job.id, &format!("upstream refused the instance: {err}"))
-                    .await;
+                self.refuse(e, &err).await;
             }
+        }
+    }
+
+    /// Permanent refusal of one instance: job failed, file to failed/ (left
+    /// in ready/ it would be queued again by the next `Spool::open`).
+    async fn refuse(&self, entry: Entry, err: &UpstreamError) {
+        let msg = format!("upstream refused the instance: {err}");
+        if self.fail(entry.job.id, &msg).await {
+            self.quarantine(&entry.payload.path).await;
         }
     }
 
@@ -218,6 +225,14 @@ impl Forwarder {
                     self.fail(bad.job.id, &msg).await;
                 }
                 Err(e) if e.is_transient() => {
+                    self.retry_all(&batch, &e).await;
+                    return None;
+                }
+                Err(e) if refuses_us(&e) => {
+                    // Wrong URL or credentials: no instance is at fault, and
+                    // failing them all would bury the queue once the token
+                    // expires. Keep retrying until the operator fixes it.
+                    tracing::error!(error = %e, "upstream refuses our requests; check upstream.url and upstream.auth");
                     self.retry_all(&batch, &e).await;
                     return None;
                 }
@@ -309,6 +324,18 @@ impl Forwarder {
     async fn retry(&self, id: JobId, delay: Duration, msg: &str) -> bool {
         log_table(id, self.jobs.retry_later(id, delay, msg).await)
     }
+}
+
+/// 401, 403, 404 and 405 on POST /studies are about us (credentials,
+/// permissions, URL), never about a particular instance.
+fn refuses_us(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Status {
+            status: 401 | 403 | 404 | 405,
+            ..
+        }
+    )
 }
 
 fn log_table(id: JobId, r: Result<(), crate::jobs::JobError>) -> bool {

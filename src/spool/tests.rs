@@ -133,7 +133,8 @@ async fn commit_recover_and_discard() {
 }
 
 /// Answers by SOP Instance UID prefix: "ok", "warn", "bad" (A900), "na";
-/// "reject" makes the whole request a 400; "busy" a 503 with Retry-After.
+/// "reject" makes the whole request a 400; "busy" a 503 with Retry-After;
+/// "denied" a 401.
 #[derive(Default)]
 struct Scripted {
     calls: Mutex<Vec<usize>>,
@@ -155,6 +156,9 @@ impl StowTarget for Scripted {
         }
         if has("busy") {
             return Err(status(503, Some(Duration::from_secs(30))));
+        }
+        if has("denied") {
+            return Err(status(401, None));
         }
         Ok(items
             .iter()
@@ -291,8 +295,12 @@ async fn a_refused_batch_is_split() {
         rj.last_error.as_deref().unwrap().contains("HTTP 400"),
         "{rj:?}"
     );
-    // A refused request is not the instance's fault: the file stays in ready/.
-    assert!(r_path.exists());
+    assert!(!r_path.exists());
+    assert!(rig
+        .spool
+        .failed_dir()
+        .join(r_path.file_name().unwrap())
+        .exists());
     assert_eq!(*rig.target.calls.lock().unwrap(), vec![3, 1, 1, 1]);
 }
 
@@ -347,4 +355,22 @@ async fn commit_wakes_an_idle_forwarder() {
     );
     shutdown.cancel();
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn unauthorized_is_retried_not_failed() {
+    let rig = Rig::new().await;
+    let (a, path) = spool_one(&rig.spool, "denied1").await;
+    let (b, _) = spool_one(&rig.spool, "ok1").await;
+    let jobs = rig.forward_until(10, settled).await;
+    for id in [a, b] {
+        let j = job(&jobs, id);
+        assert_eq!((j.state, j.attempts), (JobState::Pending, 1), "{j:?}");
+    }
+    assert!(path.exists());
+    assert_eq!(
+        *rig.target.calls.lock().unwrap(),
+        vec![2],
+        "no split on 401"
+    );
 }
