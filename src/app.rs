@@ -45,6 +45,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 concurrency: upstream_cfg.stow_concurrency,
                 retry_max: Duration::from_secs(config.spool.retry_max_secs),
                 lease: Duration::from_secs(upstream_cfg.request_timeout_secs + 60),
+                failed_dir: spool.failed_dir(),
             },
             spool.notifier(),
             forwarder_stop.clone(),

@@ -4,8 +4,12 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod memory;
+mod sqlite;
 
 pub type JobId = i64;
 
@@ -77,6 +81,60 @@ pub trait JobTable: Send + Sync {
 
 /// Open the table named by `[jobs] url`: `memory` or `sqlite:///path`.
 pub async fn open(url: &str) -> Result<Arc<dyn JobTable>, JobError> {
-    let _ = url;
-    unimplemented!("helper implements")
+    if url == "memory" {
+        return Ok(Arc::new(memory::MemoryJobs::default()));
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(JobError::Open {
+                url: url.to_owned(),
+                message: "no file path after sqlite://".into(),
+            });
+        }
+        return Ok(Arc::new(
+            sqlite::SqliteJobs::open(url, Path::new(path)).await?,
+        ));
+    }
+    Err(JobError::Open {
+        url: url.to_owned(),
+        message: "expected \"memory\" or sqlite:///path".into(),
+    })
 }
+
+impl JobState {
+    /// The spelling stored in the `state` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "pending" => JobState::Pending,
+            "running" => JobState::Running,
+            "done" => JobState::Done,
+            "failed" => JobState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Wall clock in Unix milliseconds: rows are shared across restarts (and,
+/// with PostgreSQL, across hosts), so a monotonic clock would not do.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,9 +1,302 @@
 //! STOW-RS response (DICOM JSON) → per-instance outcome; DIMSE status mapping.
-pub fn dimse_status_for_failure(reason: u16) -> u16 {
-    let _ = reason;
-    unimplemented!("helper")
+//!
+//! Pure functions: the HTTP client hands us the body bytes and the SOP
+//! Instance UIDs it sent, we say what happened to each.
+
+use std::collections::HashMap;
+
+/// The upstream's verdict on one instance of a STOW-RS request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceOutcome {
+    Stored,
+    /// Stored, with Warning Reason (0008,1196).
+    StoredWithWarning(u16),
+    /// Failed SOP Sequence entry with Failure Reason (0008,1197).
+    Failed(u16),
+    /// Neither referenced nor listed as failed in the response.
+    NotAcknowledged,
 }
+
+// DICOM JSON keys (PS3.18 F.2: tags as 8 uppercase hex digits).
+const REFERENCED_SOP_SEQUENCE: &str = "00081199";
+const FAILED_SOP_SEQUENCE: &str = "00081198";
+const REFERENCED_SOP_INSTANCE_UID: &str = "00081155";
+const WARNING_REASON: &str = "00081196";
+const FAILURE_REASON: &str = "00081197";
+
+/// Processing failure: what we assume when a Failed SOP Sequence item has
+/// no (readable) Failure Reason.
+pub const FAILURE_PROCESSING: u16 = 0x0110;
+
+/// Read a STOW-RS response body (PS3.18 10.5.3) and give the outcome of each
+/// UID in `sent_uids`, in that order. An empty body means everything was
+/// stored (a bare 200). Some servers wrap the dataset in a one-element array.
+pub fn parse_stow_response(
+    body: &[u8],
+    sent_uids: &[&str],
+) -> Result<Vec<InstanceOutcome>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(vec![InstanceOutcome::Stored; sent_uids.len()]);
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("response is not JSON: {e}"))?;
+    let dataset = match &value {
+        serde_json::Value::Array(items) => items.first().unwrap_or(&serde_json::Value::Null),
+        v => v,
+    };
+    let dataset = dataset
+        .as_object()
+        .ok_or("response is not a DICOM JSON dataset (object)")?;
+
+    let top_warning = dataset.get(WARNING_REASON).and_then(first_u16);
+    let mut verdicts: HashMap<String, InstanceOutcome> = HashMap::new();
+    for item in sequence_items(dataset.get(REFERENCED_SOP_SEQUENCE))? {
+        if let Some(uid) = item_uid(item) {
+            let warning = item.get(WARNING_REASON).and_then(first_u16).or(top_warning);
+            let outcome = match warning {
+                Some(w) => InstanceOutcome::StoredWithWarning(w),
+                None => InstanceOutcome::Stored,
+            };
+            verdicts.insert(uid, outcome);
+        }
+    }
+    // Failures win over references if a server lists a UID in both.
+    for item in sequence_items(dataset.get(FAILED_SOP_SEQUENCE))? {
+        if let Some(uid) = item_uid(item) {
+            let reason = item
+                .get(FAILURE_REASON)
+                .and_then(first_u16)
+                .unwrap_or(FAILURE_PROCESSING);
+            verdicts.insert(uid, InstanceOutcome::Failed(reason));
+        }
+    }
+    Ok(sent_uids
+        .iter()
+        .map(|uid| {
+            verdicts
+                .get(trim_uid(uid))
+                .cloned()
+                .unwrap_or(InstanceOutcome::NotAcknowledged)
+        })
+        .collect())
+}
+
+/// The items of an SQ attribute; absent attribute or absent "Value" = none.
+fn sequence_items(
+    attr: Option<&serde_json::Value>,
+) -> Result<Vec<&serde_json::Map<String, serde_json::Value>>, String> {
+    let Some(values) = attr.and_then(|a| a.get("Value")) else {
+        return Ok(Vec::new());
+    };
+    let values = values
+        .as_array()
+        .ok_or("a sequence \"Value\" is not an array")?;
+    Ok(values.iter().filter_map(|v| v.as_object()).collect())
+}
+
+fn item_uid(item: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let v = item
+        .get(REFERENCED_SOP_INSTANCE_UID)?
+        .get("Value")?
+        .get(0)?;
+    Some(trim_uid(v.as_str()?).to_owned())
+}
+
+fn trim_uid(uid: &str) -> &str {
+    uid.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+}
+
+/// A US value: a JSON number per PS3.18 F.2.3, but tolerate a decimal string.
+fn first_u16(attr: &serde_json::Value) -> Option<u16> {
+    match attr.get("Value")?.get(0)? {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Human words for a Failure Reason (0008,1197) or Warning Reason (0008,1196),
+/// for logs and job errors.
 pub fn failure_reason_meaning(reason: u16) -> &'static str {
-    let _ = reason;
-    unimplemented!("helper")
+    match reason {
+        0x0110 => "processing failure",
+        0x0112 => "no such object instance",
+        0x0119 => "class-instance conflict",
+        0x0122 => "SOP class not supported",
+        0x0124 => "refused: not authorized",
+        0x0131 => "duplicate transaction UID",
+        0x0210 => "duplicate invocation",
+        0x0211 => "unrecognized operation",
+        0x0212 => "mistyped argument",
+        0x0213 => "resource limitation",
+        0xC122 => "transfer syntax not supported",
+        0xA700..=0xA7FF => "refused: out of resources",
+        0xA900..=0xA9FF => "data set does not match SOP class",
+        0xC000..=0xCFFF => "cannot understand",
+        0xB000 => "warning: coercion of data elements",
+        0xB006 => "warning: elements discarded",
+        0xB007 => "warning: data set does not match SOP class",
+        _ => "unknown reason",
+    }
+}
+
+/// C-STORE-RSP "Refused: Out of Resources": modalities retry it later.
+pub const STORE_OUT_OF_RESOURCES: u16 = 0xA700;
+/// C-STORE-RSP "Error: Data Set does not match SOP Class".
+pub const STORE_DATA_SET_MISMATCH: u16 = 0xA900;
+/// C-STORE-RSP "Error: Cannot understand".
+pub const STORE_CANNOT_UNDERSTAND: u16 = 0xC000;
+
+/// The C-STORE-RSP status to give a modality ("direct" mode) when the
+/// upstream refused its instance with this STOW Failure Reason.
+///
+/// Reasons that are themselves C-STORE statuses (PS3.4 Table B.2-1 and the
+/// general DIMSE statuses of PS3.7 C) pass through; transient upstream
+/// trouble becomes Out of Resources so the modality tries again later.
+pub fn dimse_status_for_failure(reason: u16) -> u16 {
+    match reason {
+        // Already C-STORE statuses (refusals, errors, warnings).
+        0xA700..=0xA7FF | 0xA900..=0xA9FF | 0xC000..=0xCFFF | 0xB000..=0xB0FF => reason,
+        0x0122 | 0x0124 | 0x0210 | 0x0211 | 0x0212 => reason,
+        // The archive had trouble, not the instance: let the modality retry.
+        0x0110 | 0x0213 => STORE_OUT_OF_RESOURCES,
+        // The archive knows this UID under another class.
+        0x0119 => STORE_DATA_SET_MISMATCH,
+        _ => STORE_CANNOT_UNDERSTAND,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use InstanceOutcome::*;
+
+    const ORTHANC_OK: &str = r#"{
+        "00081190": {"vr": "UR", "Value": ["http://localhost:8042/dicom-web/studies/1.2.3"]},
+        "00081198": {"vr": "SQ"},
+        "00081199": {"vr": "SQ", "Value": [
+            {"00081150": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+             "00081155": {"vr": "UI", "Value": ["1.2.3.4"]},
+             "00081190": {"vr": "UR", "Value": ["http://localhost:8042/dicom-web/studies/1.2.3/series/1.2.3.1/instances/1.2.3.4"]}},
+            {"00081150": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+             "00081155": {"vr": "UI", "Value": ["1.2.3.5"]}}
+        ]}
+    }"#;
+
+    #[test]
+    fn orthanc_all_stored() {
+        let out = parse_stow_response(ORTHANC_OK.as_bytes(), &["1.2.3.4", "1.2.3.5"]).unwrap();
+        assert_eq!(out, vec![Stored, Stored]);
+    }
+
+    #[test]
+    fn missing_uid_is_not_acknowledged() {
+        let out = parse_stow_response(ORTHANC_OK.as_bytes(), &["1.2.3.5", "9.9"]).unwrap();
+        assert_eq!(out, vec![Stored, NotAcknowledged]);
+    }
+
+    #[test]
+    fn mixed_failures_and_warnings() {
+        let body = r#"{
+            "00081198": {"vr": "SQ", "Value": [
+                {"00081150": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+                 "00081155": {"vr": "UI", "Value": ["1.2.3.6"]},
+                 "00081197": {"vr": "US", "Value": [43264]}},
+                {"00081155": {"vr": "UI", "Value": ["1.2.3.7"]}}
+            ]},
+            "00081199": {"vr": "SQ", "Value": [
+                {"00081155": {"vr": "UI", "Value": ["1.2.3.4"]},
+                 "00081196": {"vr": "US", "Value": [45056]}},
+                {"00081155": {"vr": "UI", "Value": ["1.2.3.5\u0000"]}}
+            ]}
+        }"#;
+        let out = parse_stow_response(
+            body.as_bytes(),
+            &["1.2.3.4", "1.2.3.5", "1.2.3.6", "1.2.3.7"],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                StoredWithWarning(0xB000),
+                Stored,
+                Failed(0xA900),
+                Failed(FAILURE_PROCESSING)
+            ]
+        );
+    }
+
+    #[test]
+    fn all_failed_409_body() {
+        let body = r#"{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.3.4"]},"00081197":{"vr":"US","Value":[290]}}]}}"#;
+        let out = parse_stow_response(body.as_bytes(), &["1.2.3.4"]).unwrap();
+        assert_eq!(out, vec![Failed(0x0122)]);
+    }
+
+    #[test]
+    fn top_level_warning_applies_to_referenced() {
+        let body = r#"{"00081196":{"vr":"US","Value":[45063]},
+            "00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2"]}}]}}"#;
+        let out = parse_stow_response(body.as_bytes(), &["1.2"]).unwrap();
+        assert_eq!(out, vec![StoredWithWarning(0xB007)]);
+    }
+
+    #[test]
+    fn empty_body_means_all_stored_and_array_wrapper_is_accepted() {
+        assert_eq!(
+            parse_stow_response(b" \n", &["1", "2"]).unwrap(),
+            vec![Stored, Stored]
+        );
+        let wrapped = format!("[{ORTHANC_OK}]");
+        assert_eq!(
+            parse_stow_response(wrapped.as_bytes(), &["1.2.3.4"]).unwrap(),
+            vec![Stored]
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for body in [
+            &b"<html>oops</html>"[..],
+            b"42",
+            b"[]",
+            b"{\"00081199\":{\"Value\":3}}",
+        ] {
+            assert!(parse_stow_response(body, &["1"]).is_err(), "{body:?}");
+        }
+        // Odd but harmless shapes are tolerated.
+        let odd = br#"{"00081199":{"Value":[7, {"00081155":{"Value":[null]}}]}}"#;
+        assert_eq!(
+            parse_stow_response(odd, &["1"]).unwrap(),
+            vec![NotAcknowledged]
+        );
+    }
+
+    #[test]
+    fn status_table() {
+        let cases = [
+            (0xA700, 0xA700),
+            (0xA7FE, 0xA7FE),
+            (0xA900, 0xA900),
+            (0xC000, 0xC000),
+            (0xC122, 0xC122),
+            (0x0110, 0xA700),
+            (0x0213, 0xA700),
+            (0x0122, 0x0122),
+            (0x0124, 0x0124),
+            (0x0119, 0xA900),
+            (0x0112, 0xC000),
+            (0xB000, 0xB000),
+            (0x1234, 0xC000),
+        ];
+        for (reason, status) in cases {
+            assert_eq!(dimse_status_for_failure(reason), status, "{reason:04X}");
+        }
+        assert_eq!(failure_reason_meaning(0xA7FE), "refused: out of resources");
+        assert_eq!(
+            failure_reason_meaning(0xC122),
+            "transfer syntax not supported"
+        );
+        assert_eq!(failure_reason_meaning(0x0122), "SOP class not supported");
+    }
 }

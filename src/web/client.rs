@@ -1,7 +1,12 @@
 //! The upstream DICOMweb client (direction A): STOW-RS for now.
 
+use crate::config::{AuthConfig, UpstreamConfig};
+use crate::translate::stow::parse_stow_response;
+use crate::web::multipart;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::StatusCode;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 /// One PS3.10 file to send.
 #[derive(Debug, Clone)]
@@ -11,17 +16,7 @@ pub struct StowItem {
     pub sop_instance_uid: String,
 }
 
-/// The upstream's verdict on one instance of a STOW-RS request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InstanceOutcome {
-    Stored,
-    /// Stored, with Warning Reason (0008,1196).
-    StoredWithWarning(u16),
-    /// Failed SOP Sequence entry with Failure Reason (0008,1197).
-    Failed(u16),
-    /// Neither referenced nor listed as failed in the response.
-    NotAcknowledged,
-}
+pub use crate::translate::stow::InstanceOutcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -49,30 +44,321 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// Worth retrying: connection problems, timeouts, 5xx, 408 and 429.
+    /// An unreadable answer is retried too: the archive may well have stored
+    /// the instances, and sending them again is harmless.
     pub fn is_transient(&self) -> bool {
-        unimplemented!()
+        match self {
+            UpstreamError::Connect { .. }
+            | UpstreamError::Timeout { .. }
+            | UpstreamError::BadResponse { .. } => true,
+            UpstreamError::Status { status, .. } => {
+                *status >= 500 || *status == 408 || *status == 429
+            }
+            UpstreamError::Config(_) | UpstreamError::File { .. } => false,
+        }
     }
     /// The delay the upstream asked for (Retry-After), if any.
     pub fn retry_after(&self) -> Option<Duration> {
-        unimplemented!()
+        match self {
+            UpstreamError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 }
 
-pub struct UpstreamClient {}
+/// Largest STOW response body we read (it lists every instance of a batch).
+const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+/// Of an error answer we keep only the start, for the message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+const ERROR_MESSAGE_CHARS: usize = 300;
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+const DICOM_JSON: &str = "application/dicom+json";
+const DICOM: &str = "application/dicom";
+
+enum Auth {
+    None,
+    Bearer(String),
+    Basic { username: String, password: String },
+}
+
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    /// Without trailing '/'.
+    base: String,
+    auth: Auth,
+    request_timeout: Duration,
+}
 
 impl UpstreamClient {
-    pub fn new(config: &crate::config::UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
-        let _ = config;
-        unimplemented!()
+    pub fn new(config: &UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(DICOM_JSON));
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| UpstreamError::Config(format!("header name {name:?}: {e}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| UpstreamError::Config(format!("header {name} value: {e}")))?;
+            headers.insert(name, value);
+        }
+        let request_timeout = Duration::from_secs(config.request_timeout_secs);
+        // reqwest never sends `Expect: 100-continue` (Orthanc would stall 1 s per request on it).
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+            .timeout(request_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| UpstreamError::Config(format!("HTTP client: {e}")))?;
+        Ok(UpstreamClient {
+            http,
+            base: config.url.trim_end_matches('/').to_owned(),
+            auth: read_auth(config.auth.as_ref())?,
+            request_timeout,
+        })
     }
+
+    /// The base URL, without trailing '/'.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, url);
+        match &self.auth {
+            Auth::None => req,
+            Auth::Bearer(token) => req.bearer_auth(token),
+            Auth::Basic { username, password } => req.basic_auth(username, Some(password)),
+        }
+    }
+
     /// One STOW-RS request (POST {url}/studies) carrying every item, streamed
     /// from disk; the outcome per SOP Instance UID, in the order of `items`.
     pub async fn stow(&self, items: &[StowItem]) -> Result<Vec<InstanceOutcome>, UpstreamError> {
-        let _ = items;
-        unimplemented!()
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Open everything first: a missing file is our problem, not the
+        // upstream's, and must be reported as such before anything is sent.
+        let mut parts = Vec::with_capacity(items.len());
+        for item in items {
+            let file_err = |source| UpstreamError::File {
+                path: item.path.clone(),
+                source,
+            };
+            let file = tokio::fs::File::open(&item.path).await.map_err(file_err)?;
+            let len = file.metadata().await.map_err(file_err)?.len();
+            parts.push(multipart::FilePart {
+                content_type: DICOM,
+                file,
+                len,
+            });
+        }
+        let boundary = multipart::new_boundary();
+        let total = multipart::body_len(&boundary, &parts);
+        let content_type = multipart::related_content_type(DICOM, &boundary);
+        let body = reqwest::Body::wrap_stream(multipart::body_stream(boundary, parts));
+        let url = format!("{}/studies", self.base);
+        let started = Instant::now();
+        let resp = self
+            .request(reqwest::Method::POST, &url)
+            .header(CONTENT_TYPE, content_type)
+            // Known in advance: no chunked encoding, which some origins refuse.
+            .header(CONTENT_LENGTH, total)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&url, e, self.request_timeout))?;
+        let status = resp.status();
+        tracing::debug!(
+            instances = items.len(),
+            bytes = total,
+            status = status.as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "STOW-RS answered"
+        );
+        let uids: Vec<&str> = items.iter().map(|i| i.sop_instance_uid.as_str()).collect();
+        // 409: every instance failed, but the body still says why, per instance.
+        if status.is_client_error() && status != StatusCode::CONFLICT {
+            // Orthanc 1.10 answers 400 (not 202/409) when some instances fail,
+            // with a complete STOW body: use it when it names our instances.
+            let retry_after = retry_after(&resp);
+            let body = read_limited(resp, MAX_RESPONSE_BODY)
+                .await
+                .unwrap_or_default();
+            if let Ok(outcomes) = parse_stow_response(&body, &uids) {
+                if outcomes
+                    .iter()
+                    .any(|o| *o != InstanceOutcome::NotAcknowledged)
+                {
+                    return Ok(outcomes);
+                }
+            }
+            return Err(status_error(&url, status, retry_after, &body));
+        }
+        if !(status.is_success() || status == StatusCode::CONFLICT) {
+            let retry_after = retry_after(&resp);
+            let body = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+            return Err(status_error(&url, status, retry_after, &body));
+        }
+        let body = read_limited(resp, MAX_RESPONSE_BODY)
+            .await
+            .map_err(|e| self.transport_error(&url, e, self.request_timeout))?;
+        let blank = body.iter().all(u8::is_ascii_whitespace);
+        if blank && status != StatusCode::OK {
+            // 202/409 without a body: we cannot tell which instance failed.
+            return Err(UpstreamError::Status {
+                url,
+                status: status.as_u16(),
+                message: "no response body to say which instances failed".into(),
+                retry_after: None,
+            });
+        }
+        let mut outcomes = parse_stow_response(&body, &uids)
+            .map_err(|message| UpstreamError::BadResponse { url, message })?;
+        if status == StatusCode::OK {
+            // 200 means "all stored" (PS3.18 10.5.3), listed or not.
+            for o in &mut outcomes {
+                if *o == InstanceOutcome::NotAcknowledged {
+                    *o = InstanceOutcome::Stored;
+                }
+            }
+        }
+        Ok(outcomes)
     }
+
     /// Is the upstream answering at all (for /readyz)?
     pub async fn ping(&self) -> Result<(), UpstreamError> {
-        unimplemented!()
+        let url = format!("{}/studies?limit=1", self.base);
+        let resp = self
+            .request(reqwest::Method::GET, &url)
+            .timeout(PING_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&url, e, PING_TIMEOUT))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = retry_after(&resp);
+        let body = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+        Err(status_error(&url, status, retry_after, &body))
+    }
+
+    fn transport_error(&self, url: &str, e: reqwest::Error, timeout: Duration) -> UpstreamError {
+        if e.is_timeout() {
+            UpstreamError::Timeout {
+                url: url.to_owned(),
+                secs: timeout.as_secs(),
+            }
+        } else {
+            UpstreamError::Connect {
+                url: url.to_owned(),
+                message: error_chain(&e),
+            }
+        }
     }
 }
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+}
+
+fn status_error(
+    url: &str,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> UpstreamError {
+    UpstreamError::Status {
+        url: url.to_owned(),
+        status: status.as_u16(),
+        message: error_message(body),
+        retry_after,
+    }
+}
+
+fn read_auth(auth: Option<&AuthConfig>) -> Result<Auth, UpstreamError> {
+    // Secrets from files are read once, at startup, and trimmed (files
+    // usually end with a newline).
+    let secret = |inline: &Option<String>, file: &Option<PathBuf>, what: &str| match (inline, file)
+    {
+        (Some(s), _) => Ok(s.trim().to_owned()),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| {
+                UpstreamError::Config(format!("cannot read {what} file {}: {e}", path.display()))
+            }),
+        (None, None) => Err(UpstreamError::Config(format!("no {what} configured"))),
+    };
+    Ok(match auth {
+        None => Auth::None,
+        Some(AuthConfig::Bearer { token, token_file }) => {
+            Auth::Bearer(secret(token, token_file, "bearer token")?)
+        }
+        Some(AuthConfig::Basic {
+            username,
+            password,
+            password_file,
+        }) => Auth::Basic {
+            username: username.clone(),
+            password: secret(password, password_file, "password")?,
+        },
+    })
+}
+
+/// Read at most `max` bytes of the body (the rest is dropped).
+async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = max.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= max {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The start of an error body, on one line.
+fn error_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut msg: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(ERROR_MESSAGE_CHARS)
+        .collect();
+    if msg.is_empty() {
+        msg = "(empty body)".into();
+    }
+    msg
+}
+
+/// Retry-After: delay-seconds or an HTTP-date (RFC 9110 10.2.3).
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// reqwest's Display hides the cause ("error sending request"); keep it.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests;
