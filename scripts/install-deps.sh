@@ -19,29 +19,32 @@ requirements="$here/requirements.txt"
 say() { printf 'install-deps: %s\n' "$*"; }
 
 # --- Debian packages ---------------------------------------------------------
-apt_packages=(dcmtk orthanc orthanc-dicomweb)
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+    sudo=(sudo -n)
+fi
+apt_updated=0
+apt_install() {
+    say "apt-get install $*"
+    export DEBIAN_FRONTEND=noninteractive
+    if ((!apt_updated)); then
+        "${sudo[@]}" apt-get update -qq >/dev/null
+        apt_updated=1
+    fi
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 missing=()
-for p in "${apt_packages[@]}"; do
+for p in dcmtk orthanc orthanc-dicomweb; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$p")
     fi
 done
-# python3 -m venv needs ensurepip; pyenv/python.org builds ship it, Debian's
-# python3 needs the python3-venv package.
-if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    missing+=(python3-venv)
-fi
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 
 if ((${#missing[@]})); then
-    sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        sudo=(sudo -n)
-    fi
-    say "apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -qq >/dev/null
-    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # The orthanc package starts its system service (port 4242/8042); tests
+    apt_install "${missing[@]}"
+    # The orthanc package starts its system service (ports 4242/8042); tests
     # run their own Orthanc instances, so stop and disable it. Tolerate
     # machines without an init system.
     if [[ " ${missing[*]} " == *" orthanc "* ]]; then
@@ -64,7 +67,12 @@ done
 mkdir -p "$cache"
 if [[ ! -x "$venv/bin/python" ]]; then
     say "creating venv $venv"
-    python3 -m venv "$venv"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        # Debian's own python3 needs python3-venv for ensurepip.
+        rm -rf "$venv"
+        apt_install python3-venv
+        python3 -m venv "$venv"
+    fi
 fi
 
 stamp="$venv/.pons-requirements.sha256"

@@ -49,7 +49,13 @@ fn orthanc_stores_every_sample_and_survives_restart() {
     )
     .assert_success();
     let ct_files: Vec<_> = ct20.iter().map(|i| i.path.clone()).collect();
-    let out = storescu("HARNESS", orthanc.aet(), orthanc.dicom_port(), &ct_files, &[]);
+    let out = storescu(
+        "HARNESS",
+        orthanc.aet(),
+        orthanc.dicom_port(),
+        &ct_files,
+        &[],
+    );
     out.assert_success();
     // Each file went in its own transfer syntax: storescu converted nothing.
     assert!(

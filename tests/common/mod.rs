@@ -219,7 +219,11 @@ pub struct CtSet {
 impl CtSet {
     /// Paths of the first `n` instances (all of them if `n` is larger).
     pub fn files(&self, n: usize) -> Vec<PathBuf> {
-        self.instances.iter().take(n).map(|i| i.path.clone()).collect()
+        self.instances
+            .iter()
+            .take(n)
+            .map(|i| i.path.clone())
+            .collect()
     }
 }
 
@@ -245,8 +249,7 @@ fn run_make_testdata(root: &Path, args: &[&str]) {
 /// Reads a `manifest.tsv` (file, transfer syntax, SOP class, SOP instance).
 pub fn read_manifest(path: &Path) -> Vec<Instance> {
     let dir = path.parent().expect("manifest has a parent dir");
-    let text =
-        fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     text.lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())
@@ -380,7 +383,12 @@ pub fn http(
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {line:?}"),
+            )
+        })?;
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -403,7 +411,10 @@ pub fn http(
             reader.read_line(&mut line)?;
             let size_hex = line.trim().split(';').next().unwrap_or("");
             let size = usize::from_str_radix(size_hex, 16).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}"))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad chunk size {line:?}"),
+                )
             })?;
             if size == 0 {
                 break;
@@ -697,7 +708,13 @@ impl Orthanc {
         let id = self
             .instance_id(sop_uid)
             .unwrap_or_else(|| panic!("Orthanc has no instance {sop_uid}"));
-        http_ok("GET", &format!("{}/instances/{id}/file", self.rest_url()), &[], b"").body
+        http_ok(
+            "GET",
+            &format!("{}/instances/{id}/file", self.rest_url()),
+            &[],
+            b"",
+        )
+        .body
     }
 
     /// Polls until at least `n` instances are stored; returns the last count.
@@ -1093,8 +1110,10 @@ pub fn file_meta_uids(path: &Path) -> Option<(String, String)> {
             break;
         }
         let vr = &buf[pos + 4..pos + 6];
-        let (len, hdr) = if matches!(vr, b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN" | b"UC" | b"UR")
-        {
+        let (len, hdr) = if matches!(
+            vr,
+            b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN" | b"UC" | b"UR"
+        ) {
             if pos + 12 > buf.len() {
                 break;
             }
@@ -1201,11 +1220,18 @@ pub fn storescu<P: AsRef<Path>>(
     };
     let run = |cfg: Option<&Path>, batch: &[PathBuf], out: &mut StoreOutput| {
         let mut cmd = dcmtk("storescu");
-        cmd.arg("-v").arg("-aet").arg(calling).arg("-aec").arg(called);
+        cmd.arg("-v")
+            .arg("-aet")
+            .arg(calling)
+            .arg("-aec")
+            .arg(called);
         if let Some(cfg) = cfg {
             cmd.arg("-xf").arg(cfg).arg("Default");
         }
-        cmd.args(extra_args).arg("127.0.0.1").arg(port.to_string()).args(batch);
+        cmd.args(extra_args)
+            .arg("127.0.0.1")
+            .arg(port.to_string())
+            .args(batch);
         let o = cmd.output().expect("run storescu (is dcmtk installed?)");
         out.success &= o.status.success();
         out.stdout.push_str(&String::from_utf8_lossy(&o.stdout));
@@ -1217,7 +1243,9 @@ pub fn storescu<P: AsRef<Path>>(
     }
     // Group files into batches of at most 120 distinct (class, syntax) pairs:
     // an association carries at most 128 presentation contexts.
-    let mut batches: Vec<(Vec<(String, String)>, Vec<PathBuf>)> = vec![(Vec::new(), Vec::new())];
+    // (distinct (class, syntax) pairs, files) per storescu run
+    type Batch = (Vec<(String, String)>, Vec<PathBuf>);
+    let mut batches: Vec<Batch> = vec![(Vec::new(), Vec::new())];
     for f in files {
         let pair = file_meta_uids(&f).unwrap_or_else(|| {
             panic!(
