@@ -101,12 +101,13 @@ port = $demo_port
 EOF
 "$pons" check-config "$work/pons.toml" >/dev/null
 RUST_LOG="${RUST_LOG:-info}" "$pons" serve --config "$work/pons.toml" >"$work/pons.log" 2>&1 &
-pids+=($!)
-"$py" scripts/peers.py wait-tcp "$dimse_port" --timeout 20
+pons_pid=$!
+pids+=("$pons_pid")
+"$py" scripts/peers.py wait-tcp "$dimse_port" --timeout 20 --pid "$pons_pid"
 say "Pons listening: DIMSE PONS@127.0.0.1:$dimse_port, HTTP 127.0.0.1:$web_port"
 
 # --- C-ECHO -------------------------------------------------------------------------
-"$pons" echo "PONS@127.0.0.1:$dimse_port" --calling-ae DEMO >/dev/null
+"$pons" echo "PONS@127.0.0.1:$dimse_port" --calling-ae DEMO
 say "pons echo: ok"
 echoscu -aet DEMO -aec PONS 127.0.0.1 "$dimse_port"
 say "echoscu: ok"

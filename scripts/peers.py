@@ -9,7 +9,8 @@
         the foreground; SIGTERM/SIGINT stop Orthanc. Orthanc's log:
         DIR/orthanc.log.
     peers.py free-ports N             print N free TCP ports on 127.0.0.1
-    peers.py wait-tcp PORT [--timeout S]
+    peers.py wait-tcp PORT [--timeout S] [--pid PID]
+        wait until 127.0.0.1:PORT accepts TCP (fail early if PID exits)
     peers.py wait-instances REST_URL N [--timeout S]
         poll Orthanc's /statistics until it holds N instances; print the count
     peers.py storescu-config FILE...  print a DCMTK storescu config (profile
@@ -161,9 +162,22 @@ def cmd_orthanc(args) -> int:
     return 0 if stopping else proc.returncode
 
 
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def cmd_wait_tcp(args) -> int:
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
+        if args.pid and not alive(args.pid):
+            print(f"peers: process {args.pid} exited before 127.0.0.1:{args.port} "
+                  "accepted TCP", file=sys.stderr)
+            return 1
         try:
             with socket.create_connection(("127.0.0.1", args.port), timeout=0.5):
                 return 0
@@ -228,6 +242,7 @@ def main() -> int:
     p = sub.add_parser("wait-tcp")
     p.add_argument("port", type=int)
     p.add_argument("--timeout", type=float, default=20)
+    p.add_argument("--pid", type=int, help="fail early when this process is gone")
     p.set_defaults(fn=cmd_wait_tcp)
     p = sub.add_parser("wait-instances")
     p.add_argument("rest_url")
