@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The Pons demo: a DIMSE modality stores into a DICOMweb archive through Pons.
+#
+#   storescu (DCMTK) --C-STORE--> pons --STOW-RS--> Orthanc /dicom-web
+#
+# Installs the peers, builds Pons (release), starts a private Orthanc and Pons
+# on free 127.0.0.1 ports, checks C-ECHO both with `pons echo` and DCMTK's
+# echoscu, stores pydicom's real samples (every common transfer syntax) and
+# 50 synthetic CT instances through Pons, waits until the archive has them
+# all, prints a summary and stops everything.
+#
+# Environment: PONS_CACHE (default $HOME/.cache/pons), CARGO_TARGET_DIR
+# (default $PONS_CACHE/target), KEEP=1 keeps the work directory.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PONS_CACHE="${PONS_CACHE:-$HOME/.cache/pons}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PONS_CACHE/target}"
+export TCP_NODELAY=1 # DCMTK and Orthanc leave Nagle on otherwise
+CT_COUNT=50
+
+say() { printf 'demo: %s\n' "$*"; }
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/pons-demo.XXXXXX")"
+pids=()
+cleanup() {
+    local rc=$?
+    # Pons first (it may still be forwarding), then the peers.
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${pids[i]}" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if ((rc != 0)); then
+        for log in "$work/pons.log" "$work/orthanc/orthanc.log"; do
+            if [[ -s "$log" ]]; then
+                echo "--- tail of $log ---" >&2
+                tail -n 30 "$log" >&2
+            fi
+        done
+    fi
+    if [[ "${KEEP:-0}" == 1 ]]; then
+        say "work directory kept: $work"
+    else
+        rm -rf "$work"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- prerequisites -------------------------------------------------------------
+scripts/install-deps.sh
+py="$PONS_CACHE/venv/bin/python"
+"$py" scripts/make_testdata.py --ct 200 >/dev/null
+say "building pons (cargo build --release)"
+cargo build --release --quiet
+pons="$CARGO_TARGET_DIR/release/pons"
+
+# --- the DICOMweb archive: Orthanc -----------------------------------------------
+"$py" scripts/peers.py orthanc --dir "$work/orthanc" >"$work/orthanc.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 300); do
+    [[ -f "$work/orthanc/ready.env" ]] && break
+    kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/orthanc.out" >&2; exit 1; }
+    sleep 0.1
+done
+[[ -f "$work/orthanc/ready.env" ]] || { say "Orthanc did not start" >&2; exit 1; }
+# shellcheck disable=SC1091
+source "$work/orthanc/ready.env"
+say "Orthanc (DICOMweb archive) at $ORTHANC_DICOMWEB"
+
+# --- Pons -------------------------------------------------------------------------
+read -r dimse_port web_port demo_port < <("$py" scripts/peers.py free-ports 3)
+cat >"$work/pons.toml" <<EOF
+[dimse]
+ae_title = "PONS"
+listen = "127.0.0.1:$dimse_port"
+accept_any_calling_ae = true
+
+[web]
+listen = "127.0.0.1:$web_port"
+
+[upstream]
+url = "$ORTHANC_DICOMWEB"
+stow_batch = 50
+stow_concurrency = 4
+
+[spool]
+mode = "spool"
+dir = "$work/spool"
+
+[jobs]
+url = "sqlite://$work/jobs.db"
+
+[[ae]]
+title = "DEMO"
+host = "127.0.0.1"
+port = $demo_port
+EOF
+"$pons" check-config "$work/pons.toml" >/dev/null
+RUST_LOG="${RUST_LOG:-info}" "$pons" serve --config "$work/pons.toml" >"$work/pons.log" 2>&1 &
+pons_pid=$!
+pids+=("$pons_pid")
+"$py" scripts/peers.py wait-tcp "$dimse_port" --timeout 20 --pid "$pons_pid"
+say "Pons listening: DIMSE PONS@127.0.0.1:$dimse_port, HTTP 127.0.0.1:$web_port"
+
+# --- C-ECHO -------------------------------------------------------------------------
+"$pons" echo "PONS@127.0.0.1:$dimse_port" --calling-ae DEMO
+say "pons echo: ok"
+echoscu -aet DEMO -aec PONS 127.0.0.1 "$dimse_port"
+say "echoscu: ok"
+
+# --- C-STORE through Pons into the archive ---------------------------------------
+td="$PONS_CACHE/testdata"
+files=()
+while IFS=$'\t' read -r name _; do
+    files+=("$td/samples/$name")
+done < <(tail -n +2 "$td/samples/manifest.tsv")
+n_samples=${#files[@]}
+while IFS=$'\t' read -r name _; do
+    files+=("$td/ct/200/$name")
+done < <(tail -n +2 "$td/ct/200/manifest.tsv" | head -n "$CT_COUNT")
+total=${#files[@]}
+n_syntaxes=$(tail -n +2 "$td/samples/manifest.tsv" | cut -f2 | sort -u | wc -l)
+
+# Each file goes in its own transfer syntax (storescu alone would convert).
+"$py" scripts/peers.py storescu-config "${files[@]}" >"$work/storescu.cfg"
+say "storing $n_samples samples ($n_syntaxes transfer syntaxes) + $CT_COUNT CT instances through Pons"
+start=$(date +%s.%N)
+if ! storescu -xf "$work/storescu.cfg" Default -aet DEMO -aec PONS \
+    127.0.0.1 "$dimse_port" "${files[@]}" >"$work/storescu.log" 2>&1; then
+    tail -n 20 "$work/storescu.log" >&2
+    say "storescu failed" >&2
+    exit 1
+fi
+stored_at=$(date +%s.%N)
+archived=$("$py" scripts/peers.py wait-instances "$ORTHANC_REST" "$total" --timeout 120) || {
+    say "archive holds ${archived:-?} of $total instances after 120 s" >&2
+    exit 1
+}
+done_at=$(date +%s.%N)
+
+# --- summary -----------------------------------------------------------------------
+mb=$(du -cb "${files[@]}" | tail -n 1 | cut -f1)
+awk -v sent="$total" -v got="$archived" -v t0="$start" -v t1="$stored_at" -v t2="$done_at" \
+    -v bytes="$mb" 'BEGIN {
+    printf "\nPons demo summary\n"
+    printf "  instances sent (C-STORE via Pons): %d (%.1f MB)\n", sent, bytes / 1e6
+    printf "  instances in the archive:          %d\n", got
+    printf "  C-STORE acknowledged after:        %.2f s\n", t1 - t0
+    printf "  all in the archive after:          %.2f s\n", t2 - t0
+}'
