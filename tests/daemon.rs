@@ -38,13 +38,19 @@ url = "memory"
         assert!(err.contains(needle), "{needle} not reported:\n{err}");
     }
     let unknown = dir.path().join("unknown.toml");
-    std::fs::write(&unknown, "[dimse]\nae_title = \"P\"\nlisten = \"127.0.0.1:1\"\ncolour = 1\n").unwrap();
+    std::fs::write(
+        &unknown,
+        "[dimse]\nae_title = \"P\"\nlisten = \"127.0.0.1:1\"\ncolour = 1\n",
+    )
+    .unwrap();
     let out = pons_cli(&["check-config", unknown.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
 
     let good = repo_root().join("config/pons.toml");
-    assert!(pons_cli(&["check-config", good.to_str().unwrap()]).status.success());
+    assert!(pons_cli(&["check-config", good.to_str().unwrap()])
+        .status
+        .success());
 }
 
 #[test]
@@ -52,7 +58,11 @@ fn pons_echo_reaches_orthanc() {
     let orthanc = Orthanc::start();
     let target = format!("{}@127.0.0.1:{}", orthanc.aet(), orthanc.dicom_port());
     let out = pons_cli(&["echo", &target]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Success"));
 
     let nobody = format!("NOBODY@127.0.0.1:{}", free_port());
@@ -69,10 +79,18 @@ fn echoscu_and_the_calling_ae_allow_list() {
     cfg.known_aes = vec![KnownAe::new("CT01", 104)];
     let pons = Pons::start(&cfg.to_toml());
     let ok = echoscu("CT01", "PONS", pons.dimse_port(), &[]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let stranger = echoscu("STRANGER", "PONS", pons.dimse_port(), &[]);
     assert!(!stranger.status.success());
     assert!(String::from_utf8_lossy(&stranger.stderr).contains("Calling AE Title Not Recognized"));
+}
+
+fn get(url: &str) -> HttpResponse {
+    http("GET", url, &[], b"").unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 #[test]
@@ -82,15 +100,19 @@ fn readyz_follows_the_upstream() {
     let cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
     let pons = Pons::start(&cfg.to_toml());
     let base = pons.web_url().unwrap();
-    assert_eq!(http("GET", &format!("{base}/healthz"), &[], None).status, 200);
-    let ready = http("GET", &format!("{base}/readyz"), &[], None);
+    assert_eq!(get(&format!("{base}/healthz")).status, 200);
+    let ready = get(&format!("{base}/readyz"));
     assert_eq!(ready.status, 200, "{}", ready.text());
     orthanc.stop();
-    let ready = http("GET", &format!("{base}/readyz"), &[], None);
+    let ready = get(&format!("{base}/readyz"));
     assert_eq!(ready.status, 503);
-    assert!(ready.text().contains("cannot reach upstream"), "{}", ready.text());
+    assert!(
+        ready.text().contains("cannot reach upstream"),
+        "{}",
+        ready.text()
+    );
     orthanc.restart();
     assert!(wait_until(Duration::from_secs(10), || {
-        http("GET", &format!("{base}/readyz"), &[], None).status == 200
+        get(&format!("{base}/readyz")).status == 200
     }));
 }
