@@ -14,7 +14,6 @@ use crate::translate::stow::{dimse_status_for_failure, failure_reason_meaning};
 use crate::web::client::{InstanceOutcome, StowItem, UpstreamClient};
 use async_trait::async_trait;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 
 /// Our Implementation Class UID, written into every file meta header.
@@ -48,7 +47,7 @@ impl Store {
                 "Pons cannot create a spool file",
             )
         })?;
-        if let Err(e) = incoming.file.write_all(&header).await {
+        if let Err(e) = incoming.write(&header).await {
             self.spool.discard(incoming).await;
             return Err(write_refusal(&e));
         }
@@ -136,7 +135,11 @@ impl SpoolSink {
         Ok(())
     }
 
-    async fn send_direct(&self, file: IncomingFile) -> StoreOutcome {
+    async fn send_direct(&self, mut file: IncomingFile) -> StoreOutcome {
+        if let Err(e) = file.flush().await {
+            self.store.spool.discard(file).await;
+            return write_refusal(&e).into();
+        }
         let item = StowItem {
             path: file.path.clone(),
             sop_class_uid: self.meta.sop_class_uid.clone(),
@@ -204,14 +207,11 @@ impl StoreSink for SpoolSink {
                 "internal: no spool file",
             ));
         };
-        file.file
-            .write_all(chunk)
-            .await
-            .map_err(|e| write_refusal(&e))
+        file.write(chunk).await.map_err(|e| write_refusal(&e))
     }
 
     async fn finish(mut self: Box<Self>) -> StoreOutcome {
-        let Some(mut file) = self.file.take() else {
+        let Some(file) = self.file.take() else {
             return Refusal::new(
                 status::general::PROCESSING_FAILURE,
                 "internal: no spool file",
@@ -222,10 +222,6 @@ impl StoreSink for SpoolSink {
             debug!(comment = %r.comment, "instance refused after transfer");
             self.store.spool.discard(file).await;
             return r.into();
-        }
-        if let Err(e) = file.file.flush().await {
-            self.store.spool.discard(file).await;
-            return write_refusal(&e).into();
         }
         match self.store.mode {
             SpoolMode::Spool => match self.store.spool.commit(file, &self.meta).await {

@@ -53,10 +53,13 @@ impl SqliteJobs {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            // WAL + FULL: a committed insert is on disk when it returns (the
-            // spool acknowledges a C-STORE on the strength of it).
+            // WAL + NORMAL: a commit survives a crash of Pons at once and a
+            // power loss after the next checkpoint. That is enough for the
+            // spool, whose fsynced ready/ files are the durable record (open()
+            // rebuilds any row they lack); FULL would add an fsync to every
+            // C-STORE and every forwarder update.
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

@@ -15,7 +15,6 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +53,63 @@ pub struct Spool {
 }
 
 /// A file being received; becomes durable only through `Spool::commit`.
+///
+/// Writes are gathered in memory up to `WRITE_BEHIND` and go to disk in one
+/// blocking-pool hop: a C-STORE waits on every step, and a hop per PDV plus
+/// separate hops for create, fsync and rename cost more than the I/O itself.
+/// The file is created by the first flush, so memory stays bounded per
+/// association whatever the instance size.
 pub struct IncomingFile {
     pub path: PathBuf,
-    pub file: tokio::fs::File,
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+const WRITE_BEHIND: usize = 1 << 20;
+
+impl IncomingFile {
+    pub async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_BEHIND {
+            self.flush_buffer(false).await?;
+        }
+        Ok(())
+    }
+
+    /// Everything written so far is in the file (not necessarily durable).
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.flush_buffer(false).await
+    }
+
+    /// Write out the buffer (creating the file first if need be); with
+    /// `durable`, fsync too.
+    async fn flush_buffer(&mut self, durable: bool) -> std::io::Result<()> {
+        let path = self.path.clone();
+        let file = self.file.take();
+        let buf = std::mem::take(&mut self.buf);
+        let (file, buf) = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut file = match file {
+                Some(f) => f,
+                None => std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?,
+            };
+            file.write_all(&buf)?;
+            if durable {
+                file.sync_all()?;
+            }
+            let mut buf = buf;
+            buf.clear();
+            Ok::<_, std::io::Error>((file, buf))
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        self.file = Some(file);
+        self.buf = buf;
+        Ok(())
+    }
 }
 
 const INCOMING: &str = "incoming";
@@ -118,13 +171,11 @@ impl Spool {
             .dir
             .join(INCOMING)
             .join(format!("{}.part", uuid::Uuid::new_v4()));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(io_err(&path))?;
-        Ok(IncomingFile { path, file })
+        Ok(IncomingFile {
+            path,
+            file: None,
+            buf: Vec::new(),
+        })
     }
 
     /// fsync, move into ready/, fsync the directory, insert the job row.
@@ -134,19 +185,28 @@ impl Spool {
         file: IncomingFile,
         meta: &InstanceMeta,
     ) -> Result<JobId, SpoolError> {
-        let IncomingFile { path, mut file } = file;
-        // flush surfaces errors of writes tokio still had in flight.
-        file.flush().await.map_err(io_err(&path))?;
-        file.sync_all().await.map_err(io_err(&path))?;
-        drop(file);
+        let mut file = file;
+        let path = file.path.clone();
         let mut name: OsString = path.file_stem().unwrap_or(path.as_os_str()).to_owned();
         name.push(".dcm");
         let ready_dir = self.dir.join(READY);
         let ready = ready_dir.join(name);
-        tokio::fs::rename(&path, &ready)
+        let result = async {
+            file.flush_buffer(true).await?;
+            drop(file.file.take());
+            let (from, to, dir) = (path.clone(), ready.clone(), ready_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                std::fs::rename(&from, &to)?;
+                std::fs::File::open(&dir)?.sync_all()
+            })
             .await
-            .map_err(io_err(&path))?;
-        sync_dir(&ready_dir).await?;
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(io_err(&path)(e));
+        }
         let payload = StowPayload {
             path: ready.clone(),
             meta: meta.clone(),
@@ -172,7 +232,10 @@ impl Spool {
 
     /// Remove a file that will not be acknowledged.
     pub async fn discard(&self, file: IncomingFile) {
-        let IncomingFile { path, file } = file;
+        let IncomingFile { path, file, .. } = file;
+        let Some(file) = file else {
+            return; // nothing reached the disk
+        };
         drop(file);
         if let Err(e) = tokio::fs::remove_file(&path).await {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove discarded spool file");
@@ -241,16 +304,6 @@ impl Spool {
         }
         Ok((recovered, quarantined))
     }
-}
-
-/// fsync a directory so that a rename into it is durable.
-async fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    let d = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&d)?.sync_all())
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|r| r)
-        .map_err(io_err(dir))
 }
 
 /// Regular files in `dir` with this extension, sorted (oldest uuid order is

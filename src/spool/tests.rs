@@ -76,10 +76,7 @@ fn meta(uid: &str) -> InstanceMeta {
 
 async fn spool_one(spool: &Spool, uid: &str) -> (JobId, PathBuf) {
     let mut f = spool.create_incoming().await.unwrap();
-    f.file
-        .write_all(format!("DICM {uid}").as_bytes())
-        .await
-        .unwrap();
+    f.write(format!("DICM {uid}").as_bytes()).await.unwrap();
     let id = spool.commit(f, &meta(uid)).await.unwrap();
     let job = spool.jobs.get(id).await.unwrap().unwrap();
     let p: StowPayload = serde_json::from_value(job.payload).unwrap();
