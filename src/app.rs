@@ -3,7 +3,7 @@
 
 use crate::config::{Config, SpoolMode};
 use crate::dimse::listener::{self, ListenerConfig};
-use crate::dimse_to_web::{store::Store, DimseToWeb};
+use crate::dimse_to_web::{find::Find, store::Store, DimseToWeb};
 use crate::spool::Spool;
 use crate::web::client::UpstreamClient;
 use crate::web::server::{router, WebState};
@@ -63,6 +63,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let web = tokio::spawn(async move { web.await });
 
     let handler = Arc::new(DimseToWeb {
+        find: Arc::new(Find {
+            upstream: upstream.clone(),
+            retrieve_ae: config.dimse.ae_title.clone(),
+            page_size: upstream_cfg.qido_page_size,
+            max_results: config.dimse.find_max_results,
+            fuzzy: upstream_cfg.fuzzy_matching,
+        }),
         store: Arc::new(Store {
             mode: config.spool.mode,
             spool,

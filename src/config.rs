@@ -42,6 +42,9 @@ pub struct DimseConfig {
     /// Seconds running associations get to finish after SIGTERM.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// A C-FIND with more matches ends in A700 "narrow the query", never truncated.
+    #[serde(default = "default_find_max_results")]
+    pub find_max_results: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +81,12 @@ pub struct UpstreamConfig {
     pub stow_concurrency: usize,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// QIDO-RS page size (limit); C-FIND walks pages until the origin has no more.
+    #[serde(default = "default_qido_page_size")]
+    pub qido_page_size: usize,
+    /// Send `fuzzymatching=true` with every QIDO-RS query (person names).
+    #[serde(default)]
+    pub fuzzy_matching: bool,
     /// Whole-request timeout (a STOW batch must finish within it).
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
@@ -167,6 +176,12 @@ fn default_idle_timeout() -> u64 {
 }
 fn default_shutdown_grace() -> u64 {
     30
+}
+fn default_find_max_results() -> usize {
+    10_000
+}
+fn default_qido_page_size() -> usize {
+    500
 }
 fn default_web_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("literal address")
@@ -264,6 +279,9 @@ impl Config {
                 }
                 if u.stow_batch == 0 {
                     p.push("upstream.stow_batch must be at least 1".into());
+                }
+                if u.qido_page_size == 0 {
+                    p.push("upstream.qido_page_size must be at least 1".into());
                 }
                 if u.stow_concurrency == 0 {
                     p.push("upstream.stow_concurrency must be at least 1".into());

@@ -2,17 +2,18 @@
 //! association, and the per-association state machine that turns PDUs into
 //! calls on an [`ScpHandler`].
 
-use super::message::{Command, CommandField};
-use super::pdv::{self, CommandAssembler};
+use super::message::Command;
+use super::request::RequestContext;
+use super::session::{failure_response, Session};
 use super::status;
 use super::DimseError;
 use async_trait::async_trait;
 use dicom_dictionary_std::uids;
-use dicom_ul::association::server::{AccessControl, AsyncServerAssociation};
+use dicom_ul::association::server::{AccessControl, Negotiation};
 use dicom_ul::pdu::{
     AbortRQServiceProviderReason, AbortRQSource, AssociationRJ, AssociationRJResult,
     AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
-    AssociationRJSource, PDataValueType, Pdu, PresentationContextResultReason, UserIdentity,
+    AssociationRJSource, Pdu, PresentationContextResultReason, UserIdentity,
 };
 use dicom_ul::ServerAssociationOptions;
 use std::collections::HashSet;
@@ -24,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{info, warn, Instrument};
 
 /// Who is on the other end of an association.
 #[derive(Debug, Clone)]
@@ -86,6 +87,15 @@ pub trait ScpHandler: Send + Sync + 'static {
         rq: &Command,
         transfer_syntax_uid: &str,
     ) -> Result<Box<dyn StoreSink>, Refusal>;
+
+    /// C-FIND, C-GET, C-MOVE, N-ACTION…: runs as its own task; answers
+    /// through `ctx`. The default refuses clearly, so nothing hangs.
+    async fn request(&self, assoc: &AssociationInfo, rq: Command, data_set: Vec<u8>, ctx: RequestContext) {
+        let _ = (assoc, data_set);
+        let comment = format!("{:?} is not supported by this gateway yet", rq.field);
+        let rsp = failure_response(&rq, status::general::UNRECOGNIZED_OPERATION, comment);
+        let _ = ctx.respond(rsp, None).await;
+    }
 }
 
 pub struct ListenerConfig {
@@ -166,8 +176,28 @@ impl AccessControl for AePolicy {
     }
 }
 
-type Options =
-    ServerAssociationOptions<'static, AePolicy, dicom_ul::association::server::DefaultNegotiation>;
+/// SCP/SCU role selection: a C-GET requester proposes the SCP role for the
+/// storage classes it wants back on the same association; grant it.
+struct StorageRoles;
+
+impl Negotiation for StorageRoles {
+    fn negotiate_roles(
+        &self,
+        sop_class_uid: &str,
+        scu_role: bool,
+        scp_role: bool,
+    ) -> Option<dicom_ul::pdu::RequestorRoles> {
+        let uid = sop_class_uid.trim_end_matches('\0');
+        super::sop_classes::STORAGE_SOP_CLASSES
+            .contains(&uid)
+            .then_some(dicom_ul::pdu::RequestorRoles {
+                scu: scu_role,
+                scp: scp_role,
+            })
+    }
+}
+
+type Options = ServerAssociationOptions<'static, AePolicy, StorageRoles>;
 
 /// Accept associations until `shutdown` fires, then give running ones
 /// `shutdown_grace` to finish before aborting them.
@@ -189,7 +219,8 @@ pub async fn serve(
         .ae_title(config.ae_title.clone())
         .max_pdu_length(config.max_pdu)
         .strict(false)
-        .read_timeout(config.idle_timeout);
+        .read_timeout(config.idle_timeout)
+        .with_negotiation(StorageRoles);
     for uid in SERVICE_SOP_CLASSES
         .iter()
         .chain(super::sop_classes::STORAGE_SOP_CLASSES)
@@ -323,19 +354,13 @@ async fn run_association(
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
             .count();
         info!(contexts = accepted, "association accepted");
-        let mut session = Session {
-            assoc,
-            info,
-            handler,
-            commands: CommandAssembler::default(),
-            store: None,
-        };
+        let mut session = Session::new(assoc, info, handler);
         match session.run().await {
             Ok(()) => info!("association released"),
             Err(DimseError::Aborted) => info!("association aborted by the peer"),
             Err(e) => {
                 warn!(error = %e, "association ended abnormally, aborting");
-                session.abort_store().await;
+                session.stop().await;
                 let _ = session
                     .assoc
                     .send(&Pdu::AbortRQ {
@@ -351,220 +376,3 @@ async fn run_association(
     .await
 }
 
-/// A C-STORE whose data set is arriving.
-struct StoreInProgress {
-    pc_id: u8,
-    rq: Command,
-    sink: Option<Box<dyn StoreSink>>,
-    /// Set once the sink refused; the rest of the data set is drained.
-    refusal: Option<Refusal>,
-}
-
-struct Session {
-    assoc: AsyncServerAssociation<TcpStream>,
-    info: AssociationInfo,
-    handler: Arc<dyn ScpHandler>,
-    commands: CommandAssembler,
-    store: Option<StoreInProgress>,
-}
-
-impl Session {
-    async fn run(&mut self) -> Result<(), DimseError> {
-        loop {
-            let pdu = self.assoc.receive().await.map_err(DimseError::receive);
-            match pdu? {
-                Pdu::PData { data } => {
-                    for pdv in data {
-                        self.on_pdv(pdv).await?;
-                    }
-                }
-                Pdu::ReleaseRQ => {
-                    if self.store.is_some() || self.commands.in_progress() {
-                        warn!("release requested in the middle of a message; the partial instance is discarded");
-                    }
-                    self.abort_store().await;
-                    self.assoc
-                        .send(&Pdu::ReleaseRP)
-                        .await
-                        .map_err(DimseError::send)?;
-                    let _ = self.assoc.inner_stream().shutdown().await;
-                    return Ok(());
-                }
-                Pdu::AbortRQ { .. } => {
-                    self.abort_store().await;
-                    return Err(DimseError::Aborted);
-                }
-                other => {
-                    return Err(DimseError::Protocol(format!(
-                        "unexpected PDU {}",
-                        other.short_description()
-                    )))
-                }
-            }
-        }
-    }
-
-    async fn abort_store(&mut self) {
-        if let Some(StoreInProgress {
-            sink: Some(sink), ..
-        }) = self.store.take()
-        {
-            sink.abort().await;
-        }
-    }
-
-    fn context(&self, pc_id: u8) -> Option<&dicom_ul::pdu::PresentationContextNegotiated> {
-        self.assoc
-            .presentation_contexts()
-            .iter()
-            .find(|pc| pc.id == pc_id && pc.reason == PresentationContextResultReason::Acceptance)
-    }
-
-    async fn on_pdv(&mut self, pdv: dicom_ul::pdu::PDataValue) -> Result<(), DimseError> {
-        if self.context(pdv.presentation_context_id).is_none() {
-            return Err(DimseError::Protocol(format!(
-                "P-DATA on presentation context {} which was not accepted",
-                pdv.presentation_context_id
-            )));
-        }
-        match pdv.value_type {
-            PDataValueType::Command => {
-                if self.store.is_some() {
-                    return Err(DimseError::Protocol(
-                        "a new command arrived before the data set was complete".into(),
-                    ));
-                }
-                if let Some((pc_id, cmd)) = self.commands.push(pdv)? {
-                    self.on_command(pc_id, cmd).await?;
-                }
-                Ok(())
-            }
-            PDataValueType::Data => {
-                let Some(store) = self.store.as_mut() else {
-                    return Err(DimseError::Protocol("data set without a command".into()));
-                };
-                if store.pc_id != pdv.presentation_context_id {
-                    return Err(DimseError::Protocol(
-                        "data set on another presentation context than its command".into(),
-                    ));
-                }
-                if let Some(sink) = store.sink.as_mut() {
-                    if let Err(refusal) = sink.write(&pdv.data).await {
-                        if let Some(sink) = store.sink.take() {
-                            sink.abort().await;
-                        }
-                        store.refusal = Some(refusal);
-                    }
-                }
-                if pdv.is_last {
-                    let Some(store) = self.store.take() else {
-                        return Ok(());
-                    };
-                    let outcome = match (store.sink, store.refusal) {
-                        (_, Some(refusal)) => refusal.into(),
-                        (Some(sink), None) => sink.finish().await,
-                        (None, None) => {
-                            Refusal::new(status::general::PROCESSING_FAILURE, "internal: no sink")
-                                .into()
-                        }
-                    };
-                    if status::kind(outcome.status) != status::StatusKind::Success {
-                        info!(
-                            status = format_args!("{:04X}", outcome.status),
-                            comment = outcome.comment.as_deref().unwrap_or(""),
-                            "C-STORE not successful"
-                        );
-                    }
-                    let rsp = if store.rq.field == CommandField::CStoreRq {
-                        Command::c_store_rsp(&store.rq, outcome.status, outcome.comment)
-                    } else {
-                        unsupported_response(&store.rq, store.rq.field)
-                    };
-                    pdv::send_command(&mut self.assoc, store.pc_id, &rsp).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    async fn on_command(&mut self, pc_id: u8, cmd: Command) -> Result<(), DimseError> {
-        let context = self.context(pc_id).cloned().ok_or_else(|| {
-            DimseError::Protocol(format!("presentation context {pc_id} not accepted"))
-        })?;
-        match cmd.field {
-            CommandField::CEchoRq => {
-                debug!("C-ECHO");
-                let rsp = Command::c_echo_rsp(&cmd, status::SUCCESS);
-                pdv::send_command(&mut self.assoc, pc_id, &rsp).await
-            }
-            CommandField::CStoreRq => {
-                if !cmd.has_data_set {
-                    let rsp = Command::c_store_rsp(
-                        &cmd,
-                        status::storage::CANNOT_UNDERSTAND,
-                        Some("C-STORE-RQ without a data set".into()),
-                    );
-                    return pdv::send_command(&mut self.assoc, pc_id, &rsp).await;
-                }
-                let (sink, refusal) = if cmd.sop_class_uid.as_deref().map(str::trim)
-                    != Some(context.abstract_syntax.trim())
-                {
-                    let r = Refusal::new(
-                        status::general::SOP_CLASS_NOT_SUPPORTED,
-                        "SOP Class differs from the presentation context's",
-                    );
-                    (None, Some(r))
-                } else {
-                    match self
-                        .handler
-                        .begin_store(&self.info, &cmd, &context.transfer_syntax)
-                        .await
-                    {
-                        Ok(sink) => (Some(sink), None),
-                        Err(r) => (None, Some(r)),
-                    }
-                };
-                self.store = Some(StoreInProgress {
-                    pc_id,
-                    rq: cmd,
-                    sink,
-                    refusal,
-                });
-                Ok(())
-            }
-            CommandField::CCancelRq => Ok(()), // nothing is running that could be cancelled
-            field if field.is_response() => Err(DimseError::Protocol(format!(
-                "unsolicited response {field:?}"
-            ))),
-            field => {
-                // Accepted in negotiation for later services; answer clearly, never hang.
-                if cmd.has_data_set {
-                    self.store = Some(StoreInProgress {
-                        pc_id,
-                        rq: cmd,
-                        sink: None,
-                        refusal: Some(Refusal::new(status::general::UNRECOGNIZED_OPERATION, "")),
-                    });
-                    // The response goes out when the data set has been drained.
-                    return Ok(());
-                }
-                let rsp = unsupported_response(&cmd, field);
-                pdv::send_command(&mut self.assoc, pc_id, &rsp).await
-            }
-        }
-    }
-}
-
-fn unsupported_response(rq: &Command, field: CommandField) -> Command {
-    let comment = Some(format!("{field:?} is not supported by this gateway yet"));
-    let mut rsp = Command::c_store_rsp(rq, status::general::UNRECOGNIZED_OPERATION, comment);
-    rsp.field = match field {
-        CommandField::CFindRq => CommandField::CFindRsp,
-        CommandField::CGetRq => CommandField::CGetRsp,
-        CommandField::CMoveRq => CommandField::CMoveRsp,
-        CommandField::NActionRq => CommandField::NActionRsp,
-        CommandField::NEventReportRq => CommandField::NEventReportRsp,
-        _ => CommandField::CStoreRsp,
-    };
-    rsp
-}

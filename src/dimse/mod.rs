@@ -3,7 +3,9 @@ pub mod client;
 pub mod listener;
 pub mod message;
 pub mod pdv;
+pub mod request;
 pub mod scan;
+pub mod session;
 pub mod sop_classes;
 pub mod status;
 

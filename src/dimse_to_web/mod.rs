@@ -1,15 +1,20 @@
 //! Direction A handlers: we are a DIMSE SCP with a DICOMweb origin behind us.
 //! C-ECHO is answered by the listener itself.
 
+pub mod find;
 pub mod store;
 
 use crate::dimse::listener::{AssociationInfo, Refusal, ScpHandler, StoreSink};
-use crate::dimse::message::Command;
+use crate::dimse::message::{Command, CommandField};
+use crate::dimse::request::RequestContext;
+use crate::dimse::session::failure_response;
+use crate::dimse::status;
 use async_trait::async_trait;
 use std::sync::Arc;
 
 pub struct DimseToWeb {
     pub store: Arc<store::Store>,
+    pub find: Arc<find::Find>,
 }
 
 #[async_trait]
@@ -21,5 +26,22 @@ impl ScpHandler for DimseToWeb {
         transfer_syntax_uid: &str,
     ) -> Result<Box<dyn StoreSink>, Refusal> {
         self.store.begin(assoc, rq, transfer_syntax_uid).await
+    }
+
+    async fn request(
+        &self,
+        _assoc: &AssociationInfo,
+        rq: Command,
+        data_set: Vec<u8>,
+        ctx: RequestContext,
+    ) {
+        match rq.field {
+            CommandField::CFindRq => self.find.run(rq, data_set, ctx).await,
+            field => {
+                let comment = format!("{field:?} is not supported by this gateway yet");
+                let rsp = failure_response(&rq, status::general::UNRECOGNIZED_OPERATION, comment);
+                let _ = ctx.respond(rsp, None).await;
+            }
+        }
     }
 }

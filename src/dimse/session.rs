@@ -1,0 +1,426 @@
+//! One association's state machine: PDUs in, calls on the [`ScpHandler`],
+//! responses out. C-STORE data sets stream into a sink; other requests run as
+//! their own task (see [`super::request`]) while this loop keeps reading, so
+//! C-CANCEL and the C-STORE-RSPs of C-GET sub-operations get through.
+
+use super::listener::{AssociationInfo, Refusal, ScpHandler, StoreSink};
+use super::message::{Command, CommandField};
+use super::pdv::{self, CommandAssembler};
+use super::request::{Context, DataSource, Outgoing, RequestContext};
+use super::{status, DimseError};
+use dicom_ul::association::server::AsyncServerAssociation;
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Identifiers and commitment lists are small; a bigger one is refused.
+const MAX_REQUEST_DATA_SET: usize = 4 * 1024 * 1024;
+
+/// A data set that is arriving.
+enum Incoming {
+    Store {
+        pc_id: u8,
+        rq: Command,
+        sink: Option<Box<dyn StoreSink>>,
+        /// Set once the sink refused; the rest of the data set is drained.
+        refusal: Option<Refusal>,
+    },
+    Request {
+        pc_id: u8,
+        rq: Command,
+        bytes: Vec<u8>,
+        refusal: Option<Refusal>,
+    },
+}
+
+/// The request whose handler task is running.
+struct Running {
+    message_id: Option<u16>,
+    cancel: CancellationToken,
+    out: mpsc::Receiver<Outgoing>,
+    /// C-STORE sub-operations waiting for their C-STORE-RSP, by message id.
+    replies: HashMap<u16, oneshot::Sender<Command>>,
+}
+
+enum Event {
+    Pdu(Result<Pdu, DimseError>),
+    Out(Option<Outgoing>),
+}
+
+pub(crate) struct Session {
+    pub assoc: AsyncServerAssociation<TcpStream>,
+    pub info: AssociationInfo,
+    pub handler: Arc<dyn ScpHandler>,
+    commands: CommandAssembler,
+    incoming: Option<Incoming>,
+    running: Option<Running>,
+}
+
+impl Session {
+    pub fn new(
+        assoc: AsyncServerAssociation<TcpStream>,
+        info: AssociationInfo,
+        handler: Arc<dyn ScpHandler>,
+    ) -> Session {
+        Session {
+            assoc,
+            info,
+            handler,
+            commands: CommandAssembler::default(),
+            incoming: None,
+            running: None,
+        }
+    }
+
+    pub async fn run(&mut self) -> Result<(), DimseError> {
+        loop {
+            let event = {
+                let receive = self.assoc.receive();
+                match self.running.as_mut() {
+                    // Cancel-safe: dicom-ul keeps partial PDUs in its read buffer.
+                    Some(running) => tokio::select! {
+                        biased;
+                        out = running.out.recv() => Event::Out(out),
+                        pdu = receive => Event::Pdu(pdu.map_err(DimseError::receive)),
+                    },
+                    None => Event::Pdu(receive.await.map_err(DimseError::receive)),
+                }
+            };
+            match event {
+                Event::Out(Some(msg)) => self.send_outgoing(msg).await?,
+                Event::Out(None) => self.running = None,
+                Event::Pdu(pdu) => match pdu? {
+                    Pdu::PData { data } => {
+                        for pdv in data {
+                            self.on_pdv(pdv).await?;
+                        }
+                    }
+                    Pdu::ReleaseRQ => {
+                        if self.incoming.is_some() || self.running.is_some() {
+                            warn!("release requested in the middle of an operation; it is dropped");
+                        }
+                        self.stop().await;
+                        self.assoc
+                            .send(&Pdu::ReleaseRP)
+                            .await
+                            .map_err(DimseError::send)?;
+                        let _ = self.assoc.inner_stream().shutdown().await;
+                        return Ok(());
+                    }
+                    Pdu::AbortRQ { .. } => {
+                        self.stop().await;
+                        return Err(DimseError::Aborted);
+                    }
+                    other => {
+                        return Err(DimseError::Protocol(format!(
+                            "unexpected PDU {}",
+                            other.short_description()
+                        )))
+                    }
+                },
+            }
+        }
+    }
+
+    /// The association is ending: drop partial data, stop the running handler.
+    pub async fn stop(&mut self) {
+        if let Some(Incoming::Store {
+            sink: Some(sink), ..
+        }) = self.incoming.take()
+        {
+            sink.abort().await;
+        }
+        if let Some(running) = self.running.take() {
+            running.cancel.cancel();
+        }
+    }
+
+    async fn send_outgoing(&mut self, msg: Outgoing) -> Result<(), DimseError> {
+        let result = async {
+            pdv::send_command(&mut self.assoc, msg.pc_id, &msg.command).await?;
+            match msg.data {
+                None => Ok(()),
+                Some(DataSource::Bytes(b)) => pdv::send_data_set(&mut self.assoc, msg.pc_id, &b).await,
+                Some(DataSource::Stream(r)) => pdv::send_data_stream(&mut self.assoc, msg.pc_id, r).await,
+            }
+        }
+        .await;
+        if let (Some(reply), Some(id), Some(running)) =
+            (msg.reply, msg.command.message_id, self.running.as_mut())
+        {
+            running.replies.insert(id, reply);
+        }
+        let _ = msg.sent.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        match result {
+            // A data source that failed mid-stream leaves the peer with half a
+            // data set: nothing but an abort can recover from that.
+            Err(e) => Err(e),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn context(&self, pc_id: u8) -> Option<&dicom_ul::pdu::PresentationContextNegotiated> {
+        self.assoc
+            .presentation_contexts()
+            .iter()
+            .find(|pc| pc.id == pc_id && pc.reason == PresentationContextResultReason::Acceptance)
+    }
+
+    async fn on_pdv(&mut self, pdv: PDataValue) -> Result<(), DimseError> {
+        if self.context(pdv.presentation_context_id).is_none() {
+            return Err(DimseError::Protocol(format!(
+                "P-DATA on presentation context {} which was not accepted",
+                pdv.presentation_context_id
+            )));
+        }
+        match pdv.value_type {
+            PDataValueType::Command => {
+                if self.incoming.is_some() {
+                    return Err(DimseError::Protocol(
+                        "a new command arrived before the data set was complete".into(),
+                    ));
+                }
+                if let Some((pc_id, cmd)) = self.commands.push(pdv)? {
+                    self.on_command(pc_id, cmd).await?;
+                }
+                Ok(())
+            }
+            PDataValueType::Data => self.on_data(pdv).await,
+        }
+    }
+
+    async fn on_data(&mut self, pdv: PDataValue) -> Result<(), DimseError> {
+        let pc = pdv.presentation_context_id;
+        match self.incoming.as_mut() {
+            None => return Err(DimseError::Protocol("data set without a command".into())),
+            Some(Incoming::Store { pc_id, .. } | Incoming::Request { pc_id, .. }) if *pc_id != pc => {
+                return Err(DimseError::Protocol(
+                    "data set on another presentation context than its command".into(),
+                ))
+            }
+            Some(Incoming::Store { sink, refusal, .. }) => {
+                if let Some(s) = sink.as_mut() {
+                    if let Err(r) = s.write(&pdv.data).await {
+                        if let Some(s) = sink.take() {
+                            s.abort().await;
+                        }
+                        *refusal = Some(r);
+                    }
+                }
+            }
+            Some(Incoming::Request { bytes, refusal, .. }) => {
+                if refusal.is_none() {
+                    if bytes.len() + pdv.data.len() > MAX_REQUEST_DATA_SET {
+                        bytes.clear();
+                        *refusal = Some(Refusal::new(
+                            status::general::PROCESSING_FAILURE,
+                            "request data set larger than 4 MiB",
+                        ));
+                    } else {
+                        bytes.extend_from_slice(&pdv.data);
+                    }
+                }
+            }
+        }
+        if !pdv.is_last {
+            return Ok(());
+        }
+        match self.incoming.take() {
+            Some(Incoming::Store {
+                pc_id,
+                rq,
+                sink,
+                refusal,
+            }) => {
+                let outcome = match (sink, refusal) {
+                    (_, Some(refusal)) => refusal.into(),
+                    (Some(sink), None) => sink.finish().await,
+                    (None, None) => {
+                        Refusal::new(status::general::PROCESSING_FAILURE, "internal: no sink").into()
+                    }
+                };
+                if status::kind(outcome.status) != status::StatusKind::Success {
+                    info!(
+                        status = format_args!("{:04X}", outcome.status),
+                        comment = outcome.comment.as_deref().unwrap_or(""),
+                        "C-STORE not successful"
+                    );
+                }
+                let rsp = Command::c_store_rsp(&rq, outcome.status, outcome.comment);
+                pdv::send_command(&mut self.assoc, pc_id, &rsp).await
+            }
+            Some(Incoming::Request {
+                pc_id,
+                rq,
+                bytes,
+                refusal,
+            }) => match refusal {
+                Some(r) => {
+                    let rsp = failure_response(&rq, r.status, r.comment);
+                    pdv::send_command(&mut self.assoc, pc_id, &rsp).await
+                }
+                None => {
+                    self.start_request(pc_id, rq, bytes);
+                    Ok(())
+                }
+            },
+            None => Ok(()),
+        }
+    }
+
+    fn start_request(&mut self, pc_id: u8, rq: Command, data_set: Vec<u8>) {
+        let (tx, rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let contexts = self
+            .assoc
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| Context {
+                id: pc.id,
+                abstract_syntax: pc.abstract_syntax.trim_end_matches('\0').to_owned(),
+                transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_owned(),
+            })
+            .collect::<Vec<_>>();
+        let transfer_syntax = contexts
+            .iter()
+            .find(|c| c.id == pc_id)
+            .map(|c| c.transfer_syntax.clone())
+            .unwrap_or_default();
+        let ctx = RequestContext {
+            pc_id,
+            transfer_syntax,
+            contexts,
+            cancelled: cancel.clone(),
+            out: tx,
+        };
+        self.running = Some(Running {
+            message_id: rq.message_id,
+            cancel,
+            out: rx,
+            replies: HashMap::new(),
+        });
+        let handler = self.handler.clone();
+        let info = self.info.clone();
+        tokio::spawn(async move { handler.request(&info, rq, data_set, ctx).await });
+    }
+
+    async fn on_command(&mut self, pc_id: u8, cmd: Command) -> Result<(), DimseError> {
+        let context = self.context(pc_id).cloned().ok_or_else(|| {
+            DimseError::Protocol(format!("presentation context {pc_id} not accepted"))
+        })?;
+        match cmd.field {
+            CommandField::CEchoRq => {
+                debug!("C-ECHO");
+                let rsp = Command::c_echo_rsp(&cmd, status::SUCCESS);
+                pdv::send_command(&mut self.assoc, pc_id, &rsp).await
+            }
+            CommandField::CCancelRq => {
+                if let Some(r) = &self.running {
+                    if cmd.responding_to == r.message_id {
+                        info!("C-CANCEL received");
+                        r.cancel.cancel();
+                    }
+                }
+                Ok(())
+            }
+            CommandField::CStoreRsp => {
+                let waiter = self.running.as_mut().and_then(|r| {
+                    cmd.responding_to.and_then(|id| r.replies.remove(&id))
+                });
+                match waiter {
+                    Some(w) => {
+                        let _ = w.send(cmd);
+                        Ok(())
+                    }
+                    None => Err(DimseError::Protocol("C-STORE-RSP for no sub-operation".into())),
+                }
+            }
+            field if field.is_response() => Err(DimseError::Protocol(format!(
+                "unsolicited response {field:?}"
+            ))),
+            CommandField::CStoreRq => {
+                if !cmd.has_data_set {
+                    let rsp = Command::c_store_rsp(
+                        &cmd,
+                        status::storage::CANNOT_UNDERSTAND,
+                        Some("C-STORE-RQ without a data set".into()),
+                    );
+                    return pdv::send_command(&mut self.assoc, pc_id, &rsp).await;
+                }
+                let result = if cmd.sop_class_uid.as_deref().map(str::trim)
+                    != Some(context.abstract_syntax.trim_end_matches('\0').trim())
+                {
+                    Err(Refusal::new(
+                        status::general::SOP_CLASS_NOT_SUPPORTED,
+                        "SOP Class differs from the presentation context's",
+                    ))
+                } else {
+                    self.handler
+                        .begin_store(&self.info, &cmd, context.transfer_syntax.trim_end_matches('\0'))
+                        .await
+                };
+                let (sink, refusal) = match result {
+                    Ok(sink) => (Some(sink), None),
+                    Err(r) => (None, Some(r)),
+                };
+                self.incoming = Some(Incoming::Store {
+                    pc_id,
+                    rq: cmd,
+                    sink,
+                    refusal,
+                });
+                Ok(())
+            }
+            _ => {
+                // One operation at a time: we never negotiate asynchronous operations.
+                let refusal = self.running.is_some().then(|| {
+                    Refusal::new(
+                        status::general::PROCESSING_FAILURE,
+                        "another operation is still running on this association",
+                    )
+                });
+                if cmd.has_data_set {
+                    self.incoming = Some(Incoming::Request {
+                        pc_id,
+                        rq: cmd,
+                        bytes: Vec::new(),
+                        refusal,
+                    });
+                    return Ok(());
+                }
+                match refusal {
+                    Some(r) => {
+                        let rsp = failure_response(&cmd, r.status, r.comment);
+                        pdv::send_command(&mut self.assoc, pc_id, &rsp).await
+                    }
+                    None => {
+                        self.start_request(pc_id, cmd, Vec::new());
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The matching response command with a failure status and Error Comment.
+pub fn failure_response(rq: &Command, status: u16, comment: String) -> Command {
+    let mut rsp = Command::c_store_rsp(rq, status, Some(comment));
+    rsp.sop_instance_uid = None;
+    rsp.field = match rq.field {
+        CommandField::CFindRq => CommandField::CFindRsp,
+        CommandField::CGetRq => CommandField::CGetRsp,
+        CommandField::CMoveRq => CommandField::CMoveRsp,
+        CommandField::NActionRq => CommandField::NActionRsp,
+        CommandField::NEventReportRq => CommandField::NEventReportRsp,
+        CommandField::CEchoRq => CommandField::CEchoRsp,
+        _ => CommandField::CStoreRsp,
+    };
+    rsp
+}

@@ -1,0 +1,138 @@
+//! C-FIND → QIDO-RS: page through the origin's matches and send each as a
+//! pending response with exactly the requested keys. Never truncates
+//! silently: past the configured maximum the answer is a failure that says so.
+
+use crate::dimse::message::Command;
+use crate::dimse::request::RequestContext;
+use crate::dimse::session::failure_response;
+use crate::dimse::status;
+use crate::translate::query::{cfind_to_qido, qido_to_identifier, Level, Model};
+use crate::web::client::UpstreamClient;
+use dicom_dictionary_std::{tags, uids};
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use std::collections::HashSet;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// C-FIND failure: Unable to process (PS3.4 C.4.1.1.4).
+const UNABLE_TO_PROCESS: u16 = 0xC000;
+/// C-FIND failure: Identifier does not match SOP Class.
+const IDENTIFIER_MISMATCH: u16 = 0xA900;
+/// C-FIND refusal: Out of Resources.
+const OUT_OF_RESOURCES: u16 = 0xA700;
+
+pub struct Find {
+    pub upstream: Arc<UpstreamClient>,
+    pub retrieve_ae: String,
+    pub page_size: usize,
+    pub max_results: usize,
+    pub fuzzy: bool,
+}
+
+pub fn model_of(sop_class_uid: &str) -> Option<Model> {
+    match sop_class_uid {
+        uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND => Some(Model::PatientRoot),
+        uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND => Some(Model::StudyRoot),
+        _ => None,
+    }
+}
+
+impl Find {
+    pub async fn run(&self, rq: Command, data_set: Vec<u8>, ctx: RequestContext) {
+        let (status, comment) = self.answer(&rq, &data_set, &ctx).await;
+        let rsp = match comment {
+            None => Command::c_find_rsp(&rq, status, false),
+            Some(c) => failure_response(&rq, status, c),
+        };
+        let _ = ctx.respond(rsp, None).await;
+    }
+
+    /// Streams the pending responses; returns the final status and comment.
+    async fn answer(&self, rq: &Command, data_set: &[u8], ctx: &RequestContext) -> (u16, Option<String>) {
+        let Some(ts) = TransferSyntaxRegistry.get(&ctx.transfer_syntax) else {
+            return (UNABLE_TO_PROCESS, Some("unsupported transfer syntax".into()));
+        };
+        let Some(model) = rq.sop_class_uid.as_deref().and_then(model_of) else {
+            return (IDENTIFIER_MISMATCH, Some("not a C-FIND SOP class".into()));
+        };
+        let identifier = match InMemDicomObject::read_dataset_with_ts(data_set, ts) {
+            Ok(i) => i,
+            Err(e) => return (IDENTIFIER_MISMATCH, Some(format!("identifier unreadable: {e}"))),
+        };
+        let query = match cfind_to_qido(&identifier, model, self.fuzzy) {
+            Ok(q) => q,
+            Err(e) => return (IDENTIFIER_MISMATCH, Some(e.to_string())),
+        };
+        info!(level = query.level.code(), path = %query.path, "C-FIND");
+        let mut offset = 0;
+        let mut sent = 0usize;
+        let mut patients = HashSet::new();
+        loop {
+            if ctx.cancelled.is_cancelled() {
+                return (status::CANCEL, None);
+            }
+            let page = match self
+                .upstream
+                .qido_page(&query.path, &query.params, offset, self.page_size)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(error = %e, "QIDO-RS failed");
+                    return (UNABLE_TO_PROCESS, Some(upstream_comment(&e)));
+                }
+            };
+            let n = page.len();
+            for result in page {
+                if ctx.cancelled.is_cancelled() {
+                    return (status::CANCEL, None);
+                }
+                // PATIENT level answers from /studies: one response per patient.
+                if query.level == Level::Patient {
+                    let id = result
+                        .get(tags::PATIENT_ID)
+                        .and_then(|e| e.to_str().ok())
+                        .map(|s| s.into_owned())
+                        .unwrap_or_default();
+                    if !patients.insert(id) {
+                        continue;
+                    }
+                }
+                if sent == self.max_results {
+                    return (
+                        OUT_OF_RESOURCES,
+                        Some(format!("over {} matches: narrow the query", self.max_results)),
+                    );
+                }
+                let out = qido_to_identifier(&result, &query, &self.retrieve_ae);
+                let mut bytes = Vec::new();
+                if let Err(e) = out.write_dataset_with_ts(&mut bytes, ts) {
+                    return (UNABLE_TO_PROCESS, Some(format!("cannot encode a match: {e}")));
+                }
+                let pending = Command::c_find_rsp(rq, status::PENDING, true);
+                if ctx.respond(pending, Some(bytes)).await.is_err() {
+                    return (UNABLE_TO_PROCESS, None); // the association is gone
+                }
+                sent += 1;
+            }
+            if n < self.page_size {
+                return (status::SUCCESS, None);
+            }
+            offset += n;
+        }
+    }
+}
+
+/// An Error Comment (64 characters at most) a person can act on.
+pub fn upstream_comment(e: &crate::web::client::UpstreamError) -> String {
+    use crate::web::client::UpstreamError as E;
+    match e {
+        E::Status { status, .. } => format!("archive answered HTTP {status}"),
+        E::Timeout { .. } => "archive timed out; retry later".into(),
+        E::Connect { .. } => "archive unreachable; retry later".into(),
+        E::BadResponse { .. } => "archive sent an unreadable answer".into(),
+        E::Config(_) | E::File { .. } => "gateway configuration problem".into(),
+    }
+}

@@ -1,0 +1,264 @@
+//! Direction A C-FIND against real peers: DCMTK findscu → Pons → QIDO-RS on
+//! Orthanc's DICOMweb, with a small archive whose contents the test knows.
+
+mod common;
+
+use common::*;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct Spec {
+    name: &'static str,
+    id: &'static str,
+    study: &'static str,
+    date: &'static str,
+    series: &'static str,
+    modality: &'static str,
+    instances: usize,
+}
+
+const ROOT: &str = "1.2.826.0.1.3680043.10.999";
+
+/// Patient A: 2 studies × 2 series × 2 instances; B: non-ASCII name; C: 3 instances.
+const ARCHIVE: &[Spec] = &[
+    Spec { name: "DOE^JOHN", id: "PA1", study: "1.1", date: "20200105", series: "1.1.1", modality: "CT", instances: 2 },
+    Spec { name: "DOE^JOHN", id: "PA1", study: "1.1", date: "20200105", series: "1.1.2", modality: "MR", instances: 2 },
+    Spec { name: "DOE^JOHN", id: "PA1", study: "1.2", date: "20210310", series: "1.2.1", modality: "CT", instances: 2 },
+    Spec { name: "DOE^JOHN", id: "PA1", study: "1.2", date: "20210310", series: "1.2.2", modality: "CT", instances: 2 },
+    Spec { name: "Müller^Jürgen", id: "PB2", study: "2.1", date: "20220101", series: "2.1.1", modality: "CT", instances: 1 },
+    Spec { name: "ROE^JANE", id: "PC3", study: "3.1", date: "20230615", series: "3.1.1", modality: "MR", instances: 3 },
+];
+
+fn uid(suffix: &str) -> String {
+    format!("{ROOT}.{suffix}")
+}
+
+fn text(tag: Tag, vr: VR, v: &str) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, vr, PrimitiveValue::from(v))
+}
+
+fn write_archive(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for s in ARCHIVE {
+        for i in 1..=s.instances {
+            let sop = uid(&format!("{}.{i}", s.series));
+            let obj = InMemDicomObject::from_element_iter([
+                text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+                text(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
+                text(tags::SOP_INSTANCE_UID, VR::UI, &sop),
+                text(tags::STUDY_DATE, VR::DA, s.date),
+                text(tags::ACCESSION_NUMBER, VR::SH, &format!("ACC{}", s.study)),
+                text(tags::MODALITY, VR::CS, s.modality),
+                text(tags::PATIENT_NAME, VR::PN, s.name),
+                text(tags::PATIENT_ID, VR::LO, s.id),
+                text(tags::STUDY_INSTANCE_UID, VR::UI, &uid(s.study)),
+                text(tags::SERIES_INSTANCE_UID, VR::UI, &uid(s.series)),
+                DataElement::new(tags::INSTANCE_NUMBER, VR::IS, PrimitiveValue::from(i.to_string())),
+            ]);
+            let meta = FileMetaTableBuilder::new()
+                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
+                .media_storage_sop_instance_uid(&sop)
+                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                .implementation_class_uid("1.2.3.4")
+                .build()
+                .unwrap();
+            let path = dir.join(format!("{sop}.dcm"));
+            obj.with_exact_meta(meta).write_to_file(&path).unwrap();
+            files.push(path);
+        }
+    }
+    files
+}
+
+struct Setup {
+    orthanc: Orthanc,
+    pons: Pons,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn setup(extra_toml: &str) -> Setup {
+    let orthanc = Orthanc::start();
+    let data = tempfile::tempdir().unwrap();
+    let files = write_archive(data.path());
+    storescu("LOADER", orthanc.aet(), orthanc.dicom_port(), &files, &[]).assert_success();
+    assert_eq!(orthanc.wait_for_instances(files.len(), Duration::from_secs(30)), files.len());
+    let state = tempfile::tempdir().unwrap();
+    let cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
+    let toml = cfg.to_toml();
+    // Extra keys go into their tables.
+    let toml = if extra_toml.is_empty() { toml } else { merge(&toml, extra_toml) };
+    let pons = Pons::start(&toml);
+    Setup { orthanc, pons, _dirs: (data, state) }
+}
+
+/// Insert `key = value` lines after their `[table]` header.
+fn merge(toml: &str, extra: &str) -> String {
+    let mut out = toml.to_owned();
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        let (table, kv) = line.split_once(' ').unwrap();
+        out = out.replacen(&format!("{table}\n"), &format!("{table}\n{kv}\n"), 1);
+    }
+    out
+}
+
+struct FindResult {
+    matches: Vec<InMemDicomObject>,
+    log: String,
+}
+
+fn findscu(pons: &Pons, model: &str, keys: &[&str], extra: &[&str]) -> FindResult {
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut cmd = dcmtk("findscu");
+    cmd.args(["-v", "-d", model, "-aet", "MODALITY", "-aec", "PONS", "-X", "-od"])
+        .arg(out_dir.path())
+        .args(extra);
+    for k in keys {
+        cmd.arg("-k").arg(k);
+    }
+    cmd.arg("127.0.0.1").arg(pons.dimse_port().to_string());
+    let out = cmd.output().unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut names: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    let matches = names
+        .iter()
+        .map(|p| dicom_object::open_file(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).into_inner())
+        .collect();
+    FindResult { matches, log }
+}
+
+fn values(r: &FindResult, tag: Tag) -> BTreeSet<String> {
+    r.matches
+        .iter()
+        .map(|m| m.get(tag).map(|e| e.to_str().unwrap().trim().to_owned()).unwrap_or_default())
+        .collect()
+}
+
+fn uids_of(suffixes: &[&str]) -> BTreeSet<String> {
+    suffixes.iter().map(|s| uid(s)).collect()
+}
+
+fn final_status(r: &FindResult) -> String {
+    // findscu -d prints each response's DIMSE Status; the last one is final.
+    r.log
+        .lines()
+        .filter(|l| l.contains("DIMSE Status"))
+        .last()
+        .unwrap_or_else(|| panic!("no status in:\n{}", r.log))
+        .to_owned()
+}
+
+#[test]
+fn c_find_matches_exactly_what_the_archive_holds() {
+    let s = setup("");
+    let study = |keys: &[&str]| {
+        let mut k = vec!["QueryRetrieveLevel=STUDY", "StudyInstanceUID"];
+        k.extend_from_slice(keys);
+        findscu(&s.pons, "-S", &k, &[])
+    };
+
+    let r = study(&["PatientID=PA1"]);
+    assert!(final_status(&r).contains("0x0000"), "{}", r.log);
+    assert_eq!(values(&r, tags::STUDY_INSTANCE_UID), uids_of(&["1.1", "1.2"]));
+
+    // Wildcards.
+    assert_eq!(values(&study(&["PatientName=DOE*"]), tags::STUDY_INSTANCE_UID), uids_of(&["1.1", "1.2"]));
+    assert_eq!(values(&study(&["PatientName=?OE^*"]), tags::STUDY_INSTANCE_UID), uids_of(&["1.1", "1.2", "3.1"]));
+    // Date ranges, both open and closed.
+    assert_eq!(values(&study(&["StudyDate=20200101-20211231"]), tags::STUDY_INSTANCE_UID), uids_of(&["1.1", "1.2"]));
+    assert_eq!(values(&study(&["StudyDate=20220101-"]), tags::STUDY_INSTANCE_UID), uids_of(&["2.1", "3.1"]));
+    assert_eq!(values(&study(&["StudyDate=-20200105"]), tags::STUDY_INSTANCE_UID), uids_of(&["1.1"]));
+    // List of UIDs.
+    let list = format!("StudyInstanceUID={}\\{}", uid("1.2"), uid("3.1"));
+    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=STUDY", &list], &[]);
+    assert_eq!(values(&r, tags::STUDY_INSTANCE_UID), uids_of(&["1.2", "3.1"]));
+    // No match is success with nothing.
+    let r = study(&["PatientID=NOBODY"]);
+    assert!(r.matches.is_empty());
+    assert!(final_status(&r).contains("0x0000"), "{}", r.log);
+
+    // The response carries exactly the requested keys, the level and our AE.
+    let r = study(&["PatientID=PC3", "AccessionNumber", "StudyDate"]);
+    assert_eq!(r.matches.len(), 1);
+    let keys: BTreeSet<Tag> = r.matches[0].iter().map(|e| e.header().tag).collect();
+    let expected: BTreeSet<Tag> = [
+        tags::QUERY_RETRIEVE_LEVEL, tags::RETRIEVE_AE_TITLE, tags::STUDY_INSTANCE_UID,
+        tags::PATIENT_ID, tags::ACCESSION_NUMBER, tags::STUDY_DATE,
+    ]
+    .into();
+    assert_eq!(keys, expected);
+    assert_eq!(values(&r, tags::ACCESSION_NUMBER), ["ACC3.1".to_owned()].into());
+    assert_eq!(values(&r, tags::RETRIEVE_AE_TITLE), ["PONS".to_owned()].into());
+}
+
+#[test]
+fn c_find_at_every_level_and_both_models() {
+    let s = setup("");
+    let series = format!("StudyInstanceUID={}", uid("1.1"));
+    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=SERIES", &series, "SeriesInstanceUID", "Modality"], &[]);
+    assert_eq!(values(&r, tags::SERIES_INSTANCE_UID), uids_of(&["1.1.1", "1.1.2"]));
+    assert_eq!(values(&r, tags::MODALITY), ["CT".to_owned(), "MR".to_owned()].into());
+
+    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=SERIES", "Modality=MR", "SeriesInstanceUID"], &[]);
+    assert_eq!(values(&r, tags::SERIES_INSTANCE_UID), uids_of(&["1.1.2", "3.1.1"]));
+
+    let image_series = format!("SeriesInstanceUID={}", uid("3.1.1"));
+    let image_study = format!("StudyInstanceUID={}", uid("3.1"));
+    let r = findscu(&s.pons, "-P", &["QueryRetrieveLevel=IMAGE", "PatientID=PC3", &image_study, &image_series, "SOPInstanceUID"], &[]);
+    assert_eq!(values(&r, tags::SOP_INSTANCE_UID), uids_of(&["3.1.1.1", "3.1.1.2", "3.1.1.3"]));
+
+    // PATIENT level (Patient Root): one answer per patient.
+    let r = findscu(&s.pons, "-P", &["QueryRetrieveLevel=PATIENT", "PatientID", "PatientName"], &[]);
+    assert_eq!(values(&r, tags::PATIENT_ID), ["PA1", "PB2", "PC3"].map(String::from).into());
+
+    // PATIENT level is not in the Study Root model.
+    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=PATIENT", "PatientID"], &[]);
+    assert!(r.matches.is_empty());
+    assert!(final_status(&r).contains("0xa900"), "{}", r.log);
+}
+
+#[test]
+fn c_find_matches_a_non_ascii_name() {
+    let s = setup("");
+    let r = findscu(
+        &s.pons,
+        "-S",
+        &["QueryRetrieveLevel=STUDY", "SpecificCharacterSet=ISO_IR 192", "PatientName=Müller^Jürgen", "StudyInstanceUID"],
+        &[],
+    );
+    assert_eq!(values(&r, tags::STUDY_INSTANCE_UID), uids_of(&["2.1"]), "{}", r.log);
+    assert_eq!(values(&r, tags::PATIENT_NAME), ["Müller^Jürgen".to_owned()].into());
+    assert_eq!(values(&r, tags::SPECIFIC_CHARACTER_SET), ["ISO_IR 192".to_owned()].into());
+}
+
+#[test]
+fn c_find_never_truncates_and_can_be_cancelled() {
+    let s = setup("[dimse] find_max_results = 3\n[upstream] qido_page_size = 1");
+    // Four studies, three allowed: A700 with a comment, after exactly three matches.
+    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], &[]);
+    assert_eq!(r.matches.len(), 3);
+    assert!(final_status(&r).contains("0xa700"), "{}", r.log);
+    assert!(r.log.contains("narrow the query"), "{}", r.log);
+    // Paging of one per request still finds everything below the maximum.
+    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=STUDY", "PatientID=PA1", "StudyInstanceUID"], &[]);
+    assert_eq!(values(&r, tags::STUDY_INSTANCE_UID), uids_of(&["1.1", "1.2"]));
+    assert!(final_status(&r).contains("0x0000"), "{}", r.log);
+    // C-CANCEL after the first match ends with Cancel.
+    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], &["--cancel", "1"]);
+    assert!(final_status(&r).contains("0xfe00"), "{}", r.log);
+    assert!(r.matches.len() < 3);
+}
+
+#[test]
+fn c_find_with_the_archive_down_fails_with_a_comment() {
+    let mut s = setup("");
+    s.orthanc.stop();
+    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], &[]);
+    assert!(r.matches.is_empty());
+    assert!(final_status(&r).contains("0xc000"), "{}", r.log);
+    assert!(r.log.contains("archive unreachable"), "{}", r.log);
+}
