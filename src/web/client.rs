@@ -1,4 +1,5 @@
-//! The upstream DICOMweb client (direction A): STOW-RS for now.
+//! The upstream DICOMweb client (direction A): STOW-RS here, QIDO-RS in
+//! [`qido`], WADO-RS in [`wado`].
 
 use crate::config::{AuthConfig, UpstreamConfig};
 use crate::translate::stow::parse_stow_response;
@@ -7,6 +8,12 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_LENGTH
 use reqwest::StatusCode;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
+
+mod qido;
+mod wado;
+
+pub use crate::web::part10::FileMetaInfo;
+pub use wado::{Part, RetrievedParts};
 
 /// One PS3.10 file to send.
 #[derive(Debug, Clone)]
@@ -102,10 +109,13 @@ impl UpstreamClient {
         }
         let request_timeout = Duration::from_secs(config.request_timeout_secs);
         // reqwest never sends `Expect: 100-continue` (Orthanc would stall 1 s per request on it).
+        // The whole-request timeout is set per request: a WADO-RS retrieve of
+        // a large study may rightly take longer, and is bounded by the idle
+        // (read) timeout instead.
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-            .timeout(request_timeout)
+            .read_timeout(request_timeout)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| UpstreamError::Config(format!("HTTP client: {e}")))?;
@@ -122,7 +132,14 @@ impl UpstreamClient {
         &self.base
     }
 
+    /// A request that must complete within the request timeout.
     fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.request_untimed(method, url)
+            .timeout(self.request_timeout)
+    }
+
+    /// A request bounded only by the idle timeout (for streamed answers).
+    fn request_untimed(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let req = self.http.request(method, url);
         match &self.auth {
             Auth::None => req,

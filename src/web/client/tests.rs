@@ -6,7 +6,7 @@ use std::io::Write;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-fn config(url: &str, extra: &str) -> UpstreamConfig {
+pub(super) fn config(url: &str, extra: &str) -> UpstreamConfig {
     toml::from_str(&format!(
         "url = \"{url}\"\nrequest_timeout_secs = 10\n{extra}"
     ))
@@ -14,7 +14,7 @@ fn config(url: &str, extra: &str) -> UpstreamConfig {
 }
 
 /// Serve one request with `response`; hand back the raw request (head + body).
-async fn canned(response: String) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+pub(super) async fn canned(response: String) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/dicom-web/", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -48,7 +48,7 @@ async fn canned(response: String) -> (String, tokio::task::JoinHandle<Vec<u8>>) 
     (url, task)
 }
 
-fn http_response(status: &str, headers: &str, body: &str) -> String {
+pub(super) fn http_response(status: &str, headers: &str, body: &str) -> String {
     format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n{body}",
         body.len()
