@@ -25,12 +25,60 @@ const ROOT: &str = "1.2.826.0.1.3680043.10.999";
 
 /// Patient A: 2 studies × 2 series × 2 instances; B: non-ASCII name; C: 3 instances.
 const ARCHIVE: &[Spec] = &[
-    Spec { name: "DOE^JOHN", id: "PA1", study: "1.1", date: "20200105", series: "1.1.1", modality: "CT", instances: 2 },
-    Spec { name: "DOE^JOHN", id: "PA1", study: "1.1", date: "20200105", series: "1.1.2", modality: "MR", instances: 2 },
-    Spec { name: "DOE^JOHN", id: "PA1", study: "1.2", date: "20210310", series: "1.2.1", modality: "CT", instances: 2 },
-    Spec { name: "DOE^JOHN", id: "PA1", study: "1.2", date: "20210310", series: "1.2.2", modality: "CT", instances: 2 },
-    Spec { name: "Müller^Jürgen", id: "PB2", study: "2.1", date: "20220101", series: "2.1.1", modality: "CT", instances: 1 },
-    Spec { name: "ROE^JANE", id: "PC3", study: "3.1", date: "20230615", series: "3.1.1", modality: "MR", instances: 3 },
+    Spec {
+        name: "DOE^JOHN",
+        id: "PA1",
+        study: "1.1",
+        date: "20200105",
+        series: "1.1.1",
+        modality: "CT",
+        instances: 2,
+    },
+    Spec {
+        name: "DOE^JOHN",
+        id: "PA1",
+        study: "1.1",
+        date: "20200105",
+        series: "1.1.2",
+        modality: "MR",
+        instances: 2,
+    },
+    Spec {
+        name: "DOE^JOHN",
+        id: "PA1",
+        study: "1.2",
+        date: "20210310",
+        series: "1.2.1",
+        modality: "CT",
+        instances: 2,
+    },
+    Spec {
+        name: "DOE^JOHN",
+        id: "PA1",
+        study: "1.2",
+        date: "20210310",
+        series: "1.2.2",
+        modality: "CT",
+        instances: 2,
+    },
+    Spec {
+        name: "Müller^Jürgen",
+        id: "PB2",
+        study: "2.1",
+        date: "20220101",
+        series: "2.1.1",
+        modality: "CT",
+        instances: 1,
+    },
+    Spec {
+        name: "ROE^JANE",
+        id: "PC3",
+        study: "3.1",
+        date: "20230615",
+        series: "3.1.1",
+        modality: "MR",
+        instances: 3,
+    },
 ];
 
 fn uid(suffix: &str) -> String {
@@ -57,7 +105,11 @@ fn write_archive(dir: &Path) -> Vec<PathBuf> {
                 text(tags::PATIENT_ID, VR::LO, s.id),
                 text(tags::STUDY_INSTANCE_UID, VR::UI, &uid(s.study)),
                 text(tags::SERIES_INSTANCE_UID, VR::UI, &uid(s.series)),
-                DataElement::new(tags::INSTANCE_NUMBER, VR::IS, PrimitiveValue::from(i.to_string())),
+                DataElement::new(
+                    tags::INSTANCE_NUMBER,
+                    VR::IS,
+                    PrimitiveValue::from(i.to_string()),
+                ),
             ]);
             let meta = FileMetaTableBuilder::new()
                 .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
@@ -85,14 +137,25 @@ fn setup(extra_toml: &str) -> Setup {
     let data = tempfile::tempdir().unwrap();
     let files = write_archive(data.path());
     storescu("LOADER", orthanc.aet(), orthanc.dicom_port(), &files, &[]).assert_success();
-    assert_eq!(orthanc.wait_for_instances(files.len(), Duration::from_secs(30)), files.len());
+    assert_eq!(
+        orthanc.wait_for_instances(files.len(), Duration::from_secs(30)),
+        files.len()
+    );
     let state = tempfile::tempdir().unwrap();
     let cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
     let toml = cfg.to_toml();
     // Extra keys go into their tables.
-    let toml = if extra_toml.is_empty() { toml } else { merge(&toml, extra_toml) };
+    let toml = if extra_toml.is_empty() {
+        toml
+    } else {
+        merge(&toml, extra_toml)
+    };
     let pons = Pons::start(&toml);
-    Setup { orthanc, pons, _dirs: (data, state) }
+    Setup {
+        orthanc,
+        pons,
+        _dirs: (data, state),
+    }
 }
 
 /// Insert `key = value` lines after their `[table]` header.
@@ -113,20 +176,33 @@ struct FindResult {
 fn findscu(pons: &Pons, model: &str, keys: &[&str], extra: &[&str]) -> FindResult {
     let out_dir = tempfile::tempdir().unwrap();
     let mut cmd = dcmtk("findscu");
-    cmd.args(["-v", "-d", model, "-aet", "MODALITY", "-aec", "PONS", "-X", "-od"])
-        .arg(out_dir.path())
-        .args(extra);
+    cmd.args([
+        "-v", "-d", model, "-aet", "MODALITY", "-aec", "PONS", "-X", "-od",
+    ])
+    .arg(out_dir.path())
+    .args(extra);
     for k in keys {
         cmd.arg("-k").arg(k);
     }
     cmd.arg("127.0.0.1").arg(pons.dimse_port().to_string());
     let out = cmd.output().unwrap();
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let mut names: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<_> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     names.sort();
     let matches = names
         .iter()
-        .map(|p| dicom_object::open_file(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).into_inner())
+        .map(|p| {
+            dicom_object::open_file(p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .into_inner()
+        })
         .collect();
     FindResult { matches, log }
 }
@@ -134,7 +210,11 @@ fn findscu(pons: &Pons, model: &str, keys: &[&str], extra: &[&str]) -> FindResul
 fn values(r: &FindResult, tag: Tag) -> BTreeSet<String> {
     r.matches
         .iter()
-        .map(|m| m.get(tag).map(|e| e.to_str().unwrap().trim().to_owned()).unwrap_or_default())
+        .map(|m| {
+            m.get(tag)
+                .map(|e| e.to_str().unwrap().trim().to_owned())
+                .unwrap_or_default()
+        })
         .collect()
 }
 
@@ -146,8 +226,7 @@ fn final_status(r: &FindResult) -> String {
     // findscu -d prints each response's DIMSE Status; the last one is final.
     r.log
         .lines()
-        .filter(|l| l.contains("DIMSE Status"))
-        .last()
+        .rfind(|l| l.contains("DIMSE Status"))
         .unwrap_or_else(|| panic!("no status in:\n{}", r.log))
         .to_owned()
 }
@@ -163,19 +242,43 @@ fn c_find_matches_exactly_what_the_archive_holds() {
 
     let r = study(&["PatientID=PA1"]);
     assert!(final_status(&r).contains("0x0000"), "{}", r.log);
-    assert_eq!(values(&r, tags::STUDY_INSTANCE_UID), uids_of(&["1.1", "1.2"]));
+    assert_eq!(
+        values(&r, tags::STUDY_INSTANCE_UID),
+        uids_of(&["1.1", "1.2"])
+    );
 
     // Wildcards.
-    assert_eq!(values(&study(&["PatientName=DOE*"]), tags::STUDY_INSTANCE_UID), uids_of(&["1.1", "1.2"]));
-    assert_eq!(values(&study(&["PatientName=?OE^*"]), tags::STUDY_INSTANCE_UID), uids_of(&["1.1", "1.2", "3.1"]));
+    assert_eq!(
+        values(&study(&["PatientName=DOE*"]), tags::STUDY_INSTANCE_UID),
+        uids_of(&["1.1", "1.2"])
+    );
+    assert_eq!(
+        values(&study(&["PatientName=?OE^*"]), tags::STUDY_INSTANCE_UID),
+        uids_of(&["1.1", "1.2", "3.1"])
+    );
     // Date ranges, both open and closed.
-    assert_eq!(values(&study(&["StudyDate=20200101-20211231"]), tags::STUDY_INSTANCE_UID), uids_of(&["1.1", "1.2"]));
-    assert_eq!(values(&study(&["StudyDate=20220101-"]), tags::STUDY_INSTANCE_UID), uids_of(&["2.1", "3.1"]));
-    assert_eq!(values(&study(&["StudyDate=-20200105"]), tags::STUDY_INSTANCE_UID), uids_of(&["1.1"]));
+    assert_eq!(
+        values(
+            &study(&["StudyDate=20200101-20211231"]),
+            tags::STUDY_INSTANCE_UID
+        ),
+        uids_of(&["1.1", "1.2"])
+    );
+    assert_eq!(
+        values(&study(&["StudyDate=20220101-"]), tags::STUDY_INSTANCE_UID),
+        uids_of(&["2.1", "3.1"])
+    );
+    assert_eq!(
+        values(&study(&["StudyDate=-20200105"]), tags::STUDY_INSTANCE_UID),
+        uids_of(&["1.1"])
+    );
     // List of UIDs.
     let list = format!("StudyInstanceUID={}\\{}", uid("1.2"), uid("3.1"));
     let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=STUDY", &list], &[]);
-    assert_eq!(values(&r, tags::STUDY_INSTANCE_UID), uids_of(&["1.2", "3.1"]));
+    assert_eq!(
+        values(&r, tags::STUDY_INSTANCE_UID),
+        uids_of(&["1.2", "3.1"])
+    );
     // No match is success with nothing.
     let r = study(&["PatientID=NOBODY"]);
     assert!(r.matches.is_empty());
@@ -186,37 +289,102 @@ fn c_find_matches_exactly_what_the_archive_holds() {
     assert_eq!(r.matches.len(), 1);
     let keys: BTreeSet<Tag> = r.matches[0].iter().map(|e| e.header().tag).collect();
     let expected: BTreeSet<Tag> = [
-        tags::QUERY_RETRIEVE_LEVEL, tags::RETRIEVE_AE_TITLE, tags::STUDY_INSTANCE_UID,
-        tags::PATIENT_ID, tags::ACCESSION_NUMBER, tags::STUDY_DATE,
+        tags::QUERY_RETRIEVE_LEVEL,
+        tags::RETRIEVE_AE_TITLE,
+        tags::STUDY_INSTANCE_UID,
+        tags::PATIENT_ID,
+        tags::ACCESSION_NUMBER,
+        tags::STUDY_DATE,
     ]
     .into();
     assert_eq!(keys, expected);
-    assert_eq!(values(&r, tags::ACCESSION_NUMBER), ["ACC3.1".to_owned()].into());
-    assert_eq!(values(&r, tags::RETRIEVE_AE_TITLE), ["PONS".to_owned()].into());
+    assert_eq!(
+        values(&r, tags::ACCESSION_NUMBER),
+        ["ACC3.1".to_owned()].into()
+    );
+    assert_eq!(
+        values(&r, tags::RETRIEVE_AE_TITLE),
+        ["PONS".to_owned()].into()
+    );
 }
 
 #[test]
 fn c_find_at_every_level_and_both_models() {
     let s = setup("");
     let series = format!("StudyInstanceUID={}", uid("1.1"));
-    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=SERIES", &series, "SeriesInstanceUID", "Modality"], &[]);
-    assert_eq!(values(&r, tags::SERIES_INSTANCE_UID), uids_of(&["1.1.1", "1.1.2"]));
-    assert_eq!(values(&r, tags::MODALITY), ["CT".to_owned(), "MR".to_owned()].into());
+    let r = findscu(
+        &s.pons,
+        "-S",
+        &[
+            "QueryRetrieveLevel=SERIES",
+            &series,
+            "SeriesInstanceUID",
+            "Modality",
+        ],
+        &[],
+    );
+    assert_eq!(
+        values(&r, tags::SERIES_INSTANCE_UID),
+        uids_of(&["1.1.1", "1.1.2"])
+    );
+    assert_eq!(
+        values(&r, tags::MODALITY),
+        ["CT".to_owned(), "MR".to_owned()].into()
+    );
 
-    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=SERIES", "Modality=MR", "SeriesInstanceUID"], &[]);
-    assert_eq!(values(&r, tags::SERIES_INSTANCE_UID), uids_of(&["1.1.2", "3.1.1"]));
+    let r = findscu(
+        &s.pons,
+        "-S",
+        &[
+            "QueryRetrieveLevel=SERIES",
+            "Modality=MR",
+            "SeriesInstanceUID",
+        ],
+        &[],
+    );
+    assert_eq!(
+        values(&r, tags::SERIES_INSTANCE_UID),
+        uids_of(&["1.1.2", "3.1.1"])
+    );
 
     let image_series = format!("SeriesInstanceUID={}", uid("3.1.1"));
     let image_study = format!("StudyInstanceUID={}", uid("3.1"));
-    let r = findscu(&s.pons, "-P", &["QueryRetrieveLevel=IMAGE", "PatientID=PC3", &image_study, &image_series, "SOPInstanceUID"], &[]);
-    assert_eq!(values(&r, tags::SOP_INSTANCE_UID), uids_of(&["3.1.1.1", "3.1.1.2", "3.1.1.3"]));
+    let r = findscu(
+        &s.pons,
+        "-P",
+        &[
+            "QueryRetrieveLevel=IMAGE",
+            "PatientID=PC3",
+            &image_study,
+            &image_series,
+            "SOPInstanceUID",
+        ],
+        &[],
+    );
+    assert_eq!(
+        values(&r, tags::SOP_INSTANCE_UID),
+        uids_of(&["3.1.1.1", "3.1.1.2", "3.1.1.3"])
+    );
 
     // PATIENT level (Patient Root): one answer per patient.
-    let r = findscu(&s.pons, "-P", &["QueryRetrieveLevel=PATIENT", "PatientID", "PatientName"], &[]);
-    assert_eq!(values(&r, tags::PATIENT_ID), ["PA1", "PB2", "PC3"].map(String::from).into());
+    let r = findscu(
+        &s.pons,
+        "-P",
+        &["QueryRetrieveLevel=PATIENT", "PatientID", "PatientName"],
+        &[],
+    );
+    assert_eq!(
+        values(&r, tags::PATIENT_ID),
+        ["PA1", "PB2", "PC3"].map(String::from).into()
+    );
 
     // PATIENT level is not in the Study Root model.
-    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=PATIENT", "PatientID"], &[]);
+    let r = findscu(
+        &s.pons,
+        "-S",
+        &["QueryRetrieveLevel=PATIENT", "PatientID"],
+        &[],
+    );
     assert!(r.matches.is_empty());
     assert!(final_status(&r).contains("0xa900"), "{}", r.log);
 }
@@ -227,28 +395,66 @@ fn c_find_matches_a_non_ascii_name() {
     let r = findscu(
         &s.pons,
         "-S",
-        &["QueryRetrieveLevel=STUDY", "SpecificCharacterSet=ISO_IR 192", "PatientName=Müller^Jürgen", "StudyInstanceUID"],
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "SpecificCharacterSet=ISO_IR 192",
+            "PatientName=Müller^Jürgen",
+            "StudyInstanceUID",
+        ],
         &[],
     );
-    assert_eq!(values(&r, tags::STUDY_INSTANCE_UID), uids_of(&["2.1"]), "{}", r.log);
-    assert_eq!(values(&r, tags::PATIENT_NAME), ["Müller^Jürgen".to_owned()].into());
-    assert_eq!(values(&r, tags::SPECIFIC_CHARACTER_SET), ["ISO_IR 192".to_owned()].into());
+    assert_eq!(
+        values(&r, tags::STUDY_INSTANCE_UID),
+        uids_of(&["2.1"]),
+        "{}",
+        r.log
+    );
+    assert_eq!(
+        values(&r, tags::PATIENT_NAME),
+        ["Müller^Jürgen".to_owned()].into()
+    );
+    assert_eq!(
+        values(&r, tags::SPECIFIC_CHARACTER_SET),
+        ["ISO_IR 192".to_owned()].into()
+    );
 }
 
 #[test]
 fn c_find_never_truncates_and_can_be_cancelled() {
     let s = setup("[dimse] find_max_results = 3\n[upstream] qido_page_size = 1");
     // Four studies, three allowed: A700 with a comment, after exactly three matches.
-    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], &[]);
+    let r = findscu(
+        &s.pons,
+        "-S",
+        &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
+        &[],
+    );
     assert_eq!(r.matches.len(), 3);
     assert!(final_status(&r).contains("0xa700"), "{}", r.log);
     assert!(r.log.contains("narrow the query"), "{}", r.log);
     // Paging of one per request still finds everything below the maximum.
-    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=STUDY", "PatientID=PA1", "StudyInstanceUID"], &[]);
-    assert_eq!(values(&r, tags::STUDY_INSTANCE_UID), uids_of(&["1.1", "1.2"]));
+    let r = findscu(
+        &s.pons,
+        "-S",
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "PatientID=PA1",
+            "StudyInstanceUID",
+        ],
+        &[],
+    );
+    assert_eq!(
+        values(&r, tags::STUDY_INSTANCE_UID),
+        uids_of(&["1.1", "1.2"])
+    );
     assert!(final_status(&r).contains("0x0000"), "{}", r.log);
     // C-CANCEL after the first match ends with Cancel.
-    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], &["--cancel", "1"]);
+    let r = findscu(
+        &s.pons,
+        "-S",
+        &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
+        &["--cancel", "1"],
+    );
     assert!(final_status(&r).contains("0xfe00"), "{}", r.log);
     assert!(r.matches.len() < 3);
 }
@@ -257,7 +463,12 @@ fn c_find_never_truncates_and_can_be_cancelled() {
 fn c_find_with_the_archive_down_fails_with_a_comment() {
     let mut s = setup("");
     s.orthanc.stop();
-    let r = findscu(&s.pons, "-S", &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], &[]);
+    let r = findscu(
+        &s.pons,
+        "-S",
+        &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
+        &[],
+    );
     assert!(r.matches.is_empty());
     assert!(final_status(&r).contains("0xc000"), "{}", r.log);
     assert!(r.log.contains("archive unreachable"), "{}", r.log);

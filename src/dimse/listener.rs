@@ -90,7 +90,13 @@ pub trait ScpHandler: Send + Sync + 'static {
 
     /// C-FIND, C-GET, C-MOVE, N-ACTION…: runs as its own task; answers
     /// through `ctx`. The default refuses clearly, so nothing hangs.
-    async fn request(&self, assoc: &AssociationInfo, rq: Command, data_set: Vec<u8>, ctx: RequestContext) {
+    async fn request(
+        &self,
+        assoc: &AssociationInfo,
+        rq: Command,
+        data_set: Vec<u8>,
+        ctx: RequestContext,
+    ) {
         let _ = (assoc, data_set);
         let comment = format!("{:?} is not supported by this gateway yet", rq.field);
         let rsp = failure_response(&rq, status::general::UNRECOGNIZED_OPERATION, comment);
@@ -375,4 +381,3 @@ async fn run_association(
     .instrument(span)
     .await
 }
-

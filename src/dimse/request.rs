@@ -70,7 +70,11 @@ impl RequestContext {
     }
 
     /// Send a response (pending or final) to the request.
-    pub async fn respond(&self, command: Command, data_set: Option<Vec<u8>>) -> Result<(), DimseError> {
+    pub async fn respond(
+        &self,
+        command: Command,
+        data_set: Option<Vec<u8>>,
+    ) -> Result<(), DimseError> {
         self.push(self.pc_id, command, data_set.map(DataSource::Bytes), None)
             .await
     }

@@ -145,8 +145,12 @@ impl Session {
             pdv::send_command(&mut self.assoc, msg.pc_id, &msg.command).await?;
             match msg.data {
                 None => Ok(()),
-                Some(DataSource::Bytes(b)) => pdv::send_data_set(&mut self.assoc, msg.pc_id, &b).await,
-                Some(DataSource::Stream(r)) => pdv::send_data_stream(&mut self.assoc, msg.pc_id, r).await,
+                Some(DataSource::Bytes(b)) => {
+                    pdv::send_data_set(&mut self.assoc, msg.pc_id, &b).await
+                }
+                Some(DataSource::Stream(r)) => {
+                    pdv::send_data_stream(&mut self.assoc, msg.pc_id, r).await
+                }
             }
         }
         .await;
@@ -155,7 +159,9 @@ impl Session {
         {
             running.replies.insert(id, reply);
         }
-        let _ = msg.sent.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        let _ = msg
+            .sent
+            .send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         match result {
             // A data source that failed mid-stream leaves the peer with half a
             // data set: nothing but an abort can recover from that.
@@ -198,7 +204,9 @@ impl Session {
         let pc = pdv.presentation_context_id;
         match self.incoming.as_mut() {
             None => return Err(DimseError::Protocol("data set without a command".into())),
-            Some(Incoming::Store { pc_id, .. } | Incoming::Request { pc_id, .. }) if *pc_id != pc => {
+            Some(Incoming::Store { pc_id, .. } | Incoming::Request { pc_id, .. })
+                if *pc_id != pc =>
+            {
                 return Err(DimseError::Protocol(
                     "data set on another presentation context than its command".into(),
                 ))
@@ -241,7 +249,8 @@ impl Session {
                     (_, Some(refusal)) => refusal.into(),
                     (Some(sink), None) => sink.finish().await,
                     (None, None) => {
-                        Refusal::new(status::general::PROCESSING_FAILURE, "internal: no sink").into()
+                        Refusal::new(status::general::PROCESSING_FAILURE, "internal: no sink")
+                            .into()
                     }
                 };
                 if status::kind(outcome.status) != status::StatusKind::Success {
@@ -330,15 +339,18 @@ impl Session {
                 Ok(())
             }
             CommandField::CStoreRsp => {
-                let waiter = self.running.as_mut().and_then(|r| {
-                    cmd.responding_to.and_then(|id| r.replies.remove(&id))
-                });
+                let waiter = self
+                    .running
+                    .as_mut()
+                    .and_then(|r| cmd.responding_to.and_then(|id| r.replies.remove(&id)));
                 match waiter {
                     Some(w) => {
                         let _ = w.send(cmd);
                         Ok(())
                     }
-                    None => Err(DimseError::Protocol("C-STORE-RSP for no sub-operation".into())),
+                    None => Err(DimseError::Protocol(
+                        "C-STORE-RSP for no sub-operation".into(),
+                    )),
                 }
             }
             field if field.is_response() => Err(DimseError::Protocol(format!(
@@ -362,7 +374,11 @@ impl Session {
                     ))
                 } else {
                     self.handler
-                        .begin_store(&self.info, &cmd, context.transfer_syntax.trim_end_matches('\0'))
+                        .begin_store(
+                            &self.info,
+                            &cmd,
+                            context.transfer_syntax.trim_end_matches('\0'),
+                        )
                         .await
                 };
                 let (sink, refusal) = match result {

@@ -50,16 +50,29 @@ impl Find {
     }
 
     /// Streams the pending responses; returns the final status and comment.
-    async fn answer(&self, rq: &Command, data_set: &[u8], ctx: &RequestContext) -> (u16, Option<String>) {
+    async fn answer(
+        &self,
+        rq: &Command,
+        data_set: &[u8],
+        ctx: &RequestContext,
+    ) -> (u16, Option<String>) {
         let Some(ts) = TransferSyntaxRegistry.get(&ctx.transfer_syntax) else {
-            return (UNABLE_TO_PROCESS, Some("unsupported transfer syntax".into()));
+            return (
+                UNABLE_TO_PROCESS,
+                Some("unsupported transfer syntax".into()),
+            );
         };
         let Some(model) = rq.sop_class_uid.as_deref().and_then(model_of) else {
             return (IDENTIFIER_MISMATCH, Some("not a C-FIND SOP class".into()));
         };
         let identifier = match InMemDicomObject::read_dataset_with_ts(data_set, ts) {
             Ok(i) => i,
-            Err(e) => return (IDENTIFIER_MISMATCH, Some(format!("identifier unreadable: {e}"))),
+            Err(e) => {
+                return (
+                    IDENTIFIER_MISMATCH,
+                    Some(format!("identifier unreadable: {e}")),
+                )
+            }
         };
         let query = match cfind_to_qido(&identifier, model, self.fuzzy) {
             Ok(q) => q,
@@ -89,6 +102,9 @@ impl Find {
                 if ctx.cancelled.is_cancelled() {
                     return (status::CANCEL, None);
                 }
+                if !query.accepts(&result) {
+                    continue;
+                }
                 // PATIENT level answers from /studies: one response per patient.
                 if query.level == Level::Patient {
                     let id = result
@@ -103,13 +119,19 @@ impl Find {
                 if sent == self.max_results {
                     return (
                         OUT_OF_RESOURCES,
-                        Some(format!("over {} matches: narrow the query", self.max_results)),
+                        Some(format!(
+                            "over {} matches: narrow the query",
+                            self.max_results
+                        )),
                     );
                 }
                 let out = qido_to_identifier(&result, &query, &self.retrieve_ae);
                 let mut bytes = Vec::new();
                 if let Err(e) = out.write_dataset_with_ts(&mut bytes, ts) {
-                    return (UNABLE_TO_PROCESS, Some(format!("cannot encode a match: {e}")));
+                    return (
+                        UNABLE_TO_PROCESS,
+                        Some(format!("cannot encode a match: {e}")),
+                    );
                 }
                 let pending = Command::c_find_rsp(rq, status::PENDING, true);
                 if ctx.respond(pending, Some(bytes)).await.is_err() {

@@ -82,6 +82,7 @@ pub(crate) async fn run(
         target,
         cfg,
         owner,
+        outage: std::sync::Mutex::new(Outage::default()),
     });
     let workers = (0..fwd.cfg.concurrency.max(1)).map(|_| {
         let fwd = fwd.clone();
@@ -98,6 +99,16 @@ struct Forwarder {
     target: Arc<dyn StowTarget>,
     cfg: ForwarderConfig,
     owner: String,
+    outage: std::sync::Mutex<Outage>,
+}
+
+/// Back-off belongs to the upstream, not to each instance: while it is down,
+/// every worker pauses instead of claiming (and failing) job after job, so
+/// the delay grows with the outage and resets at the first success.
+#[derive(Default)]
+struct Outage {
+    failures: u32,
+    until: Option<tokio::time::Instant>,
 }
 
 /// A claimed job and what its payload says.
@@ -109,6 +120,16 @@ struct Entry {
 impl Forwarder {
     async fn worker(&self, notify: &Notify, shutdown: &CancellationToken) {
         while !shutdown.is_cancelled() {
+            let paused_until = self.outage.lock().map(|o| o.until).unwrap_or(None);
+            if let Some(until) = paused_until {
+                if until > tokio::time::Instant::now() {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
+            }
             // Not raced against shutdown: a claim dropped half-way would
             // leave jobs leased to nobody until the lease runs out.
             let claimed = self
@@ -210,6 +231,9 @@ impl Forwarder {
             tracing::debug!(jobs = ?ids, "sending STOW-RS batch");
             match self.target.stow(&items).await {
                 Ok(outcomes) => {
+                    if let Ok(mut o) = self.outage.lock() {
+                        *o = Outage::default();
+                    }
                     self.settle(batch, outcomes).await;
                     return None;
                 }
@@ -244,8 +268,16 @@ impl Forwarder {
     async fn retry_all(&self, batch: &[Entry], err: &UpstreamError) {
         tracing::warn!(jobs = batch.len(), error = %err, "STOW-RS failed; will retry");
         let msg = err.to_string();
+        let delay = match self.outage.lock() {
+            Ok(mut o) => {
+                let delay = self.backoff(o.failures, err.retry_after());
+                o.failures = o.failures.saturating_add(1);
+                o.until = Some(tokio::time::Instant::now() + delay);
+                delay
+            }
+            Err(_) => self.backoff(0, err.retry_after()),
+        };
         for e in batch {
-            let delay = self.backoff(e.job.attempts, err.retry_after());
             self.retry(e.job.id, delay, &msg).await;
         }
     }

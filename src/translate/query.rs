@@ -55,6 +55,69 @@ pub struct QidoQuery {
     pub params: Vec<(String, String)>,
     /// The keys the C-FIND response must carry, in identifier order.
     pub return_keys: Vec<(Tag, VR)>,
+    /// Matching the origin was only asked to approximate (see
+    /// `origin_safe`); results must also pass these, checked here.
+    pub local_filters: Vec<(Tag, String)>,
+}
+
+impl QidoQuery {
+    /// Does an origin result satisfy the matching done on our side?
+    pub fn accepts(&self, result: &InMemDicomObject) -> bool {
+        self.local_filters.iter().all(|(tag, pattern)| {
+            let value = result
+                .get(*tag)
+                .and_then(|e| e.to_str().ok())
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default();
+            let pn = result.get(*tag).map(|e| e.vr() == VR::PN).unwrap_or(false);
+            if pn {
+                wildcard_match(&pattern.to_lowercase(), &value.to_lowercase())
+            } else {
+                wildcard_match(pattern, &value)
+            }
+        })
+    }
+}
+
+/// Some origins (Orthanc 1.10) never percent-decode query values, so a
+/// non-ASCII or space character cannot reach them intact. Such runs become
+/// `*` (a superset of the matches) and the exact pattern is checked locally.
+fn origin_safe(value: &str) -> Option<String> {
+    if value.chars().all(|c| c.is_ascii() && c != ' ') {
+        return None;
+    }
+    let mut out = String::new();
+    for c in value.chars() {
+        let c = if c.is_ascii() && c != ' ' { c } else { '*' };
+        if !(c == '*' && out.ends_with('*')) {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// DICOM wildcard matching: `*` any run, `?` any one character.
+fn wildcard_match(pattern: &str, value: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let v: Vec<char> = value.chars().collect();
+    let (mut pi, mut vi, mut star, mut mark) = (0, 0, None, 0);
+    while vi < v.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
+            pi += 1;
+            vi += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = vi;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            vi = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -124,6 +187,7 @@ pub fn cfind_to_qido(
 
     let mut params = Vec::new();
     let mut return_keys = Vec::new();
+    let mut local_filters = Vec::new();
     for element in identifier.iter() {
         let tag = element.tag();
         if is_control_key(tag) {
@@ -161,7 +225,14 @@ pub fn cfind_to_qido(
                     "binary values cannot be matched",
                 ))
             }
-            _ => value,
+            VR::DA | VR::TM | VR::DT => value,
+            _ => match origin_safe(&value) {
+                Some(safe) => {
+                    local_filters.push((tag, value));
+                    safe
+                }
+                None => value,
+            },
         };
         params.push((tag_param(tag), value));
         // Matching keys are returned by the origin only if it supports them; ask too.
@@ -175,6 +246,7 @@ pub fn cfind_to_qido(
         path,
         params,
         return_keys,
+        local_filters,
     })
 }
 
@@ -312,6 +384,26 @@ mod tests {
             cfind_to_qido(&id, Model::StudyRoot, false).unwrap().path,
             "series"
         );
+    }
+
+    #[test]
+    fn non_ascii_values_are_widened_and_checked_locally() {
+        let id = identifier("STUDY", &[(tags::PATIENT_NAME, VR::PN, "Müller^Jü*")]);
+        let q = cfind_to_qido(&id, Model::StudyRoot, false).unwrap();
+        assert_eq!(param(&q, "00100010"), ["M*ller^J*"]);
+        let result = |name: &str| -> InMemDicomObject {
+            InMemDicomObject::from_element_iter([DataElement::new(
+                tags::PATIENT_NAME,
+                VR::PN,
+                PrimitiveValue::from(name),
+            )])
+        };
+        assert!(q.accepts(&result("Müller^Jürgen")));
+        assert!(q.accepts(&result("MÜLLER^JÜRGEN")));
+        assert!(!q.accepts(&result("Maller^Jürgen")));
+        assert!(wildcard_match("a?c*", "abcdef"));
+        assert!(!wildcard_match("a?c", "abcd"));
+        assert!(wildcard_match("*", ""));
     }
 
     #[test]
