@@ -3,7 +3,7 @@
 
 use crate::config::{Config, SpoolMode};
 use crate::dimse::listener::{self, ListenerConfig};
-use crate::dimse_to_web::{find::Find, store::Store, DimseToWeb};
+use crate::dimse_to_web::{find::Find, retrieve::Retrieve, store::Store, DimseToWeb};
 use crate::spool::Spool;
 use crate::web::client::UpstreamClient;
 use crate::web::server::{router, WebState};
@@ -69,6 +69,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             page_size: upstream_cfg.qido_page_size,
             max_results: config.dimse.find_max_results,
             fuzzy: upstream_cfg.fuzzy_matching,
+        }),
+        retrieve: Arc::new(Retrieve {
+            upstream: upstream.clone(),
+            our_ae: config.dimse.ae_title.clone(),
+            destinations: config.ae.clone(),
+            page_size: upstream_cfg.qido_page_size,
+            max_pdu: config.dimse.max_pdu,
         }),
         store: Arc::new(Store {
             mode: config.spool.mode,

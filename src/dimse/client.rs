@@ -94,6 +94,22 @@ impl ScuAssociation {
             .map(|pc| (pc.id, pc.transfer_syntax.clone()))
     }
 
+    /// Every accepted context: (id, abstract syntax, transfer syntax).
+    pub fn accepted_contexts(&self) -> Vec<(u8, String, String)> {
+        self.assoc
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| {
+                (
+                    pc.id,
+                    pc.abstract_syntax.trim_end_matches('\0').to_owned(),
+                    pc.transfer_syntax.trim_end_matches('\0').to_owned(),
+                )
+            })
+            .collect()
+    }
+
     pub fn next_message_id(&mut self) -> u16 {
         let id = self.next_message_id;
         self.next_message_id = self.next_message_id.wrapping_add(1).max(1);

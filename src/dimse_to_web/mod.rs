@@ -2,6 +2,7 @@
 //! C-ECHO is answered by the listener itself.
 
 pub mod find;
+pub mod retrieve;
 pub mod store;
 
 use crate::dimse::listener::{AssociationInfo, Refusal, ScpHandler, StoreSink};
@@ -15,6 +16,7 @@ use std::sync::Arc;
 pub struct DimseToWeb {
     pub store: Arc<store::Store>,
     pub find: Arc<find::Find>,
+    pub retrieve: Arc<retrieve::Retrieve>,
 }
 
 #[async_trait]
@@ -30,13 +32,18 @@ impl ScpHandler for DimseToWeb {
 
     async fn request(
         &self,
-        _assoc: &AssociationInfo,
+        assoc: &AssociationInfo,
         rq: Command,
         data_set: Vec<u8>,
         ctx: RequestContext,
     ) {
         match rq.field {
             CommandField::CFindRq => self.find.run(rq, data_set, ctx).await,
+            CommandField::CGetRq | CommandField::CMoveRq => {
+                self.retrieve
+                    .run(&assoc.calling_ae, rq, data_set, ctx)
+                    .await
+            }
             field => {
                 let comment = format!("{field:?} is not supported by this gateway yet");
                 let rsp = failure_response(&rq, status::general::UNRECOGNIZED_OPERATION, comment);

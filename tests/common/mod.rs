@@ -24,6 +24,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod archive;
+
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::fs;

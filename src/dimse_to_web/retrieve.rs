@@ -1,0 +1,552 @@
+//! C-MOVE and C-GET → QIDO-RS + WADO-RS. The instances are resolved with QIDO,
+//! retrieved with WADO-RS at the widest resource that fits, and each multipart
+//! part streams straight into a C-STORE sub-operation: to the move
+//! destination on one association, or back on the C-GET association.
+
+use crate::config::AeConfig;
+use crate::dimse::client::{Proposal, ScuAssociation, ScuConfig};
+use crate::dimse::message::{Command, CommandField, SubOperations};
+use crate::dimse::request::{DataSource, RequestContext};
+use crate::dimse::status;
+use crate::dimse_to_web::find::upstream_comment;
+use crate::translate::query::Level;
+use crate::web::client::{FileMetaInfo, Part, UpstreamClient};
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
+const NONE_SUCCEEDED: u16 = 0xA702;
+const SOME_FAILED: u16 = 0xB000;
+const UNABLE_TO_PROCESS: u16 = 0xC000;
+const IDENTIFIER_MISMATCH: u16 = 0xA900;
+const PENDING_EVERY: Duration = Duration::from_secs(1);
+
+/// Uncompressed syntaxes any storage SCP accepts; the fallback for transcoding.
+#[allow(deprecated)]
+const UNCOMPRESSED: &[&str] = &[
+    uids::EXPLICIT_VR_LITTLE_ENDIAN,
+    uids::IMPLICIT_VR_LITTLE_ENDIAN,
+    uids::EXPLICIT_VR_BIG_ENDIAN,
+];
+
+/// Syntaxes proposed to a move destination for each SOP class, so that most
+/// instances go as stored.
+const PROPOSED: &[&str] = &[
+    uids::EXPLICIT_VR_LITTLE_ENDIAN,
+    uids::IMPLICIT_VR_LITTLE_ENDIAN,
+    uids::JPEG_BASELINE8_BIT,
+    uids::JPEG_EXTENDED12_BIT,
+    uids::JPEG_LOSSLESS_SV1,
+    uids::JPEG2000_LOSSLESS,
+    uids::JPEG2000,
+    uids::JPEGLS_LOSSLESS,
+    uids::RLE_LOSSLESS,
+    uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+];
+
+pub struct Retrieve {
+    pub upstream: Arc<UpstreamClient>,
+    pub our_ae: String,
+    pub destinations: Vec<AeConfig>,
+    pub page_size: usize,
+    pub max_pdu: u32,
+}
+
+/// One instance to send, as QIDO described it.
+#[derive(Debug, Clone)]
+struct Target {
+    study: String,
+    series: String,
+    instance: String,
+    class: String,
+}
+
+/// Where sub-operations go.
+enum Sink<'a> {
+    Move {
+        assoc: Box<ScuAssociation>,
+        originator: (String, u16),
+    },
+    Get(&'a RequestContext),
+}
+
+#[derive(Default)]
+struct Tally {
+    counts: SubOperations,
+    failed_uids: Vec<String>,
+}
+
+impl Retrieve {
+    pub async fn run(&self, calling_ae: &str, rq: Command, data_set: Vec<u8>, ctx: RequestContext) {
+        let mut tally = Tally::default();
+        let result = self
+            .answer(calling_ae, &rq, &data_set, &ctx, &mut tally)
+            .await;
+        let (status, comment) = match result {
+            Err((status, comment)) => (status, Some(comment).filter(|c| !c.is_empty())),
+            Ok(status) => (status, None),
+        };
+        let counts = SubOperations {
+            remaining: if status == status::CANCEL {
+                tally.counts.remaining
+            } else {
+                None
+            },
+            ..tally.counts
+        };
+        let failed_list = (!tally.failed_uids.is_empty())
+            .then(|| failed_list(&tally.failed_uids, &ctx.transfer_syntax));
+        let mut rsp = Command::retrieve_rsp(&rq, status, counts, failed_list.is_some());
+        if let Some(c) = comment {
+            rsp.error_comment = Some(c);
+        }
+        let _ = ctx.respond(rsp, failed_list).await;
+    }
+
+    async fn answer(
+        &self,
+        calling_ae: &str,
+        rq: &Command,
+        data_set: &[u8],
+        ctx: &RequestContext,
+        tally: &mut Tally,
+    ) -> Result<u16, (u16, String)> {
+        let ts = TransferSyntaxRegistry
+            .get(&ctx.transfer_syntax)
+            .ok_or((UNABLE_TO_PROCESS, "unsupported transfer syntax".to_owned()))?;
+        let identifier = InMemDicomObject::read_dataset_with_ts(data_set, ts)
+            .map_err(|e| (IDENTIFIER_MISMATCH, format!("identifier unreadable: {e}")))?;
+        let level = identifier
+            .get(tags::QUERY_RETRIEVE_LEVEL)
+            .and_then(|e| e.to_str().ok())
+            .and_then(|v| Level::parse(&v))
+            .ok_or((
+                IDENTIFIER_MISMATCH,
+                "Query/Retrieve Level missing or invalid".to_owned(),
+            ))?;
+        // Resolve the destination before any work: an unknown AE is A801.
+        let destination = match rq.field {
+            CommandField::CMoveRq => {
+                let dest = rq.move_destination.clone().unwrap_or_default();
+                let ae = self
+                    .destinations
+                    .iter()
+                    .find(|a| a.title.trim() == dest.trim())
+                    .ok_or((
+                        MOVE_DESTINATION_UNKNOWN,
+                        format!("move destination {dest} is not in [[ae]]"),
+                    ))?;
+                Some(ae.clone())
+            }
+            _ => None,
+        };
+        let targets = self.resolve(&identifier, level).await?;
+        info!(
+            level = level.code(),
+            instances = targets.len(),
+            "retrieve resolved"
+        );
+        tally.counts.remaining = Some(targets.len() as u16);
+        if targets.is_empty() {
+            return Ok(status::SUCCESS);
+        }
+        let mut sink = match destination {
+            Some(ae) => {
+                let classes: BTreeSet<&str> = targets.iter().map(|t| t.class.as_str()).collect();
+                // One context per (class, syntax): an SCP accepts or refuses
+                // each, and we send every instance in a syntax it accepted.
+                let per_class = (120 / classes.len().max(1)).clamp(1, PROPOSED.len());
+                let proposals: Vec<Proposal> = classes
+                    .iter()
+                    .take(120)
+                    .flat_map(|c| {
+                        PROPOSED[..per_class].iter().map(move |t| Proposal {
+                            abstract_syntax: (*c).to_owned(),
+                            transfer_syntaxes: vec![(*t).to_owned()],
+                        })
+                    })
+                    .collect();
+                let cfg = ScuConfig {
+                    calling_ae: self.our_ae.clone(),
+                    called_ae: ae.title.clone(),
+                    address: format!("{}:{}", ae.host, ae.port),
+                    max_pdu: self.max_pdu,
+                    timeout: Duration::from_secs(60),
+                };
+                let assoc = ScuAssociation::connect(&cfg, &proposals)
+                    .await
+                    .map_err(|e| {
+                        (
+                            NONE_SUCCEEDED,
+                            format!("cannot reach {}: {}", ae.title, short(&e.to_string())),
+                        )
+                    })?;
+                Sink::Move {
+                    assoc: Box::new(assoc),
+                    originator: (calling_ae.to_owned(), rq.message_id.unwrap_or(0)),
+                }
+            }
+            None => Sink::Get(ctx),
+        };
+        let outcome = self
+            .send_all(&targets, level, &mut sink, rq, ctx, tally)
+            .await;
+        if let Sink::Move { assoc, .. } = sink {
+            let _ = assoc.release().await;
+        }
+        outcome?;
+        Ok(if tally.counts.failed == 0 && tally.counts.warning == 0 {
+            status::SUCCESS
+        } else if tally.counts.completed == 0 && tally.counts.warning == 0 {
+            NONE_SUCCEEDED
+        } else {
+            SOME_FAILED
+        })
+    }
+
+    /// Every instance the identifier names, through QIDO.
+    async fn resolve(
+        &self,
+        identifier: &InMemDicomObject,
+        level: Level,
+    ) -> Result<Vec<Target>, (u16, String)> {
+        let list = |tag| -> Vec<String> {
+            identifier
+                .get(tag)
+                .and_then(|e| e.to_str().ok())
+                .map(|v| {
+                    v.split('\\')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut queries: Vec<(String, Vec<(String, String)>)> = Vec::new();
+        match level {
+            Level::Patient => {
+                let ids = list(tags::PATIENT_ID);
+                if ids.is_empty() {
+                    return Err((
+                        IDENTIFIER_MISMATCH,
+                        "PATIENT level needs a PatientID".into(),
+                    ));
+                }
+                for id in ids {
+                    let params = vec![("00100020".to_owned(), id)];
+                    for study in self.qido_all("studies", &params).await? {
+                        if let Some(s) = string(&study, tags::STUDY_INSTANCE_UID) {
+                            queries.push((format!("studies/{s}/instances"), vec![]));
+                        }
+                    }
+                }
+            }
+            Level::Study => {
+                for s in list(tags::STUDY_INSTANCE_UID) {
+                    queries.push((format!("studies/{s}/instances"), vec![]));
+                }
+            }
+            Level::Series => {
+                let studies = list(tags::STUDY_INSTANCE_UID);
+                for se in list(tags::SERIES_INSTANCE_UID) {
+                    match studies.as_slice() {
+                        [s] => queries.push((format!("studies/{s}/series/{se}/instances"), vec![])),
+                        _ => queries.push(("instances".into(), vec![("0020000E".into(), se)])),
+                    }
+                }
+            }
+            Level::Image => {
+                for i in list(tags::SOP_INSTANCE_UID) {
+                    queries.push(("instances".into(), vec![("00080018".into(), i)]));
+                }
+            }
+        }
+        if queries.is_empty() {
+            return Err((
+                IDENTIFIER_MISMATCH,
+                format!("{} level needs its unique key", level.code()),
+            ));
+        }
+        let mut targets = Vec::new();
+        for (path, mut params) in queries {
+            for tag in ["0020000D", "0020000E", "00080016", "00080018"] {
+                params.push(("includefield".into(), tag.into()));
+            }
+            for r in self.qido_all(&path, &params).await? {
+                let t = Target {
+                    study: string(&r, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+                    series: string(&r, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+                    instance: string(&r, tags::SOP_INSTANCE_UID).unwrap_or_default(),
+                    class: string(&r, tags::SOP_CLASS_UID).unwrap_or_default(),
+                };
+                if !t.instance.is_empty() && !t.study.is_empty() && !t.series.is_empty() {
+                    targets.push(t);
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    async fn qido_all(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<Vec<InMemDicomObject>, (u16, String)> {
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .upstream
+                .qido_page(path, params, all.len(), self.page_size)
+                .await
+                .map_err(|e| {
+                    warn!(error = %e, "QIDO-RS failed");
+                    (UNABLE_TO_PROCESS, upstream_comment(&e))
+                })?;
+            let n = page.len();
+            all.extend(page);
+            if n < self.page_size {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn send_all(
+        &self,
+        targets: &[Target],
+        level: Level,
+        sink: &mut Sink<'_>,
+        rq: &Command,
+        ctx: &RequestContext,
+        tally: &mut Tally,
+    ) -> Result<(), (u16, String)> {
+        // The widest WADO-RS resource per group of targets.
+        let mut resources: Vec<(String, Vec<&Target>)> = Vec::new();
+        for t in targets {
+            let path = match level {
+                Level::Patient | Level::Study => format!("studies/{}", t.study),
+                Level::Series => format!("studies/{}/series/{}", t.study, t.series),
+                Level::Image => format!(
+                    "studies/{}/series/{}/instances/{}",
+                    t.study, t.series, t.instance
+                ),
+            };
+            match resources.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, v)) => v.push(t),
+                None => resources.push((path, vec![t])),
+            }
+        }
+        let mut last_pending = Instant::now();
+        let mut transcode: Vec<(&Target, String)> = Vec::new();
+        for (path, expected) in resources {
+            let mut wanted: BTreeSet<&str> = expected.iter().map(|t| t.instance.as_str()).collect();
+            let mut parts = match self.upstream.retrieve(&path, None).await {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(error = %e, "WADO-RS failed");
+                    for t in &expected {
+                        self.count(tally, Some(&t.instance), false, false);
+                    }
+                    continue;
+                }
+            };
+            loop {
+                if ctx.cancelled.is_cancelled() {
+                    return Err((status::CANCEL, String::new()));
+                }
+                let part = match parts.next_part().await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!(error = %e, "WADO-RS stream broke off");
+                        break;
+                    }
+                };
+                let mut part = part;
+                let meta = match part.file_meta().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(error = %e, "WADO-RS part is not a PS3.10 instance");
+                        continue;
+                    }
+                };
+                if !wanted.remove(meta.sop_instance_uid.as_str()) {
+                    continue; // not asked for (or a duplicate)
+                }
+                match sink.context_for(&meta) {
+                    Some(pc) => {
+                        let ok = self.send_one(sink, pc, &meta, part, rq).await;
+                        self.count(tally, Some(&meta.sop_instance_uid), ok.0, ok.1);
+                    }
+                    None => {
+                        let target = expected
+                            .iter()
+                            .find(|t| t.instance == meta.sop_instance_uid)
+                            .copied();
+                        match (target, sink.uncompressed_for(&meta.sop_class_uid)) {
+                            (Some(t), Some(ts)) => transcode.push((t, ts)),
+                            _ => self.count(tally, Some(&meta.sop_instance_uid), false, false),
+                        }
+                    }
+                }
+                if last_pending.elapsed() >= PENDING_EVERY {
+                    last_pending = Instant::now();
+                    let pending = Command::retrieve_rsp(rq, status::PENDING, tally.counts, false);
+                    let _ = ctx.respond(pending, None).await;
+                }
+            }
+            // Announced by QIDO but not delivered by WADO-RS.
+            for missing in wanted {
+                self.count(tally, Some(missing), false, false);
+            }
+        }
+        // Instances the destination cannot take as stored: ask the origin
+        // for an uncompressed encoding the destination accepted.
+        for (t, ts) in transcode {
+            if ctx.cancelled.is_cancelled() {
+                return Err((status::CANCEL, String::new()));
+            }
+            let path = format!(
+                "studies/{}/series/{}/instances/{}",
+                t.study, t.series, t.instance
+            );
+            let sent = async {
+                let mut parts = self.upstream.retrieve(&path, Some(&ts)).await.ok()?;
+                let mut part = parts.next_part().await.ok()??;
+                let meta = part.file_meta().await.ok()?;
+                let pc = sink.context_for(&meta)?;
+                Some(self.send_one(sink, pc, &meta, part, rq).await)
+            }
+            .await;
+            let (ok, warning) = sent.unwrap_or((false, false));
+            self.count(tally, Some(&t.instance), ok, warning);
+        }
+        Ok(())
+    }
+
+    fn count(&self, tally: &mut Tally, uid: Option<&str>, ok: bool, warning: bool) {
+        let c = &mut tally.counts;
+        c.remaining = c.remaining.map(|r| r.saturating_sub(1));
+        match (ok, warning) {
+            (true, false) => c.completed += 1,
+            (true, true) => c.warning += 1,
+            _ => {
+                c.failed += 1;
+                if let Some(u) = uid {
+                    tally.failed_uids.push(u.to_owned());
+                }
+            }
+        }
+    }
+
+    /// One C-STORE sub-operation; (stored, with warning).
+    async fn send_one(
+        &self,
+        sink: &mut Sink<'_>,
+        pc: u8,
+        meta: &FileMetaInfo,
+        part: Part,
+        rq: &Command,
+    ) -> (bool, bool) {
+        let id = rq.message_id.unwrap_or(1);
+        let mut store = Command::c_store_rq(id, &meta.sop_class_uid, &meta.sop_instance_uid);
+        let rsp = match sink {
+            Sink::Move { assoc, originator } => {
+                store.message_id = Some(assoc.next_message_id());
+                store.move_originator = Some(originator.clone());
+                match assoc
+                    .send_streamed(pc, &store, part.into_async_read())
+                    .await
+                {
+                    Ok(()) => assoc.receive().await.map(|r| r.command),
+                    Err(e) => Err(e),
+                }
+            }
+            Sink::Get(ctx) => {
+                ctx.store_sub_operation(
+                    pc,
+                    store,
+                    DataSource::Stream(Box::new(part.into_async_read())),
+                )
+                .await
+            }
+        };
+        match rsp.ok().and_then(|r| r.status) {
+            Some(s) => match status::kind(s) {
+                status::StatusKind::Success => (true, false),
+                status::StatusKind::Warning => (true, true),
+                _ => (false, false),
+            },
+            None => (false, false),
+        }
+    }
+}
+
+impl Sink<'_> {
+    /// An accepted context for this class in this transfer syntax.
+    fn context_for(&self, meta: &FileMetaInfo) -> Option<u8> {
+        match self {
+            Sink::Move { assoc, .. } => assoc
+                .accepted_contexts()
+                .into_iter()
+                .find(|(_, a, t)| *a == meta.sop_class_uid && *t == meta.transfer_syntax_uid)
+                .map(|(id, _, _)| id),
+            Sink::Get(ctx) => ctx
+                .contexts
+                .iter()
+                .find(|c| {
+                    c.abstract_syntax == meta.sop_class_uid
+                        && c.transfer_syntax == meta.transfer_syntax_uid
+                })
+                .map(|c| c.id),
+        }
+    }
+
+    /// An uncompressed syntax accepted for this class, to transcode into.
+    fn uncompressed_for(&self, class: &str) -> Option<String> {
+        let accepted: Vec<(String, String)> = match self {
+            Sink::Move { assoc, .. } => assoc
+                .accepted_contexts()
+                .into_iter()
+                .map(|(_, a, t)| (a, t))
+                .collect(),
+            Sink::Get(ctx) => ctx
+                .contexts
+                .iter()
+                .map(|c| (c.abstract_syntax.clone(), c.transfer_syntax.clone()))
+                .collect(),
+        };
+        UNCOMPRESSED
+            .iter()
+            .find(|ts| accepted.iter().any(|(a, t)| a == class && t == *ts))
+            .map(|ts| (*ts).to_owned())
+    }
+}
+
+/// The final response's data set: Failed SOP Instance UID List (0008,0058).
+fn failed_list(uids: &[String], ts: &str) -> Vec<u8> {
+    let obj = InMemDicomObject::from_element_iter([DataElement::new(
+        tags::FAILED_SOP_INSTANCE_UID_LIST,
+        VR::UI,
+        PrimitiveValue::Strs(uids.iter().cloned().collect()),
+    )]);
+    let mut out = Vec::new();
+    if let Some(ts) = TransferSyntaxRegistry.get(ts) {
+        let _ = obj.write_dataset_with_ts(&mut out, ts);
+    }
+    out
+}
+
+fn string(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    obj.get(tag)?.to_str().ok().map(|s| s.trim().to_owned())
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(40).collect()
+}

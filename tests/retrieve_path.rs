@@ -1,0 +1,212 @@
+//! Direction A C-MOVE and C-GET against real peers: DCMTK movescu/getscu →
+//! Pons → QIDO-RS + WADO-RS on Orthanc, sub-operations into DCMTK storescp
+//! (C-MOVE) or back to getscu (C-GET).
+
+mod common;
+
+use common::archive::*;
+use common::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct Setup {
+    orthanc: Orthanc,
+    pons: Pons,
+    scp: StoreScp,
+    files: Vec<PathBuf>,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn setup(scp_args: &[&str]) -> Setup {
+    let orthanc = Orthanc::start();
+    let data = tempfile::tempdir().unwrap();
+    let files = write_archive(data.path());
+    storescu("LOADER", orthanc.aet(), orthanc.dicom_port(), &files, &[]).assert_success();
+    assert_eq!(
+        orthanc.wait_for_instances(files.len(), Duration::from_secs(30)),
+        files.len()
+    );
+    let scp = StoreScp::start_with_args("STORESCP", scp_args);
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
+    cfg.known_aes = vec![scp.known_ae()];
+    let pons = Pons::start(&cfg.to_toml());
+    Setup {
+        orthanc,
+        pons,
+        scp,
+        files,
+        _dirs: (data, state),
+    }
+}
+
+fn run(tool: &str, pons: &Pons, args: &[&str], keys: &[String]) -> String {
+    let mut cmd = dcmtk(tool);
+    cmd.args(["-v", "-d", "-aet", "MODALITY", "-aec", "PONS"])
+        .args(args);
+    for k in keys {
+        cmd.arg("-k").arg(k);
+    }
+    cmd.arg("127.0.0.1").arg(pons.dimse_port().to_string());
+    let out = cmd.output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn final_status(log: &str) -> String {
+    log.lines()
+        .rfind(|l| l.contains("DIMSE Status"))
+        .unwrap_or_else(|| panic!("no status in:\n{log}"))
+        .to_owned()
+}
+
+/// SOP Instance UIDs of the PS3.10 files in `dir`.
+fn received(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let obj =
+                dicom_object::open_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            obj.meta().media_storage_sop_instance_uid().to_owned()
+        })
+        .collect()
+}
+
+fn instances_of(series: &[&str]) -> BTreeSet<String> {
+    ARCHIVE
+        .iter()
+        .filter(|s| series.contains(&s.series))
+        .flat_map(|s| (1..=s.instances).map(move |i| uid(&format!("{}.{i}", s.series))))
+        .collect()
+}
+
+/// The received files hold the same data sets as the files that were loaded.
+fn assert_same_as_loaded(s: &Setup, dir: &Path) {
+    let pairs: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let got = e.unwrap().path();
+            let uid = dicom_object::open_file(&got)
+                .unwrap()
+                .meta()
+                .media_storage_sop_instance_uid()
+                .to_owned();
+            let original = s
+                .files
+                .iter()
+                .find(|f| f.to_string_lossy().contains(&uid))
+                .unwrap()
+                .clone();
+            (original, std::fs::read(&got).unwrap())
+        })
+        .collect();
+    compare_datasets(&pairs).unwrap();
+}
+
+#[test]
+fn c_move_study_series_image_and_patient_levels() {
+    let s = setup(&[]);
+    let study = format!("StudyInstanceUID={}", uid("1.1"));
+    let log = run(
+        "movescu",
+        &s.pons,
+        &["-S", "-aem", "STORESCP"],
+        &["QueryRetrieveLevel=STUDY".into(), study],
+    );
+    assert!(final_status(&log).contains("0x0000"), "{log}");
+    assert_eq!(
+        received(&s.scp.out_dir()),
+        instances_of(&["1.1.1", "1.1.2"])
+    );
+    assert_same_as_loaded(&s, &s.scp.out_dir());
+
+    let series = format!("SeriesInstanceUID={}", uid("1.2.2"));
+    let log = run(
+        "movescu",
+        &s.pons,
+        &["-S", "-aem", "STORESCP"],
+        &["QueryRetrieveLevel=SERIES".into(), series],
+    );
+    assert!(final_status(&log).contains("0x0000"), "{log}");
+    assert_eq!(
+        received(&s.scp.out_dir()),
+        instances_of(&["1.1.1", "1.1.2", "1.2.2"])
+    );
+
+    let image = format!("SOPInstanceUID={}\\{}", uid("2.1.1.1"), uid("3.1.1.2"));
+    let log = run(
+        "movescu",
+        &s.pons,
+        &["-S", "-aem", "STORESCP"],
+        &["QueryRetrieveLevel=IMAGE".into(), image],
+    );
+    assert!(final_status(&log).contains("0x0000"), "{log}");
+    assert!(received(&s.scp.out_dir()).contains(&uid("3.1.1.2")));
+
+    let log = run(
+        "movescu",
+        &s.pons,
+        &["-P", "-aem", "STORESCP"],
+        &["QueryRetrieveLevel=PATIENT".into(), "PatientID=PC3".into()],
+    );
+    assert!(final_status(&log).contains("0x0000"), "{log}");
+    let all = instances_of(&["1.1.1", "1.1.2", "1.2.2", "2.1.1", "3.1.1"]);
+    assert_eq!(received(&s.scp.out_dir()), all);
+    let completed = log
+        .lines()
+        .rfind(|l| l.contains("Completed Suboperations"))
+        .unwrap();
+    assert!(completed.trim_end().ends_with(": 3"), "{log}");
+}
+
+#[test]
+fn c_move_to_an_unknown_destination_is_a801() {
+    let s = setup(&[]);
+    let study = format!("StudyInstanceUID={}", uid("1.1"));
+    let log = run(
+        "movescu",
+        &s.pons,
+        &["-S", "-aem", "NOBODY"],
+        &["QueryRetrieveLevel=STUDY".into(), study],
+    );
+    assert!(final_status(&log).contains("0xa801"), "{log}");
+    assert!(log.contains("NOBODY is not in [[ae]]"), "{log}");
+    assert!(received(&s.scp.out_dir()).is_empty());
+}
+
+#[test]
+fn c_move_with_the_archive_down_fails_with_a_comment() {
+    let mut s = setup(&[]);
+    s.orthanc.stop();
+    let study = format!("StudyInstanceUID={}", uid("1.1"));
+    let log = run(
+        "movescu",
+        &s.pons,
+        &["-S", "-aem", "STORESCP"],
+        &["QueryRetrieveLevel=STUDY".into(), study],
+    );
+    assert!(final_status(&log).contains("0xc000"), "{log}");
+    assert!(log.contains("archive unreachable"), "{log}");
+}
+
+#[test]
+fn c_get_sends_the_series_back_on_the_same_association() {
+    let s = setup(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let study = format!("StudyInstanceUID={}", uid("1.2"));
+    let series = format!("SeriesInstanceUID={}", uid("1.2.1"));
+    let log = run(
+        "getscu",
+        &s.pons,
+        &["-S", "-od", out.path().to_str().unwrap()],
+        &["QueryRetrieveLevel=SERIES".into(), study, series],
+    );
+    assert!(final_status(&log).contains("0x0000"), "{log}");
+    assert_eq!(received(out.path()), instances_of(&["1.2.1"]));
+    assert_same_as_loaded(&s, out.path());
+}
