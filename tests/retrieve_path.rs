@@ -210,3 +210,84 @@ fn c_get_sends_the_series_back_on_the_same_association() {
     assert_eq!(received(out.path()), instances_of(&["1.2.1"]));
     assert_same_as_loaded(&s, out.path());
 }
+
+fn qr_client(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(venv_python())
+        .arg(repo_root().join("scripts/qr_client.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn c_get_counts_instances_without_an_accepted_context_as_failed() {
+    let s = setup(&[]);
+    let port = s.pons.dimse_port().to_string();
+    // Study 1.1 holds a CT and an MR series; the requester takes back only MR.
+    let r = qr_client(&["get-only-mr", "127.0.0.1", &port, "PONS", &uid("1.1")]);
+    assert_eq!(r["status"], "0xB000", "{r}");
+    assert_eq!(r["completed"], 2, "{r}");
+    assert_eq!(r["failed"], 2, "{r}");
+    let failed: BTreeSet<String> = r["failed_uids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(failed, instances_of(&["1.1.1"]));
+    assert!(
+        r["comment"]
+            .as_str()
+            .unwrap()
+            .contains("no accepted context"),
+        "{r}"
+    );
+}
+
+#[test]
+fn c_cancel_stops_a_move_with_the_counts_so_far() {
+    let s = setup(&[]);
+    let ct = testdata().ct(200);
+    storescu(
+        "LOADER",
+        s.orthanc.aet(),
+        s.orthanc.dicom_port(),
+        &ct.files(200),
+        &[],
+    )
+    .assert_success();
+    let study = dicom_object::open_file(&ct.instances[0].path)
+        .unwrap()
+        .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let port = s.pons.dimse_port().to_string();
+    let r = qr_client(&[
+        "move-cancel",
+        "127.0.0.1",
+        &port,
+        "PONS",
+        "STORESCP",
+        &study,
+        "0.3",
+    ]);
+    assert_eq!(r["status"], "0xFE00", "{r}");
+    let done = r["completed"].as_u64().unwrap();
+    assert!(done < 200, "{r}");
+    assert_eq!(
+        done + r["remaining"].as_u64().unwrap() + r["failed"].as_u64().unwrap(),
+        200,
+        "{r}"
+    );
+    // What was reported completed did arrive.
+    assert_eq!(received(&s.scp.out_dir()).len() as u64, done);
+}

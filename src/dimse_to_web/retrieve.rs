@@ -81,6 +81,8 @@ enum Sink<'a> {
 struct Tally {
     counts: SubOperations,
     failed_uids: Vec<String>,
+    /// Why the first failure happened, for the final Error Comment.
+    note: Option<String>,
 }
 
 impl Retrieve {
@@ -91,6 +93,7 @@ impl Retrieve {
             .await;
         let (status, comment) = match result {
             Err((status, comment)) => (status, Some(comment).filter(|c| !c.is_empty())),
+            Ok(status) if status != status::SUCCESS => (status, tally.note.take()),
             Ok(status) => (status, None),
         };
         let counts = SubOperations {
@@ -350,6 +353,9 @@ impl Retrieve {
                 Ok(p) => p,
                 Err(e) => {
                     warn!(error = %e, "WADO-RS failed");
+                    tally
+                        .note
+                        .get_or_insert_with(|| format!("WADO-RS: {}", upstream_comment(&e)));
                     for t in &expected {
                         self.count(tally, Some(&t.instance), false, false);
                     }
@@ -391,7 +397,15 @@ impl Retrieve {
                             .copied();
                         match (target, sink.uncompressed_for(&meta.sop_class_uid)) {
                             (Some(t), Some(ts)) => transcode.push((t, ts)),
-                            _ => self.count(tally, Some(&meta.sop_instance_uid), false, false),
+                            _ => {
+                                tally.note.get_or_insert_with(|| {
+                                    format!(
+                                        "no accepted context for SOP class {}",
+                                        meta.sop_class_uid
+                                    )
+                                });
+                                self.count(tally, Some(&meta.sop_instance_uid), false, false)
+                            }
                         }
                     }
                 }
@@ -477,6 +491,9 @@ impl Retrieve {
                 .await
             }
         };
+        if let Err(e) = &rsp {
+            warn!(error = %e, "C-STORE sub-operation failed");
+        }
         match rsp.ok().and_then(|r| r.status) {
             Some(s) => match status::kind(s) {
                 status::StatusKind::Success => (true, false),

@@ -89,9 +89,14 @@ pub fn write_archive(dir: &Path) -> Vec<PathBuf> {
     for s in ARCHIVE {
         for i in 1..=s.instances {
             let sop = uid(&format!("{}.{i}", s.series));
+            let class = if s.modality == "MR" {
+                uids::MR_IMAGE_STORAGE
+            } else {
+                uids::CT_IMAGE_STORAGE
+            };
             let obj = InMemDicomObject::from_element_iter([
                 text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
-                text(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
+                text(tags::SOP_CLASS_UID, VR::UI, class),
                 text(tags::SOP_INSTANCE_UID, VR::UI, &sop),
                 text(tags::STUDY_DATE, VR::DA, s.date),
                 text(tags::ACCESSION_NUMBER, VR::SH, &format!("ACC{}", s.study)),
@@ -107,7 +112,7 @@ pub fn write_archive(dir: &Path) -> Vec<PathBuf> {
                 ),
             ]);
             let meta = FileMetaTableBuilder::new()
-                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
+                .media_storage_sop_class_uid(class)
                 .media_storage_sop_instance_uid(&sop)
                 .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
                 .implementation_class_uid("1.2.3.4")
