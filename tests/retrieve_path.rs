@@ -291,3 +291,41 @@ fn c_cancel_stops_a_move_with_the_counts_so_far() {
     // What was reported completed did arrive.
     assert_eq!(received(&s.scp.out_dir()).len() as u64, done);
 }
+
+#[test]
+fn c_move_transcodes_for_a_destination_that_takes_only_uncompressed() {
+    // This storescp accepts only uncompressed syntaxes.
+    let s = setup(&["+x="]);
+    let jpeg = testdata()
+        .samples
+        .iter()
+        .find(|i| i.transfer_syntax == "1.2.840.10008.1.2.4.50")
+        .expect("a JPEG baseline sample");
+    storescu(
+        "LOADER",
+        s.orthanc.aet(),
+        s.orthanc.dicom_port(),
+        &[&jpeg.path],
+        &[],
+    )
+    .assert_success();
+    let image = format!("SOPInstanceUID={}", jpeg.sop_instance);
+    let log = run(
+        "movescu",
+        &s.pons,
+        &["-S", "-aem", "STORESCP"],
+        &["QueryRetrieveLevel=IMAGE".into(), image],
+    );
+    assert!(final_status(&log).contains("0x0000"), "{log}");
+    let files: Vec<_> = std::fs::read_dir(s.scp.out_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let got = dicom_object::open_file(&files[0]).unwrap();
+    assert_eq!(
+        got.meta().media_storage_sop_instance_uid(),
+        jpeg.sop_instance
+    );
+    assert_eq!(got.meta().transfer_syntax(), "1.2.840.10008.1.2.1");
+}

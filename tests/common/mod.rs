@@ -1336,7 +1336,12 @@ impl StoreScp {
             .arg("-v")
             .arg("-aet")
             .arg(aet)
-            .arg("+xa")
+            // Accept every syntax unless the caller chose a preference.
+            .args(if extra_args.iter().any(|a| a.starts_with("+x")) {
+                &[][..]
+            } else {
+                &["+xa"][..]
+            })
             .arg("-od")
             .arg(&out_dir)
             .args(extra_args)
