@@ -20,12 +20,7 @@ struct Setup {
 fn setup(extra_toml: &str) -> Setup {
     let orthanc = Orthanc::start();
     let data = tempfile::tempdir().unwrap();
-    let files = write_archive(data.path());
-    storescu("LOADER", orthanc.aet(), orthanc.dicom_port(), &files, &[]).assert_success();
-    assert_eq!(
-        orthanc.wait_for_instances(files.len(), Duration::from_secs(30)),
-        files.len()
-    );
+    let files = load_archive(&orthanc, data.path());
     let state = tempfile::tempdir().unwrap();
     let cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
     let toml = cfg.to_toml();

@@ -8,7 +8,6 @@ use common::archive::*;
 use common::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 struct Setup {
     orthanc: Orthanc,
@@ -21,12 +20,7 @@ struct Setup {
 fn setup(scp_args: &[&str]) -> Setup {
     let orthanc = Orthanc::start();
     let data = tempfile::tempdir().unwrap();
-    let files = write_archive(data.path());
-    storescu("LOADER", orthanc.aet(), orthanc.dicom_port(), &files, &[]).assert_success();
-    assert_eq!(
-        orthanc.wait_for_instances(files.len(), Duration::from_secs(30)),
-        files.len()
-    );
+    let files = load_archive(&orthanc, data.path());
     let scp = StoreScp::start_with_args("STORESCP", scp_args);
     let state = tempfile::tempdir().unwrap();
     let mut cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());

@@ -125,3 +125,12 @@ pub fn write_archive(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// Write the archive into `dir` and store it into Orthanc over DIMSE.
+pub fn load_archive(orthanc: &super::Orthanc, dir: &Path) -> Vec<PathBuf> {
+    let files = write_archive(dir);
+    super::storescu("LOADER", orthanc.aet(), orthanc.dicom_port(), &files, &[]).assert_success();
+    let stored = orthanc.wait_for_instances(files.len(), std::time::Duration::from_secs(30));
+    assert_eq!(stored, files.len());
+    files
+}
