@@ -9,7 +9,6 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 struct Setup {
     orthanc: Orthanc,
@@ -20,7 +19,7 @@ struct Setup {
 fn setup(extra_toml: &str) -> Setup {
     let orthanc = Orthanc::start();
     let data = tempfile::tempdir().unwrap();
-    let files = load_archive(&orthanc, data.path());
+    load_archive(&orthanc, data.path());
     let state = tempfile::tempdir().unwrap();
     let cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
     let toml = cfg.to_toml();
