@@ -9,6 +9,8 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 
 struct Setup {
     orthanc: Orthanc,
@@ -53,6 +55,12 @@ struct FindResult {
 }
 
 fn findscu(pons: &Pons, model: &str, keys: &[&str], extra: &[&str]) -> FindResult {
+    let keys: Vec<OsString> = keys.iter().map(OsString::from).collect();
+    findscu_raw(pons, model, &keys, extra)
+}
+
+/// Keys as raw bytes, for values in a character set other than the shell's.
+fn findscu_raw(pons: &Pons, model: &str, keys: &[OsString], extra: &[&str]) -> FindResult {
     let out_dir = tempfile::tempdir().unwrap();
     let mut cmd = dcmtk("findscu");
     cmd.args([
@@ -295,6 +303,26 @@ fn c_find_matches_a_non_ascii_name() {
     assert_eq!(
         values(&r, tags::SPECIFIC_CHARACTER_SET),
         ["ISO_IR 192".to_owned()].into()
+    );
+}
+
+#[test]
+fn c_find_decodes_a_latin1_request() {
+    let s = setup("");
+    // "Müller^Jürgen" in ISO 8859-1: ü is the single byte 0xFC.
+    let name = OsString::from_vec(b"PatientName=M\xfcller^J\xfcrgen".to_vec());
+    let keys = [
+        OsString::from("QueryRetrieveLevel=STUDY"),
+        OsString::from("SpecificCharacterSet=ISO_IR 100"),
+        name,
+        OsString::from("StudyInstanceUID"),
+    ];
+    let r = findscu_raw(&s.pons, "-S", &keys, &[]);
+    assert_eq!(
+        values(&r, tags::STUDY_INSTANCE_UID),
+        uids_of(&["2.1"]),
+        "{}",
+        r.log
     );
 }
 
