@@ -47,6 +47,13 @@ struct Running {
     replies: HashMap<u16, oneshot::Sender<Command>>,
 }
 
+/// However the association ends, its running handler is told to stop.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
 enum Event {
     Pdu(Result<Pdu, DimseError>),
     Out(Option<Outgoing>),
@@ -135,9 +142,7 @@ impl Session {
         {
             sink.abort().await;
         }
-        if let Some(running) = self.running.take() {
-            running.cancel.cancel();
-        }
+        self.running = None; // dropping it cancels the handler
     }
 
     async fn send_outgoing(&mut self, msg: Outgoing) -> Result<(), DimseError> {
