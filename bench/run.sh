@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One command for the benchmarks: installs the peers, builds Pons (release),
-# makes the test data and prints the table. Usage: bench/run.sh [N instances]
+# makes the test data and prints the tables: ingest of N CT instances
+# (bench/ingest.py), then query/retrieve against an Orthanc archive of 1,000
+# tiny studies and one CT study of the first min(N, 500) instances
+# (bench/qr.py). Usage: bench/run.sh [N instances]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
@@ -11,3 +14,4 @@ PY="$PONS_CACHE/venv/bin/python"
 "$PY" scripts/make_testdata.py --ct "$N" >/dev/null
 cargo build --release --quiet
 "$PY" bench/ingest.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
+"$PY" bench/qr.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"

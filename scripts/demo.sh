@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# The Pons demo: a DIMSE modality stores into a DICOMweb archive through Pons.
+# The Pons demo: a DIMSE modality stores into a DICOMweb archive through Pons,
+# then a DIMSE workstation queries and retrieves from that archive through Pons.
 #
-#   storescu (DCMTK) --C-STORE--> pons --STOW-RS--> Orthanc /dicom-web
+#   storescu (DCMTK) --C-STORE--> pons --STOW-RS-----------> Orthanc /dicom-web
+#   findscu          --C-FIND---> pons --QIDO-RS-----------> Orthanc /dicom-web
+#   movescu          --C-MOVE---> pons --QIDO-RS + WADO-RS-> Orthanc /dicom-web
+#     storescp       <-C-STORE--- pons
+#   getscu           --C-GET----> pons --QIDO-RS + WADO-RS-> Orthanc /dicom-web
+#                    <-C-STORE--- pons  (same association)
 #
-# Installs the peers, builds Pons (release), starts a private Orthanc and Pons
-# on free 127.0.0.1 ports, checks C-ECHO both with `pons echo` and DCMTK's
-# echoscu, stores pydicom's real samples (every common transfer syntax) and
-# 50 synthetic CT instances through Pons, waits until the archive has them
-# all, prints a summary and stops everything.
+# Installs the peers, builds Pons (release), starts a private Orthanc, Pons and
+# a DCMTK storescp (the C-MOVE destination, listed in Pons's [[ae]]) on free
+# 127.0.0.1 ports, checks C-ECHO both with `pons echo` and DCMTK's echoscu,
+# stores pydicom's real samples (every common transfer syntax) and 50
+# synthetic CT instances through Pons, waits until the archive has them all,
+# then finds the CT patient's studies (and all studies) with findscu, moves the
+# CT study into the storescp with movescu and gets its series with getscu,
+# prints a summary and stops everything.
 #
 # Environment: PONS_CACHE (default $HOME/.cache/pons), CARGO_TARGET_DIR
 # (default $PONS_CACHE/target), KEEP=1 keeps the work directory.
@@ -33,7 +42,7 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     if ((rc != 0)); then
-        for log in "$work/pons.log" "$work/orthanc/orthanc.log"; do
+        for log in "$work/pons.log" "$work/orthanc/orthanc.log" "$work/storescp.log"; do
             if [[ -s "$log" ]]; then
                 echo "--- tail of $log ---" >&2
                 tail -n 30 "$log" >&2
@@ -142,6 +151,87 @@ archived=$("$py" scripts/peers.py wait-instances "$ORTHANC_REST" "$total" --time
 }
 done_at=$(date +%s.%N)
 
+say "archive holds all $archived instances"
+
+# --- query/retrieve through Pons (direction A): C-FIND, C-MOVE, C-GET ---------------
+# The DIMSE workstation: findscu/movescu/getscu call PONS as DEMO; the C-MOVE
+# destination DEMO is a DCMTK storescp on the port Pons's [[ae]] DEMO names.
+tag() { # tag TAG FILE: the value of one element, as dcmdump prints it
+    dcmdump -q +P "$1" "$2" | sed -n 's/^[^[]*\[\(.*\)\].*$/\1/p' | head -n 1
+}
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+ct_first="$td/ct/200/$(tail -n +2 "$td/ct/200/manifest.tsv" | head -n 1 | cut -f1)"
+ct_patient=$(tag 0010,0020 "$ct_first")
+ct_study=$(tag 0020,000d "$ct_first")
+ct_series=$(tag 0020,000e "$ct_first")
+ct_series_count=$(for f in "${files[@]: n_samples}"; do tag 0020,000e "$f"; done |
+    grep -cxF "$ct_series")
+
+mkdir -p "$work/moved" "$work/got" "$work/found" "$work/found-all"
+storescp -aet DEMO +xa -od "$work/moved" "$demo_port" >"$work/storescp.log" 2>&1 &
+pids+=($!)
+"$py" scripts/peers.py wait-tcp "$demo_port" --timeout 10 --pid "${pids[-1]}"
+
+dimse() { # dimse TOOL LOG ARGS...: run a DCMTK SCU against Pons, fail loudly
+    local tool=$1 log=$2
+    shift 2
+    if ! "$tool" -v -aet DEMO -aec PONS "$@" 127.0.0.1 "$dimse_port" >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        say "$tool failed" >&2
+        exit 1
+    fi
+}
+study_keys=(-k QueryRetrieveLevel=STUDY -k StudyInstanceUID -k StudyDate -k StudyDescription
+    -k ModalitiesInStudy)
+
+say "C-FIND (study level) PatientID=$ct_patient through Pons"
+t0=$(date +%s.%N)
+dimse findscu "$work/findscu.log" -S -X -od "$work/found" "${study_keys[@]}" \
+    -k "PatientID=$ct_patient"
+t1=$(date +%s.%N)
+find_matches=$(find "$work/found" -name 'rsp*.dcm' | wc -l)
+find_secs=$(elapsed "$t0" "$t1")
+for f in "$work"/found/rsp*.dcm; do
+    [[ -e "$f" ]] && printf '  match: PatientID %s  StudyInstanceUID %s  (%s)\n' \
+        "$(tag 0010,0020 "$f")" "$(tag 0020,000d "$f")" "$(tag 0008,1030 "$f")"
+done
+((find_matches == 1)) || { say "expected 1 study for $ct_patient, got $find_matches" >&2; exit 1; }
+
+say "C-FIND (study level) every study in the archive through Pons"
+t0=$(date +%s.%N)
+dimse findscu "$work/findscu-all.log" -S -X -od "$work/found-all" "${study_keys[@]}" \
+    -k PatientID
+t1=$(date +%s.%N)
+all_matches=$(find "$work/found-all" -name 'rsp*.dcm' | wc -l)
+all_secs=$(elapsed "$t0" "$t1")
+mapfile -t some < <(find "$work/found-all" -name 'rsp*.dcm' | sort | head -n 3)
+for f in "${some[@]}"; do
+    printf '  match: PatientID %s  StudyInstanceUID %s\n' "$(tag 0010,0020 "$f")" \
+        "$(tag 0020,000d "$f")"
+done
+((all_matches > 0)) || { say "C-FIND of every study found nothing" >&2; exit 1; }
+
+say "C-MOVE of study $ct_study through Pons to storescp DEMO"
+t0=$(date +%s.%N)
+dimse movescu "$work/movescu.log" -S -aem DEMO -k QueryRetrieveLevel=STUDY \
+    -k "StudyInstanceUID=$ct_study"
+t1=$(date +%s.%N)
+moved=$(find "$work/moved" -type f | wc -l)
+move_secs=$(elapsed "$t0" "$t1")
+((moved == CT_COUNT)) || { say "storescp received $moved of $CT_COUNT instances" >&2; exit 1; }
+
+say "C-GET of series $ct_series through Pons"
+t0=$(date +%s.%N)
+dimse getscu "$work/getscu.log" -S -od "$work/got" -k QueryRetrieveLevel=SERIES \
+    -k "StudyInstanceUID=$ct_study" -k "SeriesInstanceUID=$ct_series"
+t1=$(date +%s.%N)
+got=$(find "$work/got" -type f | wc -l)
+get_secs=$(elapsed "$t0" "$t1")
+((got == ct_series_count)) || {
+    say "getscu received $got of $ct_series_count instances" >&2
+    exit 1
+}
+
 # --- summary -----------------------------------------------------------------------
 mb=$(du -cb "${files[@]}" | tail -n 1 | cut -f1)
 awk -v sent="$total" -v got="$archived" -v t0="$start" -v t1="$stored_at" -v t2="$done_at" \
@@ -152,3 +242,8 @@ awk -v sent="$total" -v got="$archived" -v t0="$start" -v t1="$stored_at" -v t2=
     printf "  C-STORE acknowledged after:        %.2f s\n", t1 - t0
     printf "  all in the archive after:          %.2f s\n", t2 - t0
 }'
+printf '  C-FIND by PatientID:               %d match(es) in %s s (%s)\n' "$find_matches" \
+    "$find_secs" "$ct_patient"
+printf '  C-FIND every study:                %d matches in %s s\n' "$all_matches" "$all_secs"
+printf '  C-MOVE study to storescp:          %d instances received in %s s\n' "$moved" "$move_secs"
+printf '  C-GET series:                      %d instances received in %s s\n' "$got" "$get_secs"
