@@ -13,7 +13,6 @@ bench/run.sh, which installs the peers and builds Pons in release mode.
 import http.server
 import json
 import os
-import shutil
 import signal
 import socket
 import socketserver
@@ -146,7 +145,7 @@ class ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 class Pons:
-    def __init__(self, binary, root, upstream, name):
+    def __init__(self, binary, root, upstream, name, extra=""):
         self.dimse = free_port()
         self.web = free_port()
         self.dir = os.path.join(root, name)
@@ -165,7 +164,7 @@ mode = "spool"
 dir = "{self.dir}/spool"
 [jobs]
 url = "sqlite://{self.dir}/jobs.db"
-"""
+{extra}"""
         path = os.path.join(self.dir, "pons.toml")
         with open(path, "w") as f:
             f.write(cfg)

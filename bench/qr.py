@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
-from ingest import ENV, free_port, peak_rss_mb, wait_port
+from ingest import ENV, Pons, free_port, wait_port
 
 UID_ROOT = "1.2.826.0.1.3680043.8.498.7734."  # pydicom's root + a bench arc
 CT_STUDY_UID = UID_ROOT + "2.1"
@@ -140,45 +139,6 @@ class Orthanc:
     def stop(self):
         self.proc.terminate()
         self.proc.wait()
-
-
-class Pons:
-    def __init__(self, binary, root, name, upstream, dest_ae, dest_port):
-        self.dimse = free_port()
-        self.web = free_port()
-        d = os.path.join(root, name)
-        os.makedirs(d)
-        cfg = f"""
-[dimse]
-ae_title = "PONS"
-listen = "127.0.0.1:{self.dimse}"
-accept_any_calling_ae = true
-[web]
-listen = "127.0.0.1:{self.web}"
-[upstream]
-url = "{upstream}"
-[spool]
-dir = "{d}/spool"
-[jobs]
-url = "sqlite://{d}/jobs.db"
-[[ae]]
-title = "{dest_ae}"
-host = "127.0.0.1"
-port = {dest_port}
-"""
-        path = os.path.join(d, "pons.toml")
-        with open(path, "w") as f:
-            f.write(cfg)
-        self.log = open(os.path.join(d, "pons.log"), "w")
-        self.proc = subprocess.Popen([binary, "serve", "--config", path],
-                                     env=dict(ENV, RUST_LOG="warn"), stderr=self.log)
-        wait_port(self.dimse)
-
-    def stop(self):
-        rss = peak_rss_mb(self.proc.pid)
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait()
-        return rss
 
 
 def run_tool(cmd, what):
@@ -300,7 +260,8 @@ def main():
             upstream = f"http://127.0.0.1:{orthanc.http}/dicom-web"
 
             def new_pons(name):
-                return Pons(args.binary, root, name, upstream, "STORESCP", scp_port)
+                dest = f'[[ae]]\ntitle = "STORESCP"\nhost = "127.0.0.1"\nport = {scp_port}\n'
+                return Pons(args.binary, root, upstream, name, extra=dest)
 
             # --- C-FIND ----------------------------------------------------------
             some = args.studies // 2

@@ -98,10 +98,15 @@ pub trait ScpHandler: Send + Sync + 'static {
         ctx: RequestContext,
     ) {
         let _ = (assoc, data_set);
-        let comment = format!("{:?} is not supported by this gateway yet", rq.field);
-        let rsp = failure_response(&rq, status::general::UNRECOGNIZED_OPERATION, comment);
-        let _ = ctx.respond(rsp, None).await;
+        refuse_unsupported(&rq, &ctx).await;
     }
+}
+
+/// Answer a request this gateway does not implement with a clear failure.
+pub async fn refuse_unsupported(rq: &Command, ctx: &RequestContext) {
+    let comment = format!("{:?} is not supported by this gateway yet", rq.field);
+    let rsp = failure_response(rq, status::general::UNRECOGNIZED_OPERATION, comment);
+    let _ = ctx.respond(rsp, None).await;
 }
 
 pub struct ListenerConfig {

@@ -35,6 +35,8 @@ pub struct DatasetScanner {
     explicit: bool,
     big_endian: bool,
     inflater: Option<flate2::Decompress>,
+    /// Inflated bytes of the current chunk (deflated data sets only).
+    inflated: Vec<u8>,
     stack: Vec<Frame>,
     header: [u8; 12],
     header_len: usize,
@@ -62,6 +64,11 @@ impl DatasetScanner {
             explicit,
             big_endian,
             inflater: deflated.then(|| flate2::Decompress::new(false)),
+            inflated: if deflated {
+                vec![0; 64 * 1024]
+            } else {
+                Vec::new()
+            },
             stack: Vec::new(),
             header: [0; 12],
             header_len: 0,
@@ -80,7 +87,7 @@ impl DatasetScanner {
             None => self.walk(data),
             Some(mut inflater) => {
                 let mut input = data;
-                let mut out = vec![0u8; 64 * 1024];
+                let mut out = std::mem::take(&mut self.inflated);
                 while !input.is_empty() && self.error.is_none() {
                     let before_in = inflater.total_in();
                     let before_out = inflater.total_out();
@@ -99,6 +106,7 @@ impl DatasetScanner {
                     }
                 }
                 self.inflater = Some(inflater);
+                self.inflated = out;
             }
         }
     }

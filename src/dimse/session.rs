@@ -167,12 +167,9 @@ impl Session {
         let _ = msg
             .sent
             .send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-        match result {
-            // A data source that failed mid-stream leaves the peer with half a
-            // data set: nothing but an abort can recover from that.
-            Err(e) => Err(e),
-            Ok(()) => Ok(()),
-        }
+        // A data source that failed mid-stream leaves the peer with half a
+        // data set: the error ends (aborts) the association.
+        result
     }
 
     fn context(&self, pc_id: u8) -> Option<&dicom_ul::pdu::PresentationContextNegotiated> {

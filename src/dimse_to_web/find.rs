@@ -94,7 +94,7 @@ impl Find {
                 Ok(p) => p,
                 Err(e) => {
                     warn!(error = %e, "QIDO-RS failed");
-                    return (UNABLE_TO_PROCESS, Some(upstream_comment(&e)));
+                    return (UNABLE_TO_PROCESS, Some(super::upstream_comment(&e)));
                 }
             };
             let n = page.len();
@@ -144,17 +144,5 @@ impl Find {
             }
             offset += n;
         }
-    }
-}
-
-/// An Error Comment (64 characters at most) a person can act on.
-pub fn upstream_comment(e: &crate::web::client::UpstreamError) -> String {
-    use crate::web::client::UpstreamError as E;
-    match e {
-        E::Status { status, .. } => format!("archive answered HTTP {status}"),
-        E::Timeout { .. } => "archive timed out; retry later".into(),
-        E::Connect { .. } => "archive unreachable; retry later".into(),
-        E::BadResponse { .. } => "archive sent an unreadable answer".into(),
-        E::Config(_) | E::File { .. } => "gateway configuration problem".into(),
     }
 }

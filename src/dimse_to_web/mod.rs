@@ -5,11 +5,9 @@ pub mod find;
 pub mod retrieve;
 pub mod store;
 
-use crate::dimse::listener::{AssociationInfo, Refusal, ScpHandler, StoreSink};
+use crate::dimse::listener::{refuse_unsupported, AssociationInfo, Refusal, ScpHandler, StoreSink};
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::request::RequestContext;
-use crate::dimse::session::failure_response;
-use crate::dimse::status;
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -44,11 +42,20 @@ impl ScpHandler for DimseToWeb {
                     .run(&assoc.calling_ae, rq, data_set, ctx)
                     .await
             }
-            field => {
-                let comment = format!("{field:?} is not supported by this gateway yet");
-                let rsp = failure_response(&rq, status::general::UNRECOGNIZED_OPERATION, comment);
-                let _ = ctx.respond(rsp, None).await;
-            }
+            _ => refuse_unsupported(&rq, &ctx).await,
         }
+    }
+}
+
+/// An Error Comment (64 characters at most) a person can act on.
+pub fn upstream_comment(e: &crate::web::client::UpstreamError) -> String {
+    use crate::web::client::UpstreamError as E;
+    match e {
+        E::Status { status, .. } => format!("archive answered HTTP {status}; retry later"),
+        E::Timeout { .. } => "archive timed out; retry later".into(),
+        E::Connect { .. } => "archive unreachable; retry later".into(),
+        E::BadResponse { .. } => "archive sent an unreadable answer".into(),
+        E::File { .. } => "Pons cannot read its spool file".into(),
+        E::Config(_) => "gateway configuration problem".into(),
     }
 }

@@ -8,7 +8,7 @@ use crate::dimse::client::{Proposal, ScuAssociation, ScuConfig};
 use crate::dimse::message::{Command, CommandField, SubOperations};
 use crate::dimse::request::{DataSource, RequestContext};
 use crate::dimse::status;
-use crate::dimse_to_web::find::upstream_comment;
+use crate::dimse_to_web::upstream_comment;
 use crate::translate::query::Level;
 use crate::web::client::{FileMetaInfo, Part, UpstreamClient};
 use dicom_core::{DataElement, PrimitiveValue, VR};

@@ -173,16 +173,11 @@ impl SpoolSink {
             },
             Err(e) => {
                 warn!(error = %e, "direct STOW-RS failed");
-                let comment = match &e {
-                    crate::web::client::UpstreamError::Status { status, .. } => {
-                        format!("archive answered HTTP {status}; retry later")
-                    }
-                    crate::web::client::UpstreamError::Timeout { .. } => {
-                        "archive timed out; retry later".to_owned()
-                    }
-                    _ => "archive unreachable; retry later".to_owned(),
-                };
-                Refusal::new(status::storage::OUT_OF_RESOURCES, comment).into()
+                Refusal::new(
+                    status::storage::OUT_OF_RESOURCES,
+                    super::upstream_comment(&e),
+                )
+                .into()
             }
         }
     }

@@ -213,9 +213,7 @@ impl UpstreamClient {
             return Err(status_error(&url, status, retry_after, &body));
         }
         if !(status.is_success() || status == StatusCode::CONFLICT) {
-            let retry_after = retry_after(&resp);
-            let body = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
-            return Err(status_error(&url, status, retry_after, &body));
+            return Err(refusal(&url, resp).await);
         }
         let body = read_limited(resp, MAX_RESPONSE_BODY)
             .await
@@ -256,9 +254,7 @@ impl UpstreamClient {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = retry_after(&resp);
-        let body = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
-        Err(status_error(&url, status, retry_after, &body))
+        Err(refusal(&url, resp).await)
     }
 
     fn transport_error(&self, url: &str, e: reqwest::Error, timeout: Duration) -> UpstreamError {
@@ -281,6 +277,14 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()))
+}
+
+/// A non-2xx answer as an error, with the start of its body and Retry-After.
+async fn refusal(url: &str, resp: reqwest::Response) -> UpstreamError {
+    let status = resp.status();
+    let retry_after = retry_after(&resp);
+    let body = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+    status_error(url, status, retry_after, &body)
 }
 
 fn status_error(

@@ -1,8 +1,8 @@
 //! QIDO-RS: one page of a search. The caller pages (offset/limit) until a
 //! page comes back shorter than asked, so nothing is truncated silently.
 
-use super::{read_limited, retry_after, status_error, UpstreamClient, UpstreamError};
-use super::{DICOM_JSON, MAX_ERROR_BODY, MAX_RESPONSE_BODY};
+use super::{read_limited, refusal, UpstreamClient, UpstreamError};
+use super::{DICOM_JSON, MAX_RESPONSE_BODY};
 use dicom_object::InMemDicomObject;
 use reqwest::header::ACCEPT;
 use reqwest::StatusCode;
@@ -34,9 +34,7 @@ impl UpstreamClient {
             .map_err(|e| self.transport_error(&url, e, self.request_timeout))?;
         let status = resp.status();
         if !status.is_success() {
-            let retry_after = retry_after(&resp);
-            let body = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
-            return Err(status_error(&url, status, retry_after, &body));
+            return Err(refusal(&url, resp).await);
         }
         if status == StatusCode::NO_CONTENT {
             return Ok(Vec::new());

@@ -2,8 +2,8 @@
 //! by part and chunk by chunk: memory stays bounded whatever the size of
 //! the study.
 
-use super::{read_limited, retry_after, status_error, UpstreamClient, UpstreamError};
-use super::{DICOM, MAX_ERROR_BODY};
+use super::DICOM;
+use super::{refusal, UpstreamClient, UpstreamError};
 use crate::web::part10::{parse_part10_header, FileMetaInfo, Part10Head};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -79,9 +79,7 @@ impl UpstreamClient {
             .map_err(|e| self.transport_error(&url, e, self.request_timeout))?;
         let status = resp.status();
         if !status.is_success() {
-            let retry_after = retry_after(&resp);
-            let body = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
-            return Err(status_error(&url, status, retry_after, &body));
+            return Err(refusal(&url, resp).await);
         }
         tracing::debug!(status = status.as_u16(), "WADO-RS answered");
         if status == StatusCode::NO_CONTENT {
