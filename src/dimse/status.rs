@@ -19,6 +19,22 @@ pub mod storage {
     pub const DATA_SET_MISMATCH_WARNING: u16 = 0xB007;
 }
 
+/// Query/Retrieve (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4).
+pub mod query_retrieve {
+    /// Refused: Out of Resources.
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// Refused: Out of Resources – Unable to perform sub-operations.
+    pub const NONE_SUCCEEDED: u16 = 0xA702;
+    /// Refused: Move Destination unknown.
+    pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
+    /// Error: Identifier does not match SOP Class.
+    pub const IDENTIFIER_MISMATCH: u16 = 0xA900;
+    /// Failed: Unable to process.
+    pub const UNABLE_TO_PROCESS: u16 = 0xC000;
+    /// Warning: Sub-operations complete, one or more failures or warnings.
+    pub const SOME_FAILED: u16 = 0xB000;
+}
+
 /// General failures (PS3.7 C.4, C.5).
 pub mod general {
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;

@@ -6,22 +6,15 @@ use crate::dimse::message::Command;
 use crate::dimse::request::RequestContext;
 use crate::dimse::session::failure_response;
 use crate::dimse::status;
+use crate::dimse::status::query_retrieve::{
+    IDENTIFIER_MISMATCH, OUT_OF_RESOURCES, UNABLE_TO_PROCESS,
+};
 use crate::translate::query::{cfind_to_qido, qido_to_identifier, Level, Model};
 use crate::web::client::UpstreamClient;
 use dicom_dictionary_std::{tags, uids};
-use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tracing::{info, warn};
-
-/// C-FIND failure: Unable to process (PS3.4 C.4.1.1.4).
-const UNABLE_TO_PROCESS: u16 = 0xC000;
-/// C-FIND failure: Identifier does not match SOP Class.
-const IDENTIFIER_MISMATCH: u16 = 0xA900;
-/// C-FIND refusal: Out of Resources.
-const OUT_OF_RESOURCES: u16 = 0xA700;
 
 pub struct Find {
     pub upstream: Arc<UpstreamClient>,
@@ -56,23 +49,12 @@ impl Find {
         data_set: &[u8],
         ctx: &RequestContext,
     ) -> (u16, Option<String>) {
-        let Some(ts) = TransferSyntaxRegistry.get(&ctx.transfer_syntax) else {
-            return (
-                UNABLE_TO_PROCESS,
-                Some("unsupported transfer syntax".into()),
-            );
-        };
         let Some(model) = rq.sop_class_uid.as_deref().and_then(model_of) else {
             return (IDENTIFIER_MISMATCH, Some("not a C-FIND SOP class".into()));
         };
-        let identifier = match InMemDicomObject::read_dataset_with_ts(data_set, ts) {
+        let (identifier, ts) = match super::read_identifier(data_set, &ctx.transfer_syntax) {
             Ok(i) => i,
-            Err(e) => {
-                return (
-                    IDENTIFIER_MISMATCH,
-                    Some(format!("identifier unreadable: {e}")),
-                )
-            }
+            Err((status, comment)) => return (status, Some(comment)),
         };
         let query = match cfind_to_qido(&identifier, model, self.fuzzy) {
             Ok(q) => q,

@@ -8,6 +8,7 @@ pub mod store;
 use crate::dimse::listener::{refuse_unsupported, AssociationInfo, Refusal, ScpHandler, StoreSink};
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::request::RequestContext;
+use crate::dimse::status;
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -58,4 +59,26 @@ pub fn upstream_comment(e: &crate::web::client::UpstreamError) -> String {
         E::File { .. } => "Pons cannot read its spool file".into(),
         E::Config(_) => "gateway configuration problem".into(),
     }
+}
+
+/// Decode a C-FIND/C-GET/C-MOVE identifier in its context's transfer syntax
+/// (which the responses use too); failures as (status, Error Comment).
+pub fn read_identifier(
+    data_set: &[u8],
+    transfer_syntax_uid: &str,
+) -> Result<
+    (
+        dicom_object::InMemDicomObject,
+        &'static dicom_encoding::TransferSyntax,
+    ),
+    (u16, String),
+> {
+    use dicom_encoding::TransferSyntaxIndex;
+    use status::query_retrieve::{IDENTIFIER_MISMATCH, UNABLE_TO_PROCESS};
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(transfer_syntax_uid)
+        .ok_or((UNABLE_TO_PROCESS, "unsupported transfer syntax".to_owned()))?;
+    let identifier = dicom_object::InMemDicomObject::read_dataset_with_ts(data_set, ts)
+        .map_err(|e| (IDENTIFIER_MISMATCH, format!("identifier unreadable: {e}")))?;
+    Ok((identifier, ts))
 }

@@ -8,6 +8,9 @@ use crate::dimse::client::{Proposal, ScuAssociation, ScuConfig};
 use crate::dimse::message::{Command, CommandField, SubOperations};
 use crate::dimse::request::{DataSource, RequestContext};
 use crate::dimse::status;
+use crate::dimse::status::query_retrieve::{
+    IDENTIFIER_MISMATCH, MOVE_DESTINATION_UNKNOWN, NONE_SUCCEEDED, SOME_FAILED, UNABLE_TO_PROCESS,
+};
 use crate::dimse_to_web::upstream_comment;
 use crate::translate::query::Level;
 use crate::web::client::{FileMetaInfo, Part, UpstreamClient};
@@ -21,11 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
-const NONE_SUCCEEDED: u16 = 0xA702;
-const SOME_FAILED: u16 = 0xB000;
-const UNABLE_TO_PROCESS: u16 = 0xC000;
-const IDENTIFIER_MISMATCH: u16 = 0xA900;
 const PENDING_EVERY: Duration = Duration::from_secs(1);
 
 /// Uncompressed syntaxes any storage SCP accepts; the fallback for transcoding.
@@ -77,8 +75,31 @@ enum Sink<'a> {
     Get(&'a RequestContext),
 }
 
+/// Counts are US (16 bits): they saturate rather than wrap.
+fn us(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+impl Tally {
+    fn record(&mut self, uid: &str, ok: bool, warning: bool) {
+        self.left = self.left.saturating_sub(1);
+        let c = &mut self.counts;
+        c.remaining = Some(us(self.left));
+        match (ok, warning) {
+            (true, false) => c.completed = c.completed.saturating_add(1),
+            (true, true) => c.warning = c.warning.saturating_add(1),
+            _ => {
+                c.failed = c.failed.saturating_add(1);
+                self.failed_uids.push(uid.to_owned());
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Tally {
+    /// Sub-operations not yet done (the US count in `counts` saturates).
+    left: usize,
     counts: SubOperations,
     failed_uids: Vec<String>,
     /// Why the first failure happened, for the final Error Comment.
@@ -121,19 +142,11 @@ impl Retrieve {
         ctx: &RequestContext,
         tally: &mut Tally,
     ) -> Result<u16, (u16, String)> {
-        let ts = TransferSyntaxRegistry
-            .get(&ctx.transfer_syntax)
-            .ok_or((UNABLE_TO_PROCESS, "unsupported transfer syntax".to_owned()))?;
-        let identifier = InMemDicomObject::read_dataset_with_ts(data_set, ts)
-            .map_err(|e| (IDENTIFIER_MISMATCH, format!("identifier unreadable: {e}")))?;
-        let level = identifier
-            .get(tags::QUERY_RETRIEVE_LEVEL)
-            .and_then(|e| e.to_str().ok())
-            .and_then(|v| Level::parse(&v))
-            .ok_or((
-                IDENTIFIER_MISMATCH,
-                "Query/Retrieve Level missing or invalid".to_owned(),
-            ))?;
+        let (identifier, _) = super::read_identifier(data_set, &ctx.transfer_syntax)?;
+        let level = Level::of(&identifier).ok_or((
+            IDENTIFIER_MISMATCH,
+            "Query/Retrieve Level missing or invalid".to_owned(),
+        ))?;
         // Resolve the destination before any work: an unknown AE is A801.
         let destination = match rq.field {
             CommandField::CMoveRq => {
@@ -156,7 +169,8 @@ impl Retrieve {
             instances = targets.len(),
             "retrieve resolved"
         );
-        tally.counts.remaining = Some(targets.len() as u16);
+        tally.left = targets.len();
+        tally.counts.remaining = Some(us(tally.left));
         if targets.is_empty() {
             return Ok(status::SUCCESS);
         }
@@ -357,7 +371,7 @@ impl Retrieve {
                         .note
                         .get_or_insert_with(|| format!("WADO-RS: {}", upstream_comment(&e)));
                     for t in &expected {
-                        self.count(tally, Some(&t.instance), false, false);
+                        tally.record(&t.instance, false, false);
                     }
                     continue;
                 }
@@ -388,7 +402,7 @@ impl Retrieve {
                 match sink.context_for(&meta) {
                     Some(pc) => {
                         let ok = self.send_one(sink, pc, &meta, part, rq).await;
-                        self.count(tally, Some(&meta.sop_instance_uid), ok.0, ok.1);
+                        tally.record(&meta.sop_instance_uid, ok.0, ok.1);
                     }
                     None => {
                         let target = expected
@@ -404,7 +418,7 @@ impl Retrieve {
                                         meta.sop_class_uid
                                     )
                                 });
-                                self.count(tally, Some(&meta.sop_instance_uid), false, false)
+                                tally.record(&meta.sop_instance_uid, false, false)
                             }
                         }
                     }
@@ -417,7 +431,7 @@ impl Retrieve {
             }
             // Announced by QIDO but not delivered by WADO-RS.
             for missing in wanted {
-                self.count(tally, Some(missing), false, false);
+                tally.record(missing, false, false);
             }
         }
         // Instances the destination cannot take as stored: ask the origin
@@ -439,24 +453,9 @@ impl Retrieve {
             }
             .await;
             let (ok, warning) = sent.unwrap_or((false, false));
-            self.count(tally, Some(&t.instance), ok, warning);
+            tally.record(&t.instance, ok, warning);
         }
         Ok(())
-    }
-
-    fn count(&self, tally: &mut Tally, uid: Option<&str>, ok: bool, warning: bool) {
-        let c = &mut tally.counts;
-        c.remaining = c.remaining.map(|r| r.saturating_sub(1));
-        match (ok, warning) {
-            (true, false) => c.completed += 1,
-            (true, true) => c.warning += 1,
-            _ => {
-                c.failed += 1;
-                if let Some(u) = uid {
-                    tally.failed_uids.push(u.to_owned());
-                }
-            }
-        }
     }
 
     /// One C-STORE sub-operation; (stored, with warning).

@@ -28,6 +28,12 @@ impl Level {
         }
     }
 
+    /// The Query/Retrieve Level (0008,0052) of an identifier.
+    pub fn of(identifier: &InMemDicomObject) -> Option<Level> {
+        let value = identifier.get(tags::QUERY_RETRIEVE_LEVEL)?.to_str().ok()?;
+        Level::parse(&value)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Level::Patient => "PATIENT",
@@ -156,11 +162,7 @@ pub fn cfind_to_qido(
     model: Model,
     fuzzy: bool,
 ) -> Result<QidoQuery, QueryError> {
-    let level = identifier
-        .get(tags::QUERY_RETRIEVE_LEVEL)
-        .and_then(|e| e.to_str().ok())
-        .and_then(|v| Level::parse(&v))
-        .ok_or(QueryError::Level)?;
+    let level = Level::of(identifier).ok_or(QueryError::Level)?;
     if model == Model::StudyRoot && level == Level::Patient {
         return Err(QueryError::LevelNotInModel("PATIENT"));
     }
