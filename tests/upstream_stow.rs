@@ -1,90 +1,15 @@
-//! The STOW-RS client against a real Orthanc (with its DICOMweb plugin),
-//! started by the test itself in a temporary directory. Skipped (with a
-//! note) on machines without Orthanc.
+//! The STOW-RS client and the spool forwarder against a real Orthanc (with
+//! its DICOMweb plugin), started by the shared harness.
 
+mod common;
+
+use common::Orthanc;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use pons::web::client::{InstanceOutcome, StowItem, UpstreamClient};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-const ORTHANC: &str = "/usr/sbin/Orthanc";
-const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Orthanc {
-    child: tokio::process::Child,
-    http: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Orthanc {
-    async fn start() -> Option<Orthanc> {
-        // scripts/test.sh installs both; a missing peer is a failure, not a skip.
-        assert!(
-            Path::new(ORTHANC).exists() && Path::new(PLUGIN).exists(),
-            "Orthanc or its DICOMweb plugin is not installed: run scripts/install-deps.sh"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let (http_port, dicom_port) = (free_port(), free_port());
-        let storage = dir.path().join("db");
-        let cfg = serde_json::json!({
-            "Name": "t",
-            "StorageDirectory": storage,
-            "IndexDirectory": storage,
-            "HttpPort": http_port,
-            "DicomPort": dicom_port,
-            "RemoteAccessAllowed": false,
-            "AuthenticationEnabled": false,
-            "Plugins": [PLUGIN],
-            "DicomWeb": {"Enable": true, "Root": "/dicom-web/"}
-        });
-        let cfg_path = dir.path().join("orthanc.json");
-        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-        let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
-        let child = tokio::process::Command::new(ORTHANC)
-            .arg(&cfg_path)
-            .env("TCP_NODELAY", "1")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let o = Orthanc {
-            child,
-            http: format!("http://127.0.0.1:{http_port}"),
-            _dir: dir,
-        };
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(r) = client.get(format!("{}/system", o.http)).send().await {
-                if r.status().is_success() {
-                    return Some(o);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("Orthanc did not answer /system within 20 s");
-    }
-
-    async fn instances(&self) -> Vec<String> {
-        let body = reqwest::get(format!("{}/instances", self.http))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        serde_json::from_slice(&body).unwrap()
-    }
-}
 
 /// A small valid CT image (16x16, 16 bits), Explicit VR Little Endian.
 fn write_ct(path: &Path, instance_uid: &str, with_study: bool) {
@@ -161,11 +86,9 @@ fn client(base: &str) -> UpstreamClient {
 
 #[tokio::test]
 async fn stow_to_orthanc() {
-    let Some(mut orthanc) = Orthanc::start().await else {
-        return;
-    };
+    let mut orthanc = Orthanc::start();
     let dir = tempfile::tempdir().unwrap();
-    let upstream = client(&orthanc.http);
+    let upstream = client(&orthanc.rest_url());
     upstream.ping().await.unwrap();
 
     let items = [
@@ -174,7 +97,7 @@ async fn stow_to_orthanc() {
     ];
     let out = upstream.stow(&items).await.unwrap();
     assert_eq!(out, vec![InstanceOutcome::Stored; 2]);
-    assert_eq!(orthanc.instances().await.len(), 2);
+    assert_eq!(orthanc.instance_count(), 2);
 
     // Orthanc refuses an instance without Study Instance UID (HTTP 400 with
     // Failure Reason 0xC000 in 1.10); the good one in the same request must
@@ -186,9 +109,9 @@ async fn stow_to_orthanc() {
     let out = upstream.stow(&mixed).await.unwrap();
     assert_eq!(out[0], InstanceOutcome::Stored, "{out:?}");
     assert!(matches!(out[1], InstanceOutcome::Failed(_)), "{out:?}");
-    assert_eq!(orthanc.instances().await.len(), 3);
+    assert_eq!(orthanc.instance_count(), 3);
 
-    orthanc.child.kill().await.unwrap();
+    orthanc.stop();
     // Upstream gone: a transient connection error.
     let err = upstream.stow(&items[..1]).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
@@ -203,9 +126,7 @@ async fn spool_forwards_to_orthanc() {
     use pons::jobs::{JobState, KIND_STOW};
     use pons::spool::{ForwarderConfig, InstanceMeta, Spool};
 
-    let Some(mut orthanc) = Orthanc::start().await else {
-        return;
-    };
+    let mut orthanc = Orthanc::start();
     let dir = tempfile::tempdir().unwrap();
     let jobs = pons::jobs::open(&format!("sqlite://{}/jobs.db", dir.path().display()))
         .await
@@ -237,7 +158,7 @@ async fn spool_forwards_to_orthanc() {
     };
     let task = tokio::spawn(pons::spool::run_forwarder(
         jobs.clone(),
-        std::sync::Arc::new(client(&orthanc.http)),
+        std::sync::Arc::new(client(&orthanc.rest_url())),
         cfg,
         spool.notifier(),
         shutdown.clone(),
@@ -263,8 +184,8 @@ async fn spool_forwards_to_orthanc() {
         .as_deref()
         .unwrap()
         .contains("Failure Reason"));
-    assert_eq!(orthanc.instances().await.len(), 2);
+    assert_eq!(orthanc.instance_count(), 2);
     let left = |d: &str| std::fs::read_dir(spool.dir().join(d)).unwrap().count();
     assert_eq!((left("ready"), left("failed"), left("incoming")), (0, 1, 0));
-    orthanc.child.kill().await.unwrap(); // kills and reaps
+    orthanc.stop();
 }
