@@ -240,3 +240,68 @@ fn sigterm_lets_the_running_association_finish() {
         100
     );
 }
+
+/// What a broken sender gets from the real store path (not a test sink):
+/// a truncated data set → C000, a data set whose SOP Instance UID differs
+/// from the command's → A900, an abort mid-transfer → nothing; and none of
+/// them is ever spooled or archived. Our own SCU misbehaves on purpose: no
+/// real peer produces these.
+#[test]
+fn broken_transfers_are_refused_and_never_reach_the_archive() {
+    use pons::dimse::client::{Proposal, ScuAssociation, ScuConfig};
+    use pons::dimse::message::Command;
+
+    let orthanc = Orthanc::start();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
+    let pons = Pons::start(&cfg.to_toml());
+    let ct = &testdata().ct(200).instances[0];
+    let bytes = std::fs::read(&ct.path).unwrap();
+    // The data set follows the meta group (explicit VR LE group length at 140).
+    let meta_len = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    let data = &bytes[144 + meta_len..];
+    let scu = ScuConfig {
+        calling_ae: "MODALITY".into(),
+        called_ae: "PONS".into(),
+        address: format!("127.0.0.1:{}", pons.dimse_port()),
+        max_pdu: 16384,
+        timeout: Duration::from_secs(10),
+    };
+    let proposal = Proposal {
+        abstract_syntax: ct.sop_class.clone(),
+        transfer_syntaxes: vec![ct.transfer_syntax.clone()],
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut a = ScuAssociation::connect(&scu, &[proposal]).await.unwrap();
+        let (pc, _) = a.accepted_context(&ct.sop_class).unwrap();
+        let rq = Command::c_store_rq(1, &ct.sop_class, &ct.sop_instance);
+        a.send(pc, &rq, Some(&data[..data.len() / 2]))
+            .await
+            .unwrap();
+        let rsp = a.receive().await.unwrap().command;
+        assert_eq!(rsp.status, Some(0xC000), "{rsp:?}");
+        assert!(rsp.error_comment.unwrap().contains("truncated"));
+
+        let other = format!("{}.9", ct.sop_instance);
+        let rq = Command::c_store_rq(2, &ct.sop_class, &other);
+        a.send(pc, &rq, Some(data)).await.unwrap();
+        let rsp = a.receive().await.unwrap().command;
+        assert_eq!(rsp.status, Some(0xA900), "{rsp:?}");
+
+        let rq = Command::c_store_rq(3, &ct.sop_class, &ct.sop_instance);
+        a.send(pc, &rq, None).await.unwrap();
+        a.send_raw_fragment(pc, false, false, data[..1000].to_vec())
+            .await
+            .unwrap();
+        a.abort().await.unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let count = |d: &str| {
+        std::fs::read_dir(state.path().join("spool").join(d))
+            .unwrap()
+            .count()
+    };
+    assert_eq!((count("incoming"), count("ready")), (0, 0));
+    assert_eq!(orthanc.instance_count(), 0);
+}
