@@ -71,45 +71,54 @@ impl IncomingFile {
     pub async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.buf.extend_from_slice(data);
         if self.buf.len() >= WRITE_BEHIND {
-            self.flush_buffer(false).await?;
+            self.flush().await?;
         }
         Ok(())
     }
 
-    /// Everything written so far is in the file (not necessarily durable).
+    /// Everything written so far goes into the file (created if need be),
+    /// not necessarily durable yet.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        self.flush_buffer(false).await
-    }
-
-    /// Write out the buffer (creating the file first if need be); with
-    /// `durable`, fsync too.
-    async fn flush_buffer(&mut self, durable: bool) -> std::io::Result<()> {
-        let path = self.path.clone();
-        let file = self.file.take();
-        let buf = std::mem::take(&mut self.buf);
-        let (file, buf) = tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut file = match file {
-                Some(f) => f,
-                None => std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)?,
-            };
-            file.write_all(&buf)?;
-            if durable {
-                file.sync_all()?;
-            }
-            let mut buf = buf;
+        let (path, file, mut buf) = (
+            self.path.clone(),
+            self.file.take(),
+            std::mem::take(&mut self.buf),
+        );
+        let (file, buf) = blocking(move || {
+            let file = write_out(&path, file, &buf)?;
             buf.clear();
-            Ok::<_, std::io::Error>((file, buf))
+            Ok((file, buf))
         })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        .await?;
         self.file = Some(file);
         self.buf = buf;
         Ok(())
     }
+}
+
+fn write_out(
+    path: &Path,
+    file: Option<std::fs::File>,
+    buf: &[u8],
+) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    let mut file = match file {
+        Some(f) => f,
+        None => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?,
+    };
+    file.write_all(buf)?;
+    Ok(file)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
 const INCOMING: &str = "incoming";
@@ -191,17 +200,14 @@ impl Spool {
         name.push(".dcm");
         let ready_dir = self.dir.join(READY);
         let ready = ready_dir.join(name);
-        let result = async {
-            file.flush_buffer(true).await?;
-            drop(file.file.take());
-            let (from, to, dir) = (path.clone(), ready.clone(), ready_dir.clone());
-            tokio::task::spawn_blocking(move || {
-                std::fs::rename(&from, &to)?;
-                std::fs::File::open(&dir)?.sync_all()
-            })
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-        }
+        // Rest of the data, fsync, rename, directory fsync: one blocking hop.
+        let (from, to, dir) = (path.clone(), ready.clone(), ready_dir.clone());
+        let (handle, buf) = (file.file.take(), std::mem::take(&mut file.buf));
+        let result = blocking(move || {
+            write_out(&from, handle, &buf)?.sync_all()?;
+            std::fs::rename(&from, &to)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
         .await;
         if let Err(e) = result {
             let _ = tokio::fs::remove_file(&path).await;
