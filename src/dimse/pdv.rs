@@ -110,19 +110,14 @@ async fn read_up_to<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
 ) -> Result<Vec<u8>, DimseError> {
-    let mut buf = vec![0u8; max];
-    let mut filled = 0;
-    while filled < max {
-        let n = reader
-            .read(&mut buf[filled..])
-            .await
-            .map_err(DimseError::DataSource)?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    buf.truncate(filled);
+    // The fragment moves into the PDU, so it is a fresh buffer each time;
+    // read_to_end fills it without zeroing it first.
+    let mut buf = Vec::with_capacity(max);
+    reader
+        .take(max as u64)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(DimseError::DataSource)?;
     Ok(buf)
 }
 
