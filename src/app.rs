@@ -1,23 +1,35 @@
 //! Wiring only: build the rooms from the config, start the listeners and the
 //! forwarder, and stop them in order on shutdown.
 
-use crate::config::{Config, SpoolMode};
-use crate::dimse::listener::{self, ListenerConfig};
+use crate::cache::Cache;
+use crate::config::{Config, SpoolMode, UpstreamConfig};
+use crate::dimse::client::ScuConfig;
+use crate::dimse::listener::{
+    self, AssociationInfo, ListenerConfig, Refusal, ScpHandler, StoreSink,
+};
+use crate::dimse::message::Command;
+use crate::dimse::request::RequestContext;
+use crate::dimse::status;
 use crate::dimse_to_web::{find::Find, retrieve::Retrieve, store::Store, DimseToWeb};
+use crate::jobs::JobTable;
 use crate::spool::Spool;
 use crate::web::client::UpstreamClient;
 use crate::web::server::{router, WebState};
+use crate::web_to_dimse::PacsService;
 use anyhow::Context;
+use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let upstream_cfg = config.upstream.clone().context("[upstream] is required")?;
     let jobs = crate::jobs::open(&config.jobs.url).await?;
-    let upstream = Arc::new(UpstreamClient::new(&upstream_cfg)?);
-    let spool = Arc::new(Spool::open(&config.spool.dir, jobs.clone()).await?);
+    let direction_a = match &config.upstream {
+        Some(upstream_cfg) => Some(DirectionA::build(&config, upstream_cfg, &jobs).await?),
+        None => None,
+    };
+    let pacs_services = direction_b(&config)?;
 
     let dimse_listener = tokio::net::TcpListener::bind(config.dimse.listen)
         .await
@@ -29,6 +41,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ae_title = %config.dimse.ae_title,
         dimse = %config.dimse.listen,
         web = %config.web.listen,
+        upstream = direction_a.is_some(),
+        pacs = pacs_services.len(),
         mode = ?config.spool.mode,
         "pons is serving"
     );
@@ -36,52 +50,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // The forwarder outlives the DIMSE listener so that it keeps draining
     // while associations finish; it stops last.
     let forwarder_stop = CancellationToken::new();
-    let forwarder = (config.spool.mode == SpoolMode::Spool).then(|| {
-        tokio::spawn(crate::spool::run_forwarder(
-            jobs.clone(),
-            upstream.clone(),
-            crate::spool::ForwarderConfig {
-                batch: upstream_cfg.stow_batch,
-                concurrency: upstream_cfg.stow_concurrency,
-                retry_max: Duration::from_secs(config.spool.retry_max_secs),
-                lease: Duration::from_secs(upstream_cfg.request_timeout_secs + 60),
-                failed_dir: spool.failed_dir(),
-            },
-            spool.notifier(),
-            forwarder_stop.clone(),
-        ))
-    });
+    let forwarder = direction_a
+        .as_ref()
+        .and_then(|a| a.start_forwarder(&config, &jobs, forwarder_stop.clone()));
 
+    let dicomweb = crate::web_to_dimse::router(&pacs_services, &config.web.base_path);
     let web = axum::serve(
         web_listener,
-        router(WebState {
-            upstream: Some(upstream.clone()),
-            jobs: jobs.clone(),
-        }),
+        router(
+            WebState {
+                upstream: direction_a.as_ref().map(|a| a.upstream.clone()),
+                jobs: jobs.clone(),
+            },
+            dicomweb,
+            &config.web.cors_origins,
+        ),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let web = tokio::spawn(async move { web.await });
 
-    let handler = Arc::new(DimseToWeb {
-        find: Arc::new(Find {
-            upstream: upstream.clone(),
-            retrieve_ae: config.dimse.ae_title.clone(),
-            page_size: upstream_cfg.qido_page_size,
-            max_results: config.dimse.find_max_results,
-            fuzzy: upstream_cfg.fuzzy_matching,
-        }),
-        retrieve: Arc::new(Retrieve {
-            upstream: upstream.clone(),
-            our_ae: config.dimse.ae_title.clone(),
-            destinations: config.ae.clone(),
-            page_size: upstream_cfg.qido_page_size,
-            max_pdu: config.dimse.max_pdu,
-        }),
-        store: Arc::new(Store {
-            mode: config.spool.mode,
-            spool,
-            upstream,
-        }),
+    let handler = Arc::new(Gateway {
+        direction_a: direction_a.map(|a| a.handler),
     });
     let dimse_cfg = ListenerConfig {
         ae_title: config.dimse.ae_title.clone(),
@@ -102,4 +91,145 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = web.await;
     info!("pons stopped");
     Ok(())
+}
+
+/// Direction A: the DICOMweb origin behind our DIMSE face.
+struct DirectionA {
+    upstream: Arc<UpstreamClient>,
+    upstream_cfg: UpstreamConfig,
+    spool: Arc<Spool>,
+    handler: Arc<DimseToWeb>,
+}
+
+impl DirectionA {
+    async fn build(
+        config: &Config,
+        upstream_cfg: &UpstreamConfig,
+        jobs: &Arc<dyn JobTable>,
+    ) -> anyhow::Result<DirectionA> {
+        let upstream = Arc::new(UpstreamClient::new(upstream_cfg)?);
+        let spool = Arc::new(Spool::open(&config.spool.dir, jobs.clone()).await?);
+        let handler = Arc::new(DimseToWeb {
+            find: Arc::new(Find {
+                upstream: upstream.clone(),
+                retrieve_ae: config.dimse.ae_title.clone(),
+                page_size: upstream_cfg.qido_page_size,
+                max_results: config.dimse.find_max_results,
+                fuzzy: upstream_cfg.fuzzy_matching,
+            }),
+            retrieve: Arc::new(Retrieve {
+                upstream: upstream.clone(),
+                our_ae: config.dimse.ae_title.clone(),
+                destinations: config.ae.clone(),
+                page_size: upstream_cfg.qido_page_size,
+                max_pdu: config.dimse.max_pdu,
+            }),
+            store: Arc::new(Store {
+                mode: config.spool.mode,
+                spool: spool.clone(),
+                upstream: upstream.clone(),
+            }),
+        });
+        Ok(DirectionA {
+            upstream,
+            upstream_cfg: upstream_cfg.clone(),
+            spool,
+            handler,
+        })
+    }
+
+    fn start_forwarder(
+        &self,
+        config: &Config,
+        jobs: &Arc<dyn JobTable>,
+        stop: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        (config.spool.mode == SpoolMode::Spool).then(|| {
+            tokio::spawn(crate::spool::run_forwarder(
+                jobs.clone(),
+                self.upstream.clone(),
+                crate::spool::ForwarderConfig {
+                    batch: self.upstream_cfg.stow_batch,
+                    concurrency: self.upstream_cfg.stow_concurrency,
+                    retry_max: Duration::from_secs(config.spool.retry_max_secs),
+                    lease: Duration::from_secs(self.upstream_cfg.request_timeout_secs + 60),
+                    failed_dir: self.spool.failed_dir(),
+                },
+                self.spool.notifier(),
+                stop,
+            ))
+        })
+    }
+}
+
+/// Direction B: one service per `[[pacs]]`, sharing one cache.
+fn direction_b(config: &Config) -> anyhow::Result<Vec<Arc<PacsService>>> {
+    if config.pacs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cache = Arc::new(
+        Cache::open(config.cache.dir.clone(), config.cache.max_mb * 1024 * 1024)
+            .with_context(|| format!("cannot open cache.dir {}", config.cache.dir.display()))?,
+    );
+    Ok(config
+        .pacs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let base_path = if i == 0 {
+                config.web.base_path.clone()
+            } else {
+                format!("/pacs/{}{}", p.name, config.web.base_path)
+            };
+            Arc::new(PacsService {
+                name: p.name.clone(),
+                scu: ScuConfig {
+                    calling_ae: config.dimse.ae_title.clone(),
+                    called_ae: p.ae_title.clone(),
+                    address: format!("{}:{}", p.host, p.port),
+                    max_pdu: config.dimse.max_pdu,
+                    timeout: Duration::from_secs(p.timeout_secs),
+                },
+                retrieve: p.retrieve,
+                base_path,
+                cache: cache.clone(),
+            })
+        })
+        .collect())
+}
+
+/// What our DIMSE listener serves: direction A when an upstream is configured.
+struct Gateway {
+    direction_a: Option<Arc<DimseToWeb>>,
+}
+
+#[async_trait]
+impl ScpHandler for Gateway {
+    async fn begin_store(
+        &self,
+        assoc: &AssociationInfo,
+        rq: &Command,
+        transfer_syntax_uid: &str,
+    ) -> Result<Box<dyn StoreSink>, Refusal> {
+        match &self.direction_a {
+            Some(a) => a.begin_store(assoc, rq, transfer_syntax_uid).await,
+            None => Err(Refusal::new(
+                status::general::UNRECOGNIZED_OPERATION,
+                "this gateway has no [upstream] archive to store into",
+            )),
+        }
+    }
+
+    async fn request(
+        &self,
+        assoc: &AssociationInfo,
+        rq: Command,
+        data_set: Vec<u8>,
+        ctx: RequestContext,
+    ) {
+        match &self.direction_a {
+            Some(a) => a.request(assoc, rq, data_set, ctx).await,
+            None => listener::refuse_unsupported(&rq, &ctx).await,
+        }
+    }
 }

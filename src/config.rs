@@ -19,6 +19,12 @@ pub struct Config {
     pub jobs: JobsConfig,
     #[serde(default)]
     pub ae: Vec<AeConfig>,
+    /// Direction B: the DIMSE PACS behind our DICOMweb face; the first is
+    /// served at `web.base_path`, each also at `/pacs/{name}{base_path}`.
+    #[serde(default)]
+    pub pacs: Vec<PacsConfig>,
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,6 +60,9 @@ pub struct WebConfig {
     pub listen: SocketAddr,
     #[serde(default = "default_base_path")]
     pub base_path: String,
+    /// Origins allowed to call us from a browser (CORS); `"*"` allows any.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for WebConfig {
@@ -61,6 +70,53 @@ impl Default for WebConfig {
         WebConfig {
             listen: default_web_listen(),
             base_path: default_base_path(),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrieveMode {
+    /// C-GET: the instances come back on the same association.
+    #[default]
+    CGet,
+    /// C-MOVE to our own AE: the PACS must know our AE title and address.
+    CMove,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacsConfig {
+    /// Names the PACS in URLs (`/pacs/{name}/dicom-web`) and messages.
+    pub name: String,
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub retrieve: RetrieveMode,
+    /// Seconds to associate, and the longest silence within one operation.
+    #[serde(default = "default_pacs_timeout")]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Retrieved instances, kept so that metadata, frames and rendered
+    /// views of one study cost one PACS retrieval.
+    #[serde(default = "default_cache_dir")]
+    pub dir: PathBuf,
+    /// Least recently used instances leave once the cache exceeds this.
+    #[serde(default = "default_cache_max_mb")]
+    pub max_mb: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: default_cache_dir(),
+            max_mb: default_cache_max_mb(),
         }
     }
 }
@@ -207,6 +263,15 @@ fn default_spool_dir() -> PathBuf {
 fn default_retry_max() -> u64 {
     300
 }
+fn default_pacs_timeout() -> u64 {
+    30
+}
+fn default_cache_dir() -> PathBuf {
+    "/var/lib/pons/cache".into()
+}
+fn default_cache_max_mb() -> u64 {
+    10_240
+}
 fn default_jobs_url() -> String {
     "sqlite:///var/lib/pons/jobs.db".into()
 }
@@ -269,7 +334,10 @@ impl Config {
             ));
         }
         match &self.upstream {
-            None => p.push("[upstream] is missing: direction A needs a DICOMweb origin".into()),
+            None if self.pacs.is_empty() => p.push(
+                "neither [upstream] (direction A) nor [[pacs]] (direction B) is configured".into(),
+            ),
+            None => {}
             Some(u) => {
                 if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
                     p.push(format!(
@@ -320,6 +388,34 @@ impl Config {
             if ae.host.is_empty() {
                 p.push(format!("ae[{i}].host is empty"));
             }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, pacs) in self.pacs.iter().enumerate() {
+            check_ae_title(&format!("pacs[{i}].ae_title"), &pacs.ae_title, &mut p);
+            let url_safe = pacs
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if pacs.name.is_empty() || !url_safe {
+                p.push(format!(
+                    "pacs[{i}].name {:?} must be non-empty letters, digits, '-' or '_' (it is part of URLs)",
+                    pacs.name
+                ));
+            }
+            if !names.insert(pacs.name.as_str()) {
+                p.push(format!("pacs[{i}].name {:?} is listed twice", pacs.name));
+            }
+            if pacs.host.is_empty() {
+                p.push(format!("pacs[{i}].host is empty"));
+            }
+            if pacs.timeout_secs == 0 {
+                p.push(format!("pacs[{i}].timeout_secs must be at least 1"));
+            }
+        }
+        if !self.pacs.is_empty() && self.cache.max_mb == 0 {
+            p.push(
+                "cache.max_mb must be at least 1 (direction B retrieves through the cache)".into(),
+            );
         }
         p
     }

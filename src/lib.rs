@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! direction A  modality --C-ECHO/C-STORE--> dimse::listener -> dimse_to_web -> spool -> web::client --STOW-RS--> origin
-//! direction B  viewer --DICOMweb--> web::server -> web_to_dimse -> dimse::client --DIMSE--> PACS   (later issues)
+//! direction B  viewer --DICOMweb--> web::server -> web_to_dimse -> dimse::client --DIMSE--> PACS
 //! ```
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod dimse;
 pub mod dimse_to_web;
@@ -13,3 +14,4 @@ pub mod jobs;
 pub mod spool;
 pub mod translate;
 pub mod web;
+pub mod web_to_dimse;

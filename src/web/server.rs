@@ -1,14 +1,18 @@
-//! Our HTTP face: /healthz and /readyz now; DICOMweb routes in later issues.
+//! Our HTTP face: /healthz, /readyz, and the DICOMweb routes the caller
+//! hands in (direction B), behind CORS and gzip.
 
 use crate::jobs::{JobState, JobTable, KIND_STOW};
 use crate::web::client::UpstreamClient;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::sync::Arc;
+use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::Instrument;
 
 #[derive(Clone)]
@@ -17,12 +21,40 @@ pub struct WebState {
     pub jobs: Arc<dyn JobTable>,
 }
 
-pub fn router(state: WebState) -> Router {
+pub fn router(state: WebState, dicomweb: Router, cors_origins: &[String]) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .merge(dicomweb)
+        .layer(cors(cors_origins))
+        // JSON answers shrink ~10×; DICOM parts are left as they are.
+        .layer(
+            CompressionLayer::new().gzip(true).compress_when(
+                DefaultPredicate::new().and(NotForContentType::const_new("multipart/")),
+            ),
+        )
         .layer(middleware::from_fn(request_span))
+}
+
+/// Browser viewers on other origins may call us when their origin is listed.
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+        ]);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
 }
 
 /// One span per HTTP request; paths and statuses only, never bodies.

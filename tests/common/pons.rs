@@ -69,6 +69,29 @@ pub struct PonsConfig {
     /// "memory" or "sqlite:///abs/path.db"
     pub jobs_url: String,
     pub known_aes: Vec<KnownAe>,
+    /// Direction B: `[[pacs]]` entries, the first the default.
+    pub pacs: Vec<PacsEntry>,
+}
+
+/// A `[[pacs]]` entry: a DIMSE PACS behind our DICOMweb face.
+#[derive(Debug, Clone)]
+pub struct PacsEntry {
+    pub name: String,
+    pub ae_title: String,
+    pub port: u16,
+    /// "c-get" or "c-move"
+    pub retrieve: String,
+}
+
+impl PacsEntry {
+    pub fn new(name: &str, ae_title: &str, port: u16) -> Self {
+        PacsEntry {
+            name: name.to_owned(),
+            ae_title: ae_title.to_owned(),
+            port,
+            retrieve: "c-get".to_owned(),
+        }
+    }
 }
 
 impl PonsConfig {
@@ -87,6 +110,7 @@ impl PonsConfig {
             spool_dir: state_dir.join("spool"),
             jobs_url: format!("sqlite://{}", state_dir.join("jobs.db").display()),
             known_aes: Vec::new(),
+            pacs: Vec::new(),
         }
     }
 
@@ -123,6 +147,19 @@ pub fn pons_config(c: &PonsConfig) -> String {
         let _ = writeln!(s, "title = {}", toml_str(&ae.title));
         let _ = writeln!(s, "host = {}", toml_str(&ae.host));
         let _ = writeln!(s, "port = {}", ae.port);
+    }
+    if !c.pacs.is_empty() {
+        let _ = writeln!(s, "\n[cache]");
+        let cache = c.spool_dir.with_file_name("cache");
+        let _ = writeln!(s, "dir = {}", toml_str(&cache.to_string_lossy()));
+    }
+    for p in &c.pacs {
+        let _ = writeln!(s, "\n[[pacs]]");
+        let _ = writeln!(s, "name = {}", toml_str(&p.name));
+        let _ = writeln!(s, "ae_title = {}", toml_str(&p.ae_title));
+        let _ = writeln!(s, "host = \"127.0.0.1\"");
+        let _ = writeln!(s, "port = {}", p.port);
+        let _ = writeln!(s, "retrieve = {}", toml_str(&p.retrieve));
     }
     s
 }

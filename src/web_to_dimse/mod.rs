@@ -1,0 +1,116 @@
+//! Direction B: we are a DICOMweb origin server with a DIMSE PACS behind us.
+//! Each route turns an HTTP request into DIMSE work on the PACS; errors turn
+//! outward in exactly one place, [`WebError`]'s `IntoResponse`.
+
+pub mod qido;
+pub mod stow;
+pub mod wado;
+
+use crate::cache::Cache;
+use crate::config::RetrieveMode;
+use crate::dimse::client::ScuConfig;
+use crate::dimse::DimseError;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use std::sync::Arc;
+
+/// One PACS behind our DICOMweb face, and what its routes need.
+pub struct PacsService {
+    /// The `[[pacs]]` name: named in every error message about it.
+    pub name: String,
+    /// Calling AE = ours, called AE and address = the PACS.
+    pub scu: ScuConfig,
+    pub retrieve: RetrieveMode,
+    /// Where this PACS's routes live ("/dicom-web" for the default,
+    /// "/pacs/x/dicom-web" for the others): RetrieveURL and BulkDataURI
+    /// values start with it.
+    pub base_path: String,
+    pub cache: Arc<Cache>,
+}
+
+/// Every way a DICOMweb request can fail, each with a message a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The PACS cannot be reached or refused the association.
+    #[error("PACS {pacs} is unavailable: {detail}")]
+    PacsUnavailable { pacs: String, detail: String },
+    /// The PACS answered, but with a failure or something unreadable.
+    #[error("PACS {pacs} failed: {detail}")]
+    PacsFailed { pacs: String, detail: String },
+    #[error("PACS {pacs} did not answer within {secs} s")]
+    PacsTimeout { pacs: String, secs: u64 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl WebError {
+    /// A DIMSE failure talking to `pacs`, sorted by what the client can do about it.
+    pub fn from_dimse(pacs: &str, e: DimseError) -> WebError {
+        let pacs = pacs.to_owned();
+        match e {
+            DimseError::Timeout { secs, .. } => WebError::PacsTimeout { pacs, secs },
+            DimseError::Associate { .. } | DimseError::Aborted => WebError::PacsUnavailable {
+                pacs,
+                detail: e.to_string(),
+            },
+            other => WebError::PacsFailed {
+                pacs,
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WebError::PacsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::PacsFailed { .. } => StatusCode::BAD_GATEWAY,
+            WebError::PacsTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        }
+        let body = format!("{self}\n");
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// The DICOMweb routes of every PACS: each at `/pacs/{name}{base_path}`,
+/// the first (the default) also at `base_path`.
+pub fn router(services: &[Arc<PacsService>], base_path: &str) -> Router {
+    let mut router = Router::new();
+    for (i, svc) in services.iter().enumerate() {
+        let routes = || {
+            Router::new()
+                .merge(qido::routes())
+                .merge(wado::routes())
+                .merge(stow::routes())
+                .with_state(svc.clone())
+        };
+        if i == 0 {
+            router = router.nest(base_path, routes());
+        }
+        router = router.nest(&format!("/pacs/{}{base_path}", svc.name), routes());
+    }
+    router
+}
