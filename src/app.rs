@@ -61,6 +61,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             WebState {
                 upstream: direction_a.as_ref().map(|a| a.upstream.clone()),
                 jobs: jobs.clone(),
+                pacs: pacs_services
+                    .iter()
+                    .map(|p| (p.name.clone(), p.scu.clone()))
+                    .collect(),
             },
             dicomweb,
             &config.web.cors_origins,

@@ -71,6 +71,8 @@ pub struct PonsConfig {
     pub known_aes: Vec<KnownAe>,
     /// Direction B: `[[pacs]]` entries, the first the default.
     pub pacs: Vec<PacsEntry>,
+    /// `web.cors_origins`
+    pub cors_origins: Vec<String>,
 }
 
 /// A `[[pacs]]` entry: a DIMSE PACS behind our DICOMweb face.
@@ -111,6 +113,7 @@ impl PonsConfig {
             jobs_url: format!("sqlite://{}", state_dir.join("jobs.db").display()),
             known_aes: Vec::new(),
             pacs: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 
@@ -133,6 +136,8 @@ pub fn pons_config(c: &PonsConfig) -> String {
     let _ = writeln!(s, "accept_any_calling_ae = {}", c.accept_any_calling_ae);
     let _ = writeln!(s, "\n[web]");
     let _ = writeln!(s, "listen = \"127.0.0.1:{}\"", c.web_port);
+    let origins: Vec<String> = c.cors_origins.iter().map(|o| toml_str(o)).collect();
+    let _ = writeln!(s, "cors_origins = [{}]", origins.join(", "));
     let _ = writeln!(s, "\n[upstream]");
     let _ = writeln!(s, "url = {}", toml_str(&c.upstream_url));
     let _ = writeln!(s, "stow_batch = {}", c.stow_batch);
