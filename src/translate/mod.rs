@@ -1,3 +1,4 @@
 //! Pure, synchronous translation between the DIMSE and DICOMweb vocabularies.
+pub mod json;
 pub mod query;
 pub mod stow;
