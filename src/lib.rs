@@ -11,6 +11,7 @@ pub mod config;
 pub mod dimse;
 pub mod dimse_to_web;
 pub mod jobs;
+pub mod pixels;
 pub mod spool;
 pub mod translate;
 pub mod web;
