@@ -8,6 +8,7 @@ use crate::dimse::listener::{
     self, AssociationInfo, ListenerConfig, Refusal, ScpHandler, StoreSink,
 };
 use crate::dimse::message::Command;
+use crate::dimse::move_inbox::MoveInbox;
 use crate::dimse::request::RequestContext;
 use crate::dimse::status;
 use crate::dimse_to_web::{find::Find, retrieve::Retrieve, store::Store, DimseToWeb};
@@ -29,7 +30,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Some(upstream_cfg) => Some(DirectionA::build(&config, upstream_cfg, &jobs).await?),
         None => None,
     };
-    let pacs_services = direction_b(&config)?;
+    let moves = MoveInbox::new(&config.dimse.ae_title);
+    let pacs_services = direction_b(&config, &moves)?;
 
     let dimse_listener = tokio::net::TcpListener::bind(config.dimse.listen)
         .await
@@ -75,10 +77,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let handler = Arc::new(Gateway {
         direction_a: direction_a.map(|a| a.handler),
+        moves,
     });
     let dimse_cfg = ListenerConfig {
         ae_title: config.dimse.ae_title.clone(),
-        known_callers: config.ae.iter().map(|a| a.title.clone()).collect(),
+        // A PACS sends the instances of our C-MOVEs to our listener.
+        known_callers: config
+            .ae
+            .iter()
+            .map(|a| a.title.clone())
+            .chain(config.pacs.iter().map(|p| p.ae_title.clone()))
+            .collect(),
         accept_any_caller: config.dimse.accept_any_calling_ae,
         max_associations: config.dimse.max_associations,
         max_pdu: config.dimse.max_pdu,
@@ -93,6 +102,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let _ = f.await;
     }
     let _ = web.await;
+    if let Some(svc) = pacs_services.first() {
+        svc.cache.mark_clean();
+    }
     info!("pons stopped");
     Ok(())
 }
@@ -167,7 +179,7 @@ impl DirectionA {
 }
 
 /// Direction B: one service per `[[pacs]]`, sharing one cache.
-fn direction_b(config: &Config) -> anyhow::Result<Vec<Arc<PacsService>>> {
+fn direction_b(config: &Config, moves: &Arc<MoveInbox>) -> anyhow::Result<Vec<Arc<PacsService>>> {
     if config.pacs.is_empty() {
         return Ok(Vec::new());
     }
@@ -197,14 +209,17 @@ fn direction_b(config: &Config) -> anyhow::Result<Vec<Arc<PacsService>>> {
                 retrieve: p.retrieve,
                 base_path,
                 cache: cache.clone(),
+                moves: moves.clone(),
             })
         })
         .collect())
 }
 
-/// What our DIMSE listener serves: direction A when an upstream is configured.
+/// What our DIMSE listener serves: the sub-operations of our own C-MOVEs
+/// (direction B), and direction A when an upstream is configured.
 struct Gateway {
     direction_a: Option<Arc<DimseToWeb>>,
+    moves: Arc<MoveInbox>,
 }
 
 #[async_trait]
@@ -215,6 +230,9 @@ impl ScpHandler for Gateway {
         rq: &Command,
         transfer_syntax_uid: &str,
     ) -> Result<Box<dyn StoreSink>, Refusal> {
+        if let Some(target) = self.moves.target_for(&assoc.calling_ae, rq) {
+            return target.begin_store(rq, transfer_syntax_uid).await;
+        }
         match &self.direction_a {
             Some(a) => a.begin_store(assoc, rq, transfer_syntax_uid).await,
             None => Err(Refusal::new(

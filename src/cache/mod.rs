@@ -1,16 +1,333 @@
 //! Bounded on-disk cache of instances retrieved from a PACS (direction B),
 //! least recently used out.
+//!
+//! Layout under `dir`: `data/{study}/{series}/{sop}.{s|e}.dcm` (PS3.10 files;
+//! `s` = as the PACS stores it, `e` = converted to Explicit VR Little Endian
+//! by the PACS), `data/{study}/members` (the instances of the study as its
+//! last full retrieval found them), `tmp/` (files being written; renamed
+//! into place only once complete, so a half-written file is never served).
+//! Files are not fsynced: a `clean` marker written on orderly shutdown tells
+//! the next start that the files are whole; after a crash the cache starts
+//! empty. The index is rebuilt from the directory tree at start.
 
-use std::path::PathBuf;
+mod index;
+
+use index::{Entry, Index};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tracing::{info, warn};
+
+/// Which copy of an instance a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Variant {
+    /// In the transfer syntax the PACS stores it in.
+    Stored,
+    /// Converted to Explicit VR Little Endian by the PACS.
+    ExplicitLe,
+}
+
+impl Variant {
+    fn suffix(self) -> &'static str {
+        match self {
+            Variant::Stored => "s",
+            Variant::ExplicitLe => "e",
+        }
+    }
+
+    fn from_suffix(s: &str) -> Option<Variant> {
+        match s {
+            "s" => Some(Variant::Stored),
+            "e" => Some(Variant::ExplicitLe),
+            _ => None,
+        }
+    }
+}
+
+/// The UIDs that place an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceUids {
+    pub study: String,
+    pub series: String,
+    pub sop_instance: String,
+}
+
+/// A PS3.10 file in the cache. While this handle lives the file is not
+/// evicted, so it can be opened and read by path.
+#[derive(Debug, Clone)]
+pub struct CachedInstance {
+    pub path: PathBuf,
+    pub uids: InstanceUids,
+    pub sop_class_uid: String,
+    pub transfer_syntax: String,
+    /// File size in bytes (preamble and file meta included).
+    pub size: u64,
+    pub variant: Variant,
+    _pin: Arc<()>,
+}
 
 pub struct Cache {
     pub dir: PathBuf,
     pub max_bytes: u64,
+    index: Mutex<Index>,
+}
+
+/// A file being written into `tmp/`; [`Cache::commit`] moves it into place,
+/// dropping it deletes it.
+pub struct PendingFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+/// Writes are gathered into blocks of this size before a blocking write.
+const WRITE_BEHIND: usize = 1 << 20;
+
+/// A UID is digits and dots: safe as a file name, and nothing else is accepted.
+pub fn is_uid(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && !s.starts_with('.')
+        && !s.ends_with('.')
+        && !s.contains("..")
+}
+
+impl PendingFile {
+    pub async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_BEHIND {
+            let (path, file, buf) = (self.path.clone(), self.file.take(), self.take_buf());
+            let (file, buf) = blocking(move || {
+                let file = write_out(&path, file, &buf)?;
+                Ok((file, buf))
+            })
+            .await?;
+            self.file = Some(file);
+            self.buf = buf;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn take_buf(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        // Not committed: the partial file goes.
+        if self.file.is_some() || !self.buf.is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn write_out(
+    path: &Path,
+    file: Option<std::fs::File>,
+    buf: &[u8],
+) -> std::io::Result<std::fs::File> {
+    let mut file = match file {
+        Some(f) => f,
+        None => std::fs::File::create(path)?,
+    };
+    file.write_all(buf)?;
+    Ok(file)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 impl Cache {
+    /// Open (or create) the cache in `dir` and rebuild its index.
     pub fn open(dir: PathBuf, max_bytes: u64) -> std::io::Result<Cache> {
-        std::fs::create_dir_all(&dir)?;
-        Ok(Cache { dir, max_bytes })
+        let data = dir.join("data");
+        let tmp = dir.join("tmp");
+        let clean = dir.join("clean");
+        if data.exists() && !clean.exists() {
+            warn!(dir = %dir.display(), "cache was not closed cleanly; starting it empty");
+            std::fs::remove_dir_all(&data)?;
+        }
+        let _ = std::fs::remove_file(&clean);
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&data)?;
+        std::fs::create_dir_all(&tmp)?;
+        let index = Index::rebuild(&data)?;
+        info!(
+            dir = %dir.display(),
+            instances = index.len(),
+            mb = index.total() / (1024 * 1024),
+            "cache opened"
+        );
+        let cache = Cache {
+            dir,
+            max_bytes,
+            index: Mutex::new(index),
+        };
+        cache.evict();
+        Ok(cache)
+    }
+
+    /// Orderly shutdown: the files on disk are whole, the next start keeps them.
+    pub fn mark_clean(&self) {
+        if let Err(e) = std::fs::write(self.dir.join("clean"), b"") {
+            warn!(error = %e, "cannot write the cache's clean marker");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn path_of(&self, uids: &InstanceUids, variant: Variant) -> PathBuf {
+        self.dir
+            .join("data")
+            .join(&uids.study)
+            .join(&uids.series)
+            .join(format!("{}.{}.dcm", uids.sop_instance, variant.suffix()))
+    }
+
+    fn handle(&self, key: &(String, Variant), e: &Entry) -> CachedInstance {
+        CachedInstance {
+            path: self.path_of(&e.uids, key.1),
+            uids: e.uids.clone(),
+            sop_class_uid: e.sop_class_uid.clone(),
+            transfer_syntax: e.transfer_syntax.clone(),
+            size: e.size,
+            variant: key.1,
+            _pin: e.pin.clone(),
+        }
+    }
+
+    /// The instance in that variant, if cached (and now most recently used).
+    pub fn get(&self, sop_instance_uid: &str, variant: Variant) -> Option<CachedInstance> {
+        let key = (sop_instance_uid.to_owned(), variant);
+        let mut index = self.lock();
+        let e = index.touch(&key)?;
+        Some(self.handle(&key, &e))
+    }
+
+    /// A new file in `tmp/`.
+    pub fn begin(&self) -> PendingFile {
+        PendingFile {
+            path: self
+                .dir
+                .join("tmp")
+                .join(uuid::Uuid::new_v4().simple().to_string()),
+            file: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Move a completely written file into place (replacing an older copy)
+    /// and evict least recently used files beyond the size limit.
+    pub async fn commit(
+        &self,
+        mut pending: PendingFile,
+        uids: InstanceUids,
+        sop_class_uid: String,
+        transfer_syntax: String,
+        variant: Variant,
+    ) -> std::io::Result<CachedInstance> {
+        if !is_uid(&uids.study) || !is_uid(&uids.series) || !is_uid(&uids.sop_instance) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "instance has an invalid study, series or SOP instance UID",
+            ));
+        }
+        let dest = self.path_of(&uids, variant);
+        let (tmp, file, buf) = (
+            pending.path.clone(),
+            pending.file.take(),
+            pending.take_buf(),
+        );
+        let size = blocking(move || {
+            let file = write_out(&tmp, file, &buf)?;
+            let size = file.metadata()?.len();
+            drop(file);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&tmp, &dest)?;
+            Ok(size)
+        })
+        .await?;
+        let key = (uids.sop_instance.clone(), variant);
+        let entry = Entry::new(uids, sop_class_uid, transfer_syntax, size);
+        let handle = {
+            let mut index = self.lock();
+            let e = index.insert(key.clone(), entry);
+            self.handle(&key, &e)
+        };
+        self.evict();
+        Ok(handle)
+    }
+
+    /// Least recently used, unpinned files out until the total fits.
+    fn evict(&self) {
+        let victims = self.lock().evict_to(self.max_bytes);
+        for (uids, variant) in victims {
+            let path = self.path_of(&uids, variant);
+            if let Err(e) = std::fs::remove_file(&path) {
+                warn!(error = %e, path = %path.display(), "cannot evict a cache file");
+            }
+        }
+    }
+
+    fn members_file(&self, study: &str, series: Option<&str>) -> PathBuf {
+        let mut dir = self.dir.join("data").join(study);
+        if let Some(se) = series {
+            dir = dir.join(se);
+        }
+        dir.join(index::MEMBERS)
+    }
+
+    /// Remember the instances of a study (or of one series) as a full
+    /// retrieval found them: (series, SOP instance) pairs.
+    pub fn record_members(&self, study: &str, series: Option<&str>, members: Vec<InstanceUids>) {
+        if !is_uid(study) || series.is_some_and(|s| !is_uid(s)) {
+            return;
+        }
+        let file = self.members_file(study, series);
+        let text: String = members
+            .iter()
+            .map(|m| format!("{} {}\n", m.series, m.sop_instance))
+            .collect();
+        let tmp = self.begin().path.clone();
+        let written = std::fs::create_dir_all(file.parent().unwrap_or(&self.dir))
+            .and_then(|_| std::fs::write(&tmp, text))
+            .and_then(|_| std::fs::rename(&tmp, &file));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            warn!(error = %e, "cannot record a study's members in the cache");
+        }
+        self.lock().set_members(study, series, members);
+    }
+
+    /// The instances of a study (of one series, when given) as the last full
+    /// retrieval of the study or that series found them.
+    pub fn members(&self, study: &str, series: Option<&str>) -> Option<Vec<InstanceUids>> {
+        self.lock().members(study, series)
+    }
+
+    /// Forget what a study holds (it changed: a STOW added to it).
+    pub fn forget_members(&self, study: &str) {
+        let series = self.lock().forget_members(study);
+        if is_uid(study) {
+            let _ = std::fs::remove_file(self.members_file(study, None));
+            for se in series {
+                let _ = std::fs::remove_file(self.members_file(study, Some(&se)));
+            }
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

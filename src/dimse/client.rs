@@ -1,5 +1,9 @@
 //! SCU associations: connect to a peer AE, send requests, read responses.
 
+mod qr;
+
+pub use qr::RetrieveOutcome;
+
 use super::message::Command;
 use super::pdv::{self, CommandAssembler};
 use super::DimseError;
@@ -49,6 +53,17 @@ impl ScuAssociation {
         config: &ScuConfig,
         proposals: &[Proposal],
     ) -> Result<ScuAssociation, DimseError> {
+        Self::connect_with_roles(config, proposals, &[]).await
+    }
+
+    /// Connect proposing the SCP role for `scp_classes` too (SCP/SCU Role
+    /// Selection): a C-GET receives its instances as C-STORE requests on the
+    /// same association.
+    pub async fn connect_with_roles(
+        config: &ScuConfig,
+        proposals: &[Proposal],
+        scp_classes: &[String],
+    ) -> Result<ScuAssociation, DimseError> {
         let mut options = ClientAssociationOptions::new()
             .calling_ae_title(config.calling_ae.clone())
             .called_ae_title(config.called_ae.clone())
@@ -60,6 +75,9 @@ impl ScuAssociation {
         for p in proposals {
             options = options
                 .with_presentation_context(p.abstract_syntax.clone(), p.transfer_syntaxes.clone());
+        }
+        for class in scp_classes {
+            options = options.with_role_selection(class.clone(), false, true);
         }
         let fut = options.establish_async(config.address.as_str());
         let mut assoc = tokio::time::timeout(config.timeout, fut)

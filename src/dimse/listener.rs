@@ -78,6 +78,17 @@ pub trait StoreSink: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// Where the C-STORE sub-operations of one retrieval of ours go: back on
+/// our C-GET association, or into our listener for a C-MOVE to our own AE.
+#[async_trait]
+pub trait StoreTarget: Send + Sync {
+    async fn begin_store(
+        &self,
+        rq: &Command,
+        transfer_syntax_uid: &str,
+    ) -> Result<Box<dyn StoreSink>, Refusal>;
+}
+
 /// What a direction plugs into the listener.
 #[async_trait]
 pub trait ScpHandler: Send + Sync + 'static {

@@ -2,6 +2,7 @@
 pub mod client;
 pub mod listener;
 pub mod message;
+pub mod move_inbox;
 pub mod pdv;
 pub mod request;
 pub mod scan;
@@ -28,6 +29,13 @@ pub enum DimseError {
     Associate { peer: String, message: String },
     #[error("{peer} did not answer within {secs} s")]
     Timeout { peer: String, secs: u64 },
+    /// The peer answered a request with a failure status.
+    #[error("{operation} failed with status {status:04X}H {comment}")]
+    Status {
+        operation: &'static str,
+        status: u16,
+        comment: String,
+    },
     #[error("listener I/O: {0}")]
     Listen(std::io::Error),
 }

@@ -2,8 +2,9 @@
 //!
 //! It walks element headers and skips values, so it costs almost nothing and
 //! holds no data: at the end it knows whether the data set ended on an element
-//! boundary (not truncated, no open sequence) and what its SOP Class and SOP
-//! Instance UIDs are, without a second pass over a file that may be gigabytes.
+//! boundary (not truncated, no open sequence) and what its SOP Class, SOP
+//! Instance, Study and Series Instance UIDs are, without a second pass over a
+//! file that may be gigabytes.
 
 use dicom_dictionary_std::uids;
 
@@ -12,6 +13,8 @@ const ITEM_DELIMITER: (u16, u16) = (0xFFFE, 0xE00D);
 const SEQUENCE_DELIMITER: (u16, u16) = (0xFFFE, 0xE0DD);
 const SOP_CLASS_UID: (u16, u16) = (0x0008, 0x0016);
 const SOP_INSTANCE_UID: (u16, u16) = (0x0008, 0x0018);
+const STUDY_INSTANCE_UID: (u16, u16) = (0x0020, 0x000D);
+const SERIES_INSTANCE_UID: (u16, u16) = (0x0020, 0x000E);
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 /// UIDs are at most 64 bytes; anything longer is not worth capturing.
 const MAX_CAPTURE: u32 = 64;
@@ -29,6 +32,8 @@ enum Frame {
 pub struct ScanResult {
     pub sop_class_uid: Option<String>,
     pub sop_instance_uid: Option<String>,
+    pub study_instance_uid: Option<String>,
+    pub series_instance_uid: Option<String>,
 }
 
 pub struct DatasetScanner {
@@ -259,7 +264,10 @@ impl DatasetScanner {
                     return;
                 }
                 if self.stack.is_empty()
-                    && (tag == SOP_CLASS_UID || tag == SOP_INSTANCE_UID)
+                    && matches!(
+                        tag,
+                        SOP_CLASS_UID | SOP_INSTANCE_UID | STUDY_INSTANCE_UID | SERIES_INSTANCE_UID
+                    )
                     && len <= MAX_CAPTURE
                 {
                     self.capture = Some((tag, Vec::with_capacity(len as usize)));
@@ -277,11 +285,13 @@ impl DatasetScanner {
             let value = String::from_utf8_lossy(&bytes)
                 .trim_end_matches(['\0', ' '])
                 .to_owned();
-            if tag == SOP_CLASS_UID {
-                self.result.sop_class_uid = Some(value);
-            } else {
-                self.result.sop_instance_uid = Some(value);
-            }
+            let slot = match tag {
+                SOP_CLASS_UID => &mut self.result.sop_class_uid,
+                SOP_INSTANCE_UID => &mut self.result.sop_instance_uid,
+                STUDY_INSTANCE_UID => &mut self.result.study_instance_uid,
+                _ => &mut self.result.series_instance_uid,
+            };
+            *slot = Some(value);
         }
     }
 }
@@ -334,6 +344,16 @@ mod tests {
                 PrimitiveValue::from("1.2.3.4.5"),
             ),
             DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("P1")),
+            DataElement::new(
+                tags::STUDY_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from("1.2.3"),
+            ),
+            DataElement::new(
+                tags::SERIES_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from("1.2.3.4"),
+            ),
         ]);
         obj.put(DataElement::new(
             tags::PROCEDURE_CODE_SEQUENCE,
@@ -403,6 +423,8 @@ mod tests {
                     r.sop_class_uid.as_deref(),
                     Some("1.2.840.10008.5.1.4.1.1.7")
                 );
+                assert_eq!(r.study_instance_uid.as_deref(), Some("1.2.3"));
+                assert_eq!(r.series_instance_uid.as_deref(), Some("1.2.3.4"));
             }
         }
     }

@@ -12,13 +12,10 @@ use crate::dimse::status;
 use crate::spool::{IncomingFile, InstanceMeta, Spool};
 use crate::translate::stow::{dimse_status_for_failure, failure_reason_meaning};
 use crate::web::client::{InstanceOutcome, StowItem, UpstreamClient};
+use crate::web::part10;
 use async_trait::async_trait;
 use std::sync::Arc;
 use tracing::{debug, warn};
-
-/// Our Implementation Class UID, written into every file meta header.
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.90214102523473284214069447646047322179";
-pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("PONS_", env!("CARGO_PKG_VERSION"));
 
 pub struct Store {
     pub mode: SpoolMode,
@@ -65,27 +62,14 @@ impl Store {
     }
 }
 
-/// Preamble, "DICM" and the file meta group for a data set received as-is.
 fn file_header(
     class: &str,
     instance: &str,
     ts: &str,
     calling_ae: &str,
 ) -> Result<Vec<u8>, Refusal> {
-    let meta = dicom_object::meta::FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(class)
-        .media_storage_sop_instance_uid(instance)
-        .transfer_syntax(ts)
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-        .source_application_entity_title(calling_ae)
-        .build()
-        .map_err(|e| Refusal::new(status::storage::CANNOT_UNDERSTAND, format!("bad UIDs: {e}")))?;
-    let mut out = vec![0u8; 128];
-    out.extend_from_slice(b"DICM");
-    meta.write(&mut out)
-        .map_err(|e| Refusal::new(status::storage::CANNOT_UNDERSTAND, format!("bad UIDs: {e}")))?;
-    Ok(out)
+    part10::file_header(class, instance, ts, calling_ae)
+        .map_err(|e| Refusal::new(status::storage::CANNOT_UNDERSTAND, format!("bad UIDs: {e}")))
 }
 
 fn write_refusal(e: &std::io::Error) -> Refusal {

@@ -68,6 +68,64 @@ pub fn body_stream(
         .chain(stream::once(async move { Ok(end) }))
 }
 
+/// The content of one part of a body made as it goes.
+pub enum PartBody {
+    /// This many bytes of an opened file.
+    File(tokio::fs::File, u64),
+    Bytes(Bytes),
+}
+
+pub struct Part {
+    pub content_type: String,
+    pub body: PartBody,
+}
+
+/// A multipart/related body whose parts are produced while it is sent (a
+/// response that starts before its last part exists). An error item ends
+/// the body there: the receiver sees it truncated, never a false end.
+pub fn streamed_body<S>(
+    boundary: String,
+    parts: S,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static
+where
+    S: Stream<Item = std::io::Result<Part>> + Send + 'static,
+{
+    let end = closing(&boundary);
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed_in = failed.clone();
+    parts
+        .scan((), move |_, part| {
+            // Nothing after an error, not even the closing boundary.
+            if failed_in.load(std::sync::atomic::Ordering::Relaxed) {
+                return futures::future::ready(None);
+            }
+            if part.is_err() {
+                failed_in.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            futures::future::ready(Some(part))
+        })
+        .map(move |part| match part {
+            Err(e) => stream::once(async { Err(e) }).boxed(),
+            Ok(Part { content_type, body }) => {
+                let (len, content) = match body {
+                    PartBody::File(f, len) => {
+                        (len, ReaderStream::with_capacity(f.take(len), CHUNK).boxed())
+                    }
+                    PartBody::Bytes(b) => (b.len() as u64, stream::once(async { Ok(b) }).boxed()),
+                };
+                let head = part_header(&boundary, &content_type, len);
+                stream::once(async move { Ok(head) })
+                    .chain(content)
+                    .chain(stream::once(async { Ok(Bytes::from_static(CRLF)) }))
+                    .boxed()
+            }
+        })
+        .flatten()
+        .chain(stream::once(async move { Ok(end) }).filter(move |_| {
+            futures::future::ready(!failed.load(std::sync::atomic::Ordering::Relaxed))
+        }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

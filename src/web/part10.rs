@@ -4,6 +4,33 @@
 //! set, and must send the data set bytes only, so we find where it starts
 //! without parsing it.
 
+/// Our Implementation Class UID, written into every file meta header.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.90214102523473284214069447646047322179";
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("PONS_", env!("CARGO_PKG_VERSION"));
+
+/// Preamble, "DICM" and the file meta group for a data set kept as received
+/// (from a C-STORE: its command names the UIDs, its context the syntax).
+pub fn file_header(
+    class: &str,
+    instance: &str,
+    transfer_syntax: &str,
+    source_ae: &str,
+) -> Result<Vec<u8>, String> {
+    let meta = dicom_object::meta::FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(class)
+        .media_storage_sop_instance_uid(instance)
+        .transfer_syntax(transfer_syntax)
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+        .source_application_entity_title(source_ae)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut out = vec![0u8; PREAMBLE];
+    out.extend_from_slice(b"DICM");
+    meta.write(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
 /// The UIDs of a PS3.10 file meta group that a C-STORE-RQ needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileMetaInfo {

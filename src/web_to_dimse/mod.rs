@@ -3,12 +3,15 @@
 //! outward in exactly one place, [`WebError`]'s `IntoResponse`.
 
 pub mod qido;
+pub mod retrieve;
 pub mod stow;
+mod transfer;
 pub mod wado;
 
 use crate::cache::Cache;
 use crate::config::RetrieveMode;
 use crate::dimse::client::ScuConfig;
+use crate::dimse::move_inbox::MoveInbox;
 use crate::dimse::DimseError;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +30,8 @@ pub struct PacsService {
     /// values start with it.
     pub base_path: String,
     pub cache: Arc<Cache>,
+    /// Where C-MOVE sub-operations to our own AE find their request.
+    pub moves: Arc<MoveInbox>,
 }
 
 /// Every way a DICOMweb request can fail, each with a message a person can act on.

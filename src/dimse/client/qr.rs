@@ -1,0 +1,353 @@
+//! Query/retrieve as an SCU: C-FIND, C-GET (the instances come back as
+//! C-STORE requests on the same association, streamed into a
+//! [`StoreTarget`]) and C-MOVE (they go to the move destination).
+
+use super::ScuAssociation;
+use crate::dimse::listener::{Refusal, StoreSink, StoreTarget};
+use crate::dimse::message::{Command, CommandField, SubOperations};
+use crate::dimse::pdv::{self, CommandAssembler};
+use crate::dimse::status::{self, StatusKind};
+use crate::dimse::DimseError;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// The final response of a C-GET or C-MOVE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrieveOutcome {
+    pub status: u16,
+    pub counts: SubOperations,
+    pub error_comment: Option<String>,
+}
+
+/// Final responses may carry a Failed SOP Instance UID List; anything
+/// bigger than this is not one.
+const MAX_FINAL_DATA_SET: usize = 4 * 1024 * 1024;
+
+/// A data set arriving on our retrieve association.
+enum Incoming {
+    Store {
+        pc_id: u8,
+        rq: Command,
+        sink: Option<Box<dyn StoreSink>>,
+        refusal: Option<Refusal>,
+    },
+    /// The final response's data set (the failed UID list): read and dropped.
+    Final {
+        outcome: RetrieveOutcome,
+        len: usize,
+    },
+}
+
+impl ScuAssociation {
+    /// An identifier encoded for the accepted context of `model`.
+    fn identifier(
+        &self,
+        model: &str,
+        identifier: &InMemDicomObject,
+    ) -> Result<(u8, Vec<u8>), DimseError> {
+        let (pc_id, ts) = self
+            .accepted_context(model)
+            .ok_or_else(|| DimseError::Protocol(format!("the peer refused SOP class {model}")))?;
+        let ts = TransferSyntaxRegistry
+            .get(ts.trim_end_matches('\0'))
+            .ok_or_else(|| DimseError::Protocol(format!("unknown transfer syntax {ts}")))?;
+        let mut out = Vec::with_capacity(256);
+        identifier
+            .write_dataset_with_ts(&mut out, ts)
+            .map_err(|e| DimseError::Protocol(format!("identifier cannot be encoded: {e}")))?;
+        Ok((pc_id, out))
+    }
+
+    /// C-FIND: the matches, at most `max` (then C-CANCEL).
+    pub async fn find(
+        &mut self,
+        model: &str,
+        identifier: &InMemDicomObject,
+        max: usize,
+    ) -> Result<Vec<InMemDicomObject>, DimseError> {
+        let (pc_id, data) = self.identifier(model, identifier)?;
+        let ts = self
+            .accepted_context(model)
+            .and_then(|(_, ts)| TransferSyntaxRegistry.get(ts.trim_end_matches('\0')))
+            .ok_or_else(|| DimseError::Protocol("no transfer syntax".into()))?;
+        let id = self.next_message_id();
+        self.send(pc_id, &Command::c_find_rq(id, model), Some(&data))
+            .await?;
+        let mut matches = Vec::new();
+        let mut cancelled = false;
+        loop {
+            let rsp = self.receive().await?;
+            let st = rsp
+                .command
+                .status
+                .unwrap_or(status::general::PROCESSING_FAILURE);
+            match status::kind(st) {
+                StatusKind::Pending => {
+                    if let Some(bytes) = rsp.data_set {
+                        if matches.len() < max {
+                            let obj = InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
+                                .map_err(|e| {
+                                    DimseError::Protocol(format!("C-FIND match unreadable: {e}"))
+                                })?;
+                            matches.push(obj);
+                        }
+                    }
+                    if matches.len() >= max && !cancelled {
+                        cancelled = true;
+                        self.send(pc_id, &Command::c_cancel_rq(id), None).await?;
+                    }
+                }
+                StatusKind::Success | StatusKind::Warning | StatusKind::Cancel => {
+                    return Ok(matches)
+                }
+                StatusKind::Failure => {
+                    return Err(DimseError::Status {
+                        operation: "C-FIND",
+                        status: st,
+                        comment: rsp.command.error_comment.unwrap_or_default(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// C-GET: each instance arrives as a C-STORE request on this association
+    /// and streams into `target`; `cancel` sends C-CANCEL (then the peer's
+    /// final response is still awaited).
+    pub async fn get(
+        &mut self,
+        model: &str,
+        identifier: &InMemDicomObject,
+        target: &dyn StoreTarget,
+        cancel: &CancellationToken,
+    ) -> Result<RetrieveOutcome, DimseError> {
+        let (pc_id, data) = self.identifier(model, identifier)?;
+        let id = self.next_message_id();
+        self.send(pc_id, &Command::c_get_rq(id, model), Some(&data))
+            .await?;
+        self.await_retrieve(pc_id, id, Some(target), cancel).await
+    }
+
+    /// C-MOVE with a caller-chosen message id (the sub-operations carry it
+    /// back as Move Originator Message ID).
+    pub async fn move_to(
+        &mut self,
+        model: &str,
+        identifier: &InMemDicomObject,
+        destination: &str,
+        message_id: u16,
+        cancel: &CancellationToken,
+    ) -> Result<RetrieveOutcome, DimseError> {
+        let (pc_id, data) = self.identifier(model, identifier)?;
+        let rq = Command::c_move_rq(message_id, model, destination);
+        self.send(pc_id, &rq, Some(&data)).await?;
+        self.await_retrieve(pc_id, message_id, None, cancel).await
+    }
+
+    async fn await_retrieve(
+        &mut self,
+        pc_id: u8,
+        id: u16,
+        target: Option<&dyn StoreTarget>,
+        cancel: &CancellationToken,
+    ) -> Result<RetrieveOutcome, DimseError> {
+        let mut incoming = None;
+        let result = self
+            .retrieve_loop(pc_id, id, target, cancel, &mut incoming)
+            .await;
+        // Whatever broke off, a half-received instance is not kept.
+        if let Some(Incoming::Store {
+            sink: Some(sink), ..
+        }) = incoming
+        {
+            sink.abort().await;
+        }
+        result
+    }
+
+    async fn retrieve_loop(
+        &mut self,
+        pc_id: u8,
+        id: u16,
+        target: Option<&dyn StoreTarget>,
+        cancel: &CancellationToken,
+        incoming: &mut Option<Incoming>,
+    ) -> Result<RetrieveOutcome, DimseError> {
+        let mut commands = CommandAssembler::default();
+        let mut cancel_sent = false;
+        loop {
+            let pdu = tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if !cancel_sent => {
+                    cancel_sent = true;
+                    debug!("sending C-CANCEL");
+                    self.send(pc_id, &Command::c_cancel_rq(id), None).await?;
+                    continue;
+                }
+                // Cancel-safe: dicom-ul keeps partial PDUs in its read buffer.
+                r = tokio::time::timeout(self.timeout, self.assoc.receive()) => r
+            };
+            let pdu = pdu
+                .map_err(|_| DimseError::Timeout {
+                    peer: self.peer.clone(),
+                    secs: self.timeout.as_secs(),
+                })?
+                .map_err(DimseError::receive)?;
+            let values = match pdu {
+                Pdu::PData { data } => data,
+                Pdu::AbortRQ { .. } => return Err(DimseError::Aborted),
+                other => {
+                    return Err(DimseError::Protocol(format!(
+                        "unexpected PDU {}",
+                        other.short_description()
+                    )))
+                }
+            };
+            for pdv in values {
+                let done = match pdv.value_type {
+                    PDataValueType::Command => match commands.push(pdv)? {
+                        Some((cpc, cmd)) => self.on_command(cpc, cmd, id, target, incoming).await?,
+                        None => None,
+                    },
+                    PDataValueType::Data => self.on_data(pdv, incoming).await?,
+                };
+                if let Some(outcome) = done {
+                    return Ok(outcome);
+                }
+            }
+        }
+    }
+
+    async fn on_command(
+        &mut self,
+        pc_id: u8,
+        cmd: Command,
+        id: u16,
+        target: Option<&dyn StoreTarget>,
+        incoming: &mut Option<Incoming>,
+    ) -> Result<Option<RetrieveOutcome>, DimseError> {
+        if incoming.is_some() {
+            return Err(DimseError::Protocol(
+                "a new command arrived before the data set was complete".into(),
+            ));
+        }
+        match cmd.field {
+            CommandField::CStoreRq => {
+                let Some(target) = target else {
+                    return Err(DimseError::Protocol(
+                        "C-STORE request on a C-MOVE association".into(),
+                    ));
+                };
+                let ts = self
+                    .accepted_contexts()
+                    .into_iter()
+                    .find(|(pc, _, _)| *pc == pc_id)
+                    .map(|(_, _, ts)| ts)
+                    .ok_or_else(|| {
+                        DimseError::Protocol(format!("C-STORE on unaccepted context {pc_id}"))
+                    })?;
+                if !cmd.has_data_set {
+                    let rsp = Command::c_store_rsp(
+                        &cmd,
+                        status::storage::CANNOT_UNDERSTAND,
+                        Some("C-STORE-RQ without a data set".into()),
+                    );
+                    pdv::send_command(&mut self.assoc, pc_id, &rsp).await?;
+                    return Ok(None);
+                }
+                let (sink, refusal) = match target.begin_store(&cmd, &ts).await {
+                    Ok(s) => (Some(s), None),
+                    Err(r) => (None, Some(r)),
+                };
+                *incoming = Some(Incoming::Store {
+                    pc_id,
+                    rq: cmd,
+                    sink,
+                    refusal,
+                });
+                Ok(None)
+            }
+            CommandField::CGetRsp | CommandField::CMoveRsp if cmd.responding_to == Some(id) => {
+                let st = cmd.status.unwrap_or(status::general::PROCESSING_FAILURE);
+                if status::kind(st) == StatusKind::Pending {
+                    return Ok(None);
+                }
+                let outcome = RetrieveOutcome {
+                    status: st,
+                    counts: cmd.sub_operations.unwrap_or_default(),
+                    error_comment: cmd.error_comment.clone(),
+                };
+                if cmd.has_data_set {
+                    *incoming = Some(Incoming::Final { outcome, len: 0 });
+                    return Ok(None);
+                }
+                Ok(Some(outcome))
+            }
+            other => Err(DimseError::Protocol(format!(
+                "unexpected {other:?} during a retrieve"
+            ))),
+        }
+    }
+
+    async fn on_data(
+        &mut self,
+        pdv: PDataValue,
+        incoming: &mut Option<Incoming>,
+    ) -> Result<Option<RetrieveOutcome>, DimseError> {
+        match incoming.as_mut() {
+            None => return Err(DimseError::Protocol("data set without a command".into())),
+            Some(Incoming::Store { pc_id, .. }) if *pc_id != pdv.presentation_context_id => {
+                return Err(DimseError::Protocol(
+                    "data set on another presentation context than its command".into(),
+                ))
+            }
+            Some(Incoming::Store { sink, refusal, .. }) => {
+                if let Some(s) = sink.as_mut() {
+                    if let Err(r) = s.write(&pdv.data).await {
+                        if let Some(s) = sink.take() {
+                            s.abort().await;
+                        }
+                        *refusal = Some(r);
+                    }
+                }
+            }
+            Some(Incoming::Final { len, .. }) => {
+                *len += pdv.data.len();
+                if *len > MAX_FINAL_DATA_SET {
+                    return Err(DimseError::Protocol(
+                        "final response data set larger than 4 MiB".into(),
+                    ));
+                }
+            }
+        }
+        if !pdv.is_last {
+            return Ok(None);
+        }
+        match incoming.take() {
+            Some(Incoming::Store {
+                pc_id,
+                rq,
+                sink,
+                refusal,
+            }) => {
+                let outcome = match (sink, refusal) {
+                    (_, Some(r)) => r.into(),
+                    (Some(sink), None) => sink.finish().await,
+                    (None, None) => {
+                        Refusal::new(status::general::PROCESSING_FAILURE, "internal: no sink")
+                            .into()
+                    }
+                };
+                let rsp = Command::c_store_rsp(&rq, outcome.status, outcome.comment);
+                pdv::send_command(&mut self.assoc, pc_id, &rsp).await?;
+                Ok(None)
+            }
+            Some(Incoming::Final { outcome, .. }) => Ok(Some(outcome)),
+            None => Ok(None),
+        }
+    }
+}
