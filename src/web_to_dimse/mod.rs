@@ -2,11 +2,14 @@
 //! Each route turns an HTTP request into DIMSE work on the PACS; errors turn
 //! outward in exactly one place, [`WebError`]'s `IntoResponse`.
 
+pub mod frames;
 pub mod qido;
+pub mod rendered;
 pub mod retrieve;
 pub mod stow;
 mod transfer;
 pub mod wado;
+pub mod wado_uri;
 
 use crate::cache::Cache;
 use crate::config::RetrieveMode;
@@ -109,6 +112,9 @@ pub fn router(services: &[Arc<PacsService>], base_path: &str) -> Router {
             Router::new()
                 .merge(qido::routes())
                 .merge(wado::routes())
+                .merge(frames::routes())
+                .merge(rendered::routes())
+                .merge(wado_uri::routes())
                 .merge(stow::routes())
                 .with_state(svc.clone())
         };
