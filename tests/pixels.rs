@@ -335,3 +335,30 @@ fn window_parameter_is_applied() {
     let default = mean(None);
     assert!(default > 1.0 && default < 254.0, "{default}");
 }
+
+#[test]
+fn palette_color_renders_through_its_tables() {
+    let path = testdata().samples_dir.join("examples_palette.dcm");
+    let script = "import sys, pydicom\nfrom pydicom.pixels import apply_color_lut\n\
+        d = pydicom.dcmread(sys.argv[1])\n\
+        print((apply_color_lut(d.pixel_array, d) >> 8).astype('uint8').tobytes().hex())";
+    let out = Command::new(venv_python())
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = unhex(String::from_utf8(out.stdout).unwrap().trim());
+    let px = PixelFile::open(&path).unwrap();
+    let opts = RenderOptions {
+        format: Format::Png,
+        ..Default::default()
+    };
+    let got = render(&px, 1, &opts).to_rgb8().into_raw();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "palette lookup differs from pydicom's");
+}

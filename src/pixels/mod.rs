@@ -12,6 +12,7 @@
 //! cmake and a C++ build.
 
 mod frames;
+mod locate;
 mod render;
 
 /// The `image` crate the renderer encodes with (tests decode with it).

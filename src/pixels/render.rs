@@ -1,10 +1,11 @@
 //! Decoding a frame and rendering it as a JPEG or PNG image.
 
 use super::{PixelError, PixelFile};
+use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 use dicom_pixeldata::image::{codecs::jpeg::JpegEncoder, imageops::FilterType};
-use dicom_pixeldata::image::{DynamicImage, ImageFormat};
+use dicom_pixeldata::image::{DynamicImage, ImageFormat, RgbImage};
 use dicom_pixeldata::{ConvertOptions, DecodedPixelData, PixelDecoder, VoiLutOption, WindowLevel};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
@@ -73,9 +74,13 @@ impl PixelFile {
             None => VoiLutOption::First,
         };
         let convert = ConvertOptions::new().with_voi_lut(voi).force_8bit();
-        let mut img = decoded
-            .to_dynamic_image_with_options(0, &convert)
-            .map_err(|e| PixelError::Unsupported(format!("this image for display: {e}")))?;
+        let mut img = if is_palette(&obj) {
+            palette_image(&obj, &decoded)?
+        } else {
+            decoded
+                .to_dynamic_image_with_options(0, &convert)
+                .map_err(|e| PixelError::Unsupported(format!("this image for display: {e}")))?
+        };
         if let Some((w, h)) = opts.viewport {
             img = img.resize(w.max(1), h.max(1), FilterType::Triangle);
         }
@@ -93,6 +98,82 @@ impl PixelFile {
         encoded.map_err(|e| PixelError::Malformed(format!("cannot encode the image: {e}")))?;
         Ok(out)
     }
+}
+
+fn is_palette(obj: &InMemDicomObject) -> bool {
+    obj.element_opt(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .is_some_and(|p| p.trim() == "PALETTE COLOR")
+}
+
+/// PALETTE COLOR: each stored value looked up in the red, green and blue
+/// tables (PS3.3 C.7.6.3.1.5), narrowed to 8 bits.
+fn palette_image(
+    obj: &InMemDicomObject,
+    decoded: &DecodedPixelData<'_>,
+) -> Result<DynamicImage, PixelError> {
+    let unsupported =
+        |why: &str| PixelError::Unsupported(format!("this PALETTE COLOR image: {why}"));
+    let values: Vec<u16> = match decoded.bits_allocated() {
+        8 => decoded.data().iter().map(|&v| u16::from(v)).collect(),
+        16 => decoded.data_ow(),
+        _ => return Err(unsupported("Bits Allocated is neither 8 nor 16")),
+    };
+    let table = |descriptor, data| -> Result<Vec<u8>, PixelError> {
+        let d: Vec<u32> = obj
+            .element_opt(descriptor)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_multi_int::<u32>().ok())
+            .filter(|d| d.len() == 3)
+            .ok_or_else(|| {
+                unsupported("no lookup table descriptor (segmented tables are not supported)")
+            })?;
+        let bytes = obj
+            .element_opt(data)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_bytes().ok())
+            .ok_or_else(|| unsupported("no lookup table data"))?;
+        // 0 entries means 65536; the first mapped value may be signed.
+        let entries = if d[0] == 0 { 65536 } else { d[0] as usize };
+        let first = i64::from(d[1] as u16 as i16).max(0) as usize;
+        let wide = bytes.len() >= 2 * entries;
+        let entry = |i: usize| -> u8 {
+            if wide {
+                let v = u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+                if d[2] > 8 {
+                    (v >> 8) as u8
+                } else {
+                    v as u8
+                }
+            } else {
+                bytes.get(i).copied().unwrap_or(0)
+            }
+        };
+        Ok(values
+            .iter()
+            .map(|&v| entry((v as usize).saturating_sub(first).min(entries - 1)))
+            .collect())
+    };
+    let r = table(
+        tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+        tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+    )?;
+    let g = table(
+        tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+        tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+    )?;
+    let b = table(
+        tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+        tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+    )?;
+    let rgb: Vec<u8> = (0..values.len()).flat_map(|i| [r[i], g[i], b[i]]).collect();
+    RgbImage::from_raw(decoded.columns(), decoded.rows(), rgb)
+        .map(DynamicImage::ImageRgb8)
+        .ok_or_else(|| PixelError::Malformed("pixel data shorter than Rows × Columns".into()))
 }
 
 /// Decodes a single-frame object to native pixels.

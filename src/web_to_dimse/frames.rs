@@ -124,7 +124,8 @@ fn choose(px: &PixelFile, ranges: &[MediaRange]) -> Result<Delivery, WebError> {
     if ranges.is_empty() {
         return Ok(Delivery::AsStored(stored));
     }
-    let ts_ok = |ts: &Option<String>, want: &str| ts.as_deref().is_none_or(|t| t == "*" || t == want);
+    let ts_ok =
+        |ts: &Option<String>, want: &str| ts.as_deref().is_none_or(|t| t == "*" || t == want);
     for r in ranges {
         // A bare single-part type asks for what multipart/related would carry.
         let part = match r.media.as_str() {
@@ -145,10 +146,12 @@ fn choose(px: &PixelFile, ranges: &[MediaRange]) -> Result<Delivery, WebError> {
                 Some(_) => None,
             },
             "image/*" | "video/*" if px.is_encapsulated() && stored.starts_with(&part[..6]) => {
-                ts_ok(&r.transfer_syntax, px.transfer_syntax()).then_some(Delivery::AsStored(stored))
+                ts_ok(&r.transfer_syntax, px.transfer_syntax())
+                    .then_some(Delivery::AsStored(stored))
             }
             t if px.is_encapsulated() && t == stored => {
-                ts_ok(&r.transfer_syntax, px.transfer_syntax()).then_some(Delivery::AsStored(stored))
+                ts_ok(&r.transfer_syntax, px.transfer_syntax())
+                    .then_some(Delivery::AsStored(stored))
             }
             _ => None,
         };
@@ -193,17 +196,20 @@ async fn frames(
         Delivery::AsStored(m) => m,
         Delivery::Decoded => OCTET_STREAM,
     };
-    let rest = numbers[1..].to_vec().into_iter();
+    let rest = numbers.into_iter().skip(1);
     // The cache handle rides along: the file stays while frames are read.
-    let later = futures::stream::unfold((rest, px, cached), move |(mut rest, px, cached)| async move {
-        let n = rest.next()?;
-        let p = px.clone();
-        let part = tokio::task::spawn_blocking(move || frame_part(&p, n, send))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
-        Some((part, (rest, px, cached)))
-    });
+    let later = futures::stream::unfold(
+        (rest, px, cached),
+        move |(mut rest, px, cached)| async move {
+            let n = rest.next()?;
+            let p = px.clone();
+            let part = tokio::task::spawn_blocking(move || frame_part(&p, n, send))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
+            Some((part, (rest, px, cached)))
+        },
+    );
     let parts = futures::StreamExt::chain(futures::stream::once(async { Ok(first) }), later);
     let boundary = multipart::new_boundary();
     let content_type = multipart::related_content_type(media, &boundary);

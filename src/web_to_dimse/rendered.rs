@@ -166,7 +166,9 @@ pub(super) fn parse_window(v: &str) -> Result<Window, WebError> {
     if !(2..=3).contains(&parts.len()) {
         return Err(bad("expected center,width[,function]"));
     }
-    let center: f64 = parts[0].parse().map_err(|_| bad("center is not a number"))?;
+    let center: f64 = parts[0]
+        .parse()
+        .map_err(|_| bad("center is not a number"))?;
     let width: f64 = parts[1].parse().map_err(|_| bad("width is not a number"))?;
     if !center.is_finite() || !width.is_finite() || width <= 0.0 {
         return Err(bad("width must be a positive number"));
@@ -195,7 +197,9 @@ fn parse_viewport(v: &str) -> Result<(u32, u32), WebError> {
     }
     let dim = |s: &str| match s.parse::<u32>() {
         Ok(n) if (1..=MAX_SIDE).contains(&n) => Ok(n),
-        _ => Err(bad(&format!("sizes are whole numbers from 1 to {MAX_SIDE}"))),
+        _ => Err(bad(&format!(
+            "sizes are whole numbers from 1 to {MAX_SIDE}"
+        ))),
     };
     Ok((dim(dims[0])?, dim(dims[1])?))
 }

@@ -119,7 +119,7 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Want, WebError> {
     })
 }
 
-fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
+pub(super) fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
     let mut out = Vec::new();
     let (mut start, mut quoted) = (0, false);
     for (i, c) in s.char_indices() {

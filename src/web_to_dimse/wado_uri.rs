@@ -37,9 +37,7 @@ async fn wado_uri(
         param(name).ok_or_else(|| WebError::BadRequest(format!("missing parameter {name}")))
     };
     if required("requestType")? != "WADO" {
-        return Err(WebError::BadRequest(
-            "requestType must be WADO".to_owned(),
-        ));
+        return Err(WebError::BadRequest("requestType must be WADO".to_owned()));
     }
     let scope = Scope::Instance(
         required("studyUID")?.to_owned(),
@@ -58,7 +56,13 @@ async fn wado_uri(
     let wanted = param("contentType").unwrap_or("image/jpeg");
     let content_type = wanted
         .split(',')
-        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .find(|t| [DICOM, "image/jpeg", "image/png", "image/*", "*/*"].contains(&t.as_str()))
         .ok_or_else(|| {
             WebError::NotAcceptable(format!(
@@ -137,10 +141,7 @@ async fn dicom(svc: &PacsService, scope: Scope, ts: Option<&str>) -> Result<Resp
     Ok(([(header::CONTENT_TYPE, DICOM)], body).into_response())
 }
 
-fn render_options(
-    q: &HashMap<String, String>,
-    format: Format,
-) -> Result<RenderOptions, WebError> {
+fn render_options(q: &HashMap<String, String>, format: Format) -> Result<RenderOptions, WebError> {
     let number = |name: &str| -> Result<Option<f64>, WebError> {
         q.get(name)
             .map(|v| {
