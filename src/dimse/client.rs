@@ -86,9 +86,19 @@ impl ScuAssociation {
                 peer: config.address.clone(),
                 secs: config.timeout.as_secs(),
             })?
-            .map_err(|e| DimseError::Associate {
-                peer: format!("{}@{}", config.called_ae, config.address),
-                message: e.to_string(),
+            .map_err(|e| {
+                // dicom-ul's own read timeout can fire before ours: still a timeout.
+                if is_timeout(&e) {
+                    DimseError::Timeout {
+                        peer: config.address.clone(),
+                        secs: config.timeout.as_secs(),
+                    }
+                } else {
+                    DimseError::Associate {
+                        peer: format!("{}@{}", config.called_ae, config.address),
+                        message: e.to_string(),
+                    }
+                }
             })?;
         // dicom-ul opens the socket itself; Nagle must go before the first DIMSE exchange.
         let _ = assoc.inner_stream().set_nodelay(true);
@@ -269,6 +279,23 @@ impl ScuAssociation {
     pub async fn release(self) -> Result<(), DimseError> {
         self.assoc.release().await.map_err(DimseError::send)
     }
+}
+
+/// Whether an error, or any error behind it, is an I/O timeout.
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The everyday proposal for Verification.

@@ -22,7 +22,8 @@ pub fn max_fragment(peer_max_pdu: u32) -> usize {
     } else {
         peer_max_pdu
     };
-    peer.saturating_sub(PDV_HEADER).clamp(1, 1 << 20) as usize
+    // DCMTK refuses odd-length fragments ("Odd Fragment Length"): keep them even.
+    (peer.saturating_sub(PDV_HEADER).clamp(2, 1 << 20) & !1) as usize
 }
 
 async fn send_fragment<A>(
@@ -210,5 +211,7 @@ mod tests {
     fn fragment_size_respects_peer_limit() {
         assert_eq!(max_fragment(16384), 16378);
         assert_eq!(max_fragment(0), (1 << 20) - 6);
+        assert_eq!(max_fragment(16385), 16378);
+        assert_eq!(max_fragment(7), 2);
     }
 }

@@ -47,6 +47,8 @@ pub struct DatasetScanner {
     header_len: usize,
     skip: u64,
     capture: Option<((u16, u16), Vec<u8>)>,
+    /// The last top-level element whose header was read.
+    last_top_level: (u16, u16),
     result: ScanResult,
     error: Option<String>,
 }
@@ -79,6 +81,7 @@ impl DatasetScanner {
             header_len: 0,
             skip: 0,
             capture: None,
+            last_top_level: (0, 0),
             result: ScanResult::default(),
             error: None,
         })
@@ -114,6 +117,22 @@ impl DatasetScanner {
                 self.inflated = out;
             }
         }
+    }
+
+    /// True once the scan has read past the Series Instance UID: the UIDs
+    /// in [`DatasetScanner::uids`] are then final (an absent one is absent).
+    pub fn uids_known(&self) -> bool {
+        self.last_top_level > SERIES_INSTANCE_UID
+    }
+
+    /// What is wrong with the data set, as soon as it shows.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// The UIDs found so far.
+    pub fn uids(&self) -> &ScanResult {
+        &self.result
     }
 
     /// The verdict once the last byte has been fed.
@@ -236,6 +255,9 @@ impl DatasetScanner {
                     ));
                     return;
                 }
+                if self.stack.is_empty() {
+                    self.last_top_level = tag;
+                }
                 let explicit = self.explicit_here();
                 let (vr, len) = if explicit {
                     let vr = [self.header[4], self.header[5]];
@@ -354,6 +376,7 @@ mod tests {
                 VR::UI,
                 PrimitiveValue::from("1.2.3.4"),
             ),
+            DataElement::new(tags::SERIES_NUMBER, VR::IS, PrimitiveValue::from("7")),
         ]);
         obj.put(DataElement::new(
             tags::PROCEDURE_CODE_SEQUENCE,
@@ -427,6 +450,25 @@ mod tests {
                 assert_eq!(r.series_instance_uid.as_deref(), Some("1.2.3.4"));
             }
         }
+    }
+
+    #[test]
+    fn uids_are_known_once_the_series_uid_is_behind() {
+        let bytes = encode(&sample(false), uids::EXPLICIT_VR_LITTLE_ENDIAN);
+        let mut s = DatasetScanner::new(uids::EXPLICIT_VR_LITTLE_ENDIAN).unwrap();
+        let mut known_at = None;
+        for (i, b) in bytes.iter().enumerate() {
+            s.feed(std::slice::from_ref(b));
+            if s.uids_known() {
+                known_at = Some(i);
+                break;
+            }
+        }
+        // Known right after the next element's header, long before the pixel data.
+        let at = known_at.expect("never known");
+        assert!(at < bytes.len() - 1000, "{at} of {}", bytes.len());
+        assert_eq!(s.uids().series_instance_uid.as_deref(), Some("1.2.3.4"));
+        assert_eq!(s.uids().study_instance_uid.as_deref(), Some("1.2.3"));
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! STOW-RS response (DICOM JSON) → per-instance outcome; DIMSE status mapping.
+//! STOW-RS response (DICOM JSON) ⇄ per-instance outcome; DIMSE status ⇄
+//! Failure Reason, one table both ways.
 //!
-//! Pure functions: the HTTP client hands us the body bytes and the SOP
-//! Instance UIDs it sent, we say what happened to each.
+//! Pure functions. Direction A: the HTTP client hands us the body bytes and
+//! the SOP Instance UIDs it sent, we say what happened to each. Direction B:
+//! the STOW-RS route hands us what the PACS said of each part, we write the
+//! response body.
 
 use std::collections::HashMap;
 
@@ -20,7 +23,9 @@ pub enum InstanceOutcome {
 // DICOM JSON keys (PS3.18 F.2: tags as 8 uppercase hex digits).
 const REFERENCED_SOP_SEQUENCE: &str = "00081199";
 const FAILED_SOP_SEQUENCE: &str = "00081198";
+const REFERENCED_SOP_CLASS_UID: &str = "00081150";
 const REFERENCED_SOP_INSTANCE_UID: &str = "00081155";
+const RETRIEVE_URL: &str = "00081190";
 const WARNING_REASON: &str = "00081196";
 const FAILURE_REASON: &str = "00081197";
 
@@ -147,23 +152,155 @@ pub const STORE_DATA_SET_MISMATCH: u16 = 0xA900;
 /// C-STORE-RSP "Error: Cannot understand".
 pub const STORE_CANNOT_UNDERSTAND: u16 = 0xC000;
 
+/// Codes that mean the same as a C-STORE-RSP status and as a STOW-RS
+/// Failure Reason (PS3.4 Table B.2-1, PS3.7 C, PS3.18 Table I.2-2): both
+/// directions pass them through unchanged.
+fn same_both_ways(code: u16) -> bool {
+    matches!(
+        code,
+        0xA700..=0xA7FF
+            | 0xA900..=0xA9FF
+            | 0xC000..=0xCFFF
+            | 0x0122
+            | 0x0124
+            | 0x0210
+            | 0x0211
+            | 0x0212
+    )
+}
+
 /// The C-STORE-RSP status to give a modality ("direct" mode) when the
 /// upstream refused its instance with this STOW Failure Reason.
 ///
-/// Reasons that are themselves C-STORE statuses (PS3.4 Table B.2-1 and the
-/// general DIMSE statuses of PS3.7 C) pass through; transient upstream
-/// trouble becomes Out of Resources so the modality tries again later.
+/// Shared codes pass through; transient upstream trouble becomes Out of
+/// Resources so the modality tries again later.
 pub fn dimse_status_for_failure(reason: u16) -> u16 {
     match reason {
-        // Already C-STORE statuses (refusals, errors, warnings).
-        0xA700..=0xA7FF | 0xA900..=0xA9FF | 0xC000..=0xCFFF | 0xB000..=0xB0FF => reason,
-        0x0122 | 0x0124 | 0x0210 | 0x0211 | 0x0212 => reason,
+        r if same_both_ways(r) => r,
+        // Warnings, should an origin put one here.
+        0xB000..=0xB0FF => reason,
         // The archive had trouble, not the instance: let the modality retry.
         0x0110 | 0x0213 => STORE_OUT_OF_RESOURCES,
         // The archive knows this UID under another class.
         0x0119 => STORE_DATA_SET_MISMATCH,
         _ => STORE_CANNOT_UNDERSTAND,
     }
+}
+
+/// The STOW-RS Failure Reason (0008,1197) for a failed C-STORE-RSP status
+/// (direction B): the other way of [`dimse_status_for_failure`].
+pub fn failure_for_dimse_status(status: u16) -> u16 {
+    match status {
+        s if same_both_ways(s) => s,
+        // A duplicate or otherwise unusable instance, as the PACS saw it.
+        0x0111 | 0x0117 | 0x0119 => STORE_DATA_SET_MISMATCH,
+        _ => FAILURE_PROCESSING,
+    }
+}
+
+/// Failure Reason for an instance whose Study Instance UID differs from the
+/// study of the request URL (PS3.18 10.5: refused, never stored). The
+/// standard leaves the code to us within A9xx ("does not match"); A901 is
+/// what other origins (Microsoft's DICOM service) send.
+pub const FAILURE_STUDY_MISMATCH: u16 = 0xA901;
+/// Failure Reason "Referenced SOP Class not supported".
+pub const FAILURE_SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+/// Failure Reason "Referenced Transfer Syntax not supported".
+pub const FAILURE_TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
+
+/// The STOW-RS Warning Reason (0008,1196) for a C-STORE-RSP warning status:
+/// C-STORE's warnings (B000, B006, B007) are the same codes; any other
+/// warning reads as coercion.
+pub fn warning_for_dimse_status(status: u16) -> u16 {
+    match status {
+        0xB000..=0xBFFF => status,
+        _ => 0xB000,
+    }
+}
+
+/// What became of one part of a STOW-RS request we answer (direction B).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceReport {
+    /// Unknown for a part that is not DICOM at all.
+    pub sop_class_uid: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    /// Where a stored instance can be retrieved.
+    pub retrieve_url: Option<String>,
+    /// Stored, StoredWithWarning or Failed.
+    pub outcome: InstanceOutcome,
+}
+
+/// The Store Instances Response Module (PS3.18 Annex I) as DICOM JSON:
+/// Retrieve URL of the study (type 2: empty when unknown), Referenced SOP
+/// Sequence for what was stored, Failed SOP Sequence for the rest.
+pub fn stow_response_body(
+    study_retrieve_url: Option<&str>,
+    reports: &[InstanceReport],
+) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let attr = |vr: &str, value: Option<Value>| match value {
+        Some(v) => json!({"vr": vr, "Value": [v]}),
+        None => json!({"vr": vr}),
+    };
+    let reference = |r: &InstanceReport| {
+        let mut item = Map::new();
+        for (key, uid) in [
+            (REFERENCED_SOP_CLASS_UID, &r.sop_class_uid),
+            (REFERENCED_SOP_INSTANCE_UID, &r.sop_instance_uid),
+        ] {
+            if let Some(uid) = uid {
+                item.insert(key.into(), attr("UI", Some(json!(uid))));
+            }
+        }
+        item
+    };
+    let (mut stored, mut failed) = (Vec::new(), Vec::new());
+    for r in reports {
+        let mut item = reference(r);
+        match r.outcome {
+            InstanceOutcome::Stored | InstanceOutcome::StoredWithWarning(_) => {
+                item.insert(
+                    RETRIEVE_URL.into(),
+                    attr("UR", r.retrieve_url.as_ref().map(|u| json!(u))),
+                );
+                if let InstanceOutcome::StoredWithWarning(w) = r.outcome {
+                    item.insert(WARNING_REASON.into(), attr("US", Some(json!(w))));
+                }
+                stored.push(Value::Object(item));
+            }
+            InstanceOutcome::Failed(reason) => {
+                item.insert(FAILURE_REASON.into(), attr("US", Some(json!(reason))));
+                failed.push(Value::Object(item));
+            }
+            // We always know what the PACS said; count silence as a failure.
+            InstanceOutcome::NotAcknowledged => {
+                item.insert(
+                    FAILURE_REASON.into(),
+                    attr("US", Some(json!(FAILURE_PROCESSING))),
+                );
+                failed.push(Value::Object(item));
+            }
+        }
+    }
+    let mut body = Map::new();
+    body.insert(
+        RETRIEVE_URL.into(),
+        attr("UR", study_retrieve_url.map(|u| json!(u))),
+    );
+    // 1C: present only when not empty.
+    if !failed.is_empty() {
+        body.insert(
+            FAILED_SOP_SEQUENCE.into(),
+            json!({"vr": "SQ", "Value": failed}),
+        );
+    }
+    if !stored.is_empty() {
+        body.insert(
+            REFERENCED_SOP_SEQUENCE.into(),
+            json!({"vr": "SQ", "Value": stored}),
+        );
+    }
+    Value::Object(body)
 }
 
 #[cfg(test)]
@@ -298,5 +435,70 @@ mod tests {
             "transfer syntax not supported"
         );
         assert_eq!(failure_reason_meaning(0x0122), "SOP class not supported");
+    }
+
+    #[test]
+    fn status_table_the_other_way() {
+        let cases = [
+            (0xA700, 0xA700),
+            (0xA7FE, 0xA7FE),
+            (0xA900, 0xA900),
+            (0xC000, 0xC000),
+            (0xC122, 0xC122),
+            (0x0122, 0x0122),
+            (0x0124, 0x0124),
+            (0x0111, 0xA900),
+            (0x0110, 0x0110),
+            (0x0213, 0x0110),
+            (0xFFFF, 0x0110),
+        ];
+        for (status, reason) in cases {
+            assert_eq!(failure_for_dimse_status(status), reason, "{status:04X}");
+        }
+        // Shared codes survive the round trip.
+        for code in [0xA700, 0xA9FF, 0xC122, 0x0122, 0x0124, 0x0212] {
+            assert_eq!(
+                dimse_status_for_failure(failure_for_dimse_status(code)),
+                code
+            );
+        }
+    }
+
+    #[test]
+    fn response_body_reads_back_with_our_own_parser() {
+        let report = |uid: &str, outcome| InstanceReport {
+            sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.2".into()),
+            sop_instance_uid: Some(uid.into()),
+            retrieve_url: Some(format!(
+                "http://h/dicom-web/studies/1/series/2/instances/{uid}"
+            )),
+            outcome,
+        };
+        let mut garbage = report("x", Failed(0xC000));
+        garbage.sop_class_uid = None;
+        garbage.sop_instance_uid = None;
+        let reports = vec![
+            report("1.1", Stored),
+            report("1.2", StoredWithWarning(0xB000)),
+            report("1.3", Failed(FAILURE_STUDY_MISMATCH)),
+            garbage,
+        ];
+        let body = stow_response_body(Some("http://h/dicom-web/studies/1"), &reports);
+        assert_eq!(body["00081190"]["Value"][0], "http://h/dicom-web/studies/1");
+        assert_eq!(body["00081198"]["Value"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            body["00081199"]["Value"][0]["00081190"]["Value"][0],
+            "http://h/dicom-web/studies/1/series/2/instances/1.1"
+        );
+        // The item of the part that was not DICOM has a reason and no UIDs.
+        let unnamed = &body["00081198"]["Value"][1];
+        assert_eq!(unnamed["00081197"]["Value"][0], 0xC000);
+        assert!(unnamed.get("00081155").is_none());
+        let text = serde_json::to_vec(&body).unwrap();
+        let out = parse_stow_response(&text, &["1.1", "1.2", "1.3"]).unwrap();
+        assert_eq!(out, vec![Stored, StoredWithWarning(0xB000), Failed(0xA901)]);
+
+        let none = stow_response_body(None, &[]);
+        assert_eq!(none, serde_json::json!({"00081190": {"vr": "UR"}}));
     }
 }

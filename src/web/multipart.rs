@@ -1,4 +1,5 @@
-//! Streaming multipart/related writer (and later reader).
+//! Streaming multipart/related: the writer, and what reading with multer
+//! needs (the Content-Type's parameters, a poll budget).
 //!
 //! The body is produced part by part from open files in 64 KiB chunks, so
 //! memory stays bounded whatever the size of the instances. Every part
@@ -7,6 +8,8 @@
 
 use bytes::Bytes;
 use futures::{stream, Stream, StreamExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
@@ -126,6 +129,117 @@ where
         }))
 }
 
+/// multer drains its input until it is pending before handing out data; a
+/// fast peer could thus land a whole body in memory. Yielding after this
+/// many bytes bounds what one poll buffers.
+pub const POLL_BUDGET: usize = 256 * 1024;
+
+/// The parameters of a `multipart/related` Content-Type (names lower-cased,
+/// values unquoted), or None for any other type.
+pub fn related_params(content_type: &str) -> Option<Vec<(String, String)>> {
+    match content_type.parse::<mime::Mime>() {
+        Ok(mime) => {
+            if mime.type_() != mime::MULTIPART || mime.subtype().as_str() != "related" {
+                return None;
+            }
+            Some(
+                mime.params()
+                    .map(|(n, v)| (n.as_str().to_ascii_lowercase(), v.as_str().to_owned()))
+                    .collect(),
+            )
+        }
+        // mime refuses `type=application/dicom` unquoted ('/' is not a token
+        // character), which peers do send: read the header leniently.
+        Err(_) => {
+            let (essence, params) = content_type.split_once(';')?;
+            if !essence.trim().eq_ignore_ascii_case("multipart/related") {
+                return None;
+            }
+            Some(lenient_params(params))
+        }
+    }
+}
+
+/// The boundary of a `multipart/related` Content-Type (quoted or not).
+pub fn related_boundary(content_type: &str) -> Option<String> {
+    related_params(content_type)?
+        .into_iter()
+        .find(|(name, _)| name == "boundary")
+        .map(|(_, v)| v)
+        .filter(|b| !b.is_empty())
+}
+
+/// `; name=value; name="quoted \" value"` pairs, as far as they make sense.
+fn lenient_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.next_if(|c| *c == ';' || c.is_whitespace()).is_some() {}
+        let name: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ';')).collect();
+        if name.is_empty() && chars.peek().is_none() {
+            return out;
+        }
+        let mut value = String::new();
+        if chars.next_if_eq(&'=').is_some() {
+            if chars.next_if_eq(&'"').is_some() {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => value.extend(chars.next()),
+                        c => value.push(c),
+                    }
+                }
+                while chars.next_if(|c| *c != ';').is_some() {}
+            } else {
+                value = std::iter::from_fn(|| chars.next_if(|c| *c != ';')).collect();
+            }
+        }
+        out.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+}
+
+/// Passes a byte stream through, but reports Pending (and asks to be polled
+/// again at once) after every `budget` bytes; see [`POLL_BUDGET`].
+pub struct YieldEvery<S> {
+    inner: S,
+    budget: usize,
+    since_yield: usize,
+}
+
+impl<S> YieldEvery<S> {
+    pub fn new(inner: S, budget: usize) -> Self {
+        YieldEvery {
+            inner,
+            budget,
+            since_yield: 0,
+        }
+    }
+}
+
+impl<S, E> Stream for YieldEvery<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Bytes, E>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.since_yield >= this.budget {
+            this.since_yield = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut this.inner).poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(b))) => this.since_yield += b.len(),
+            Poll::Pending => this.since_yield = 0,
+            Poll::Ready(_) => {}
+        }
+        polled
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +304,72 @@ mod tests {
         assert_eq!(
             related_content_type("application/dicom", "b1"),
             "multipart/related; type=\"application/dicom\"; boundary=b1"
+        );
+    }
+
+    #[test]
+    fn boundary_of_related_types_only() {
+        assert_eq!(
+            related_boundary("multipart/related; type=\"application/dicom\"; boundary=abc-1"),
+            Some("abc-1".into())
+        );
+        assert_eq!(
+            related_boundary("Multipart/Related; boundary=\"q d\"; type=application/dicom"),
+            Some("q d".into())
+        );
+        assert_eq!(
+            related_boundary("multipart/related; type=application/dicom"),
+            None
+        );
+        assert_eq!(related_boundary("multipart/form-data; boundary=x"), None);
+        assert_eq!(related_boundary("application/dicom+json"), None);
+        assert_eq!(related_boundary(""), None);
+        let params =
+            related_params("multipart/related; type=application/dicom; boundary=x").unwrap();
+        assert_eq!(
+            params,
+            vec![
+                ("type".to_owned(), "application/dicom".to_owned()),
+                ("boundary".to_owned(), "x".to_owned())
+            ]
+        );
+        let params = related_params("multipart/related; Type=\"application/dicom+json\"").unwrap();
+        assert_eq!(
+            params,
+            vec![("type".to_owned(), "application/dicom+json".to_owned())]
+        );
+    }
+
+    /// A body that is always ready (as from a fast origin) still comes out in
+    /// chunks of about the budget: nothing buffers a whole part.
+    #[tokio::test]
+    async fn always_ready_body_is_read_in_bounded_chunks() {
+        let payload_len = 16 * 1024 * 1024;
+        let boundary = "bb";
+        let mut pieces = vec![Bytes::from(format!(
+            "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
+        ))];
+        let mut sent = 0;
+        while sent < payload_len {
+            let n = CHUNK.min(payload_len - sent);
+            pieces.push(Bytes::from(vec![(sent / CHUNK) as u8; n]));
+            sent += n;
+        }
+        pieces.push(Bytes::from(format!("\r\n--{boundary}--\r\n")));
+        let input = stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
+        let body = YieldEvery::new(input, POLL_BUDGET);
+        let mut mp = multer::Multipart::new(body, boundary);
+        let mut field = mp.next_field().await.unwrap().unwrap();
+        let (mut total, mut largest) = (0, 0);
+        while let Some(c) = field.chunk().await.unwrap() {
+            total += c.len();
+            largest = largest.max(c.len());
+        }
+        assert_eq!(total, payload_len);
+        // What next_field buffered plus one budget, whatever the part's size.
+        assert!(
+            largest <= 2 * (POLL_BUDGET + CHUNK),
+            "a chunk of {largest} bytes"
         );
     }
 }

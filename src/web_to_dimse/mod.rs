@@ -16,7 +16,7 @@ use crate::config::RetrieveMode;
 use crate::dimse::client::ScuConfig;
 use crate::dimse::move_inbox::MoveInbox;
 use crate::dimse::DimseError;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use std::sync::Arc;
@@ -35,6 +35,33 @@ pub struct PacsService {
     pub cache: Arc<Cache>,
     /// Where C-MOVE sub-operations to our own AE find their request.
     pub moves: Arc<MoveInbox>,
+}
+
+impl PacsService {
+    /// This PACS's DICOMweb root as the client reached it, e.g.
+    /// `http://pons:8080/dicom-web`: Retrieve URLs start with it. Behind a
+    /// proxy, X-Forwarded-Proto and X-Forwarded-Host say what the client
+    /// used; without any host, the root is the bare path.
+    pub fn public_root(&self, headers: &HeaderMap, uri: &Uri) -> String {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let host = header("x-forwarded-host")
+            .or_else(|| header(header::HOST.as_str()))
+            .or_else(|| uri.authority().map(|a| a.as_str()));
+        match host {
+            Some(host) => {
+                let scheme = header("x-forwarded-proto").unwrap_or("http");
+                format!("{scheme}://{host}{}", self.base_path)
+            }
+            None => self.base_path.clone(),
+        }
+    }
 }
 
 /// Every way a DICOMweb request can fail, each with a message a person can act on.

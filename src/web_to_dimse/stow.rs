@@ -1,9 +1,257 @@
-//! stow: see the issue; filled in by its own commit.
+//! STOW-RS → C-STORE: POST {base}/studies[/{study}] with a
+//! `multipart/related; type="application/dicom"` body; each part goes to
+//! the PACS as it arrives, over one association reused for the request.
+//!
+//! Memory stays bounded whatever the body's size: a part's PS3.10 header
+//! and at most [`LOOKAHEAD`] bytes of its data set are held back (to learn
+//! the Study and Series UIDs before sending), the rest streams through one
+//! P-DATA fragment at a time. The data set is checked on the way
+//! ([`DatasetScanner`]); a part found broken at its end never gets its
+//! last fragment sent: the association is aborted, so the PACS drops it.
 
-use super::PacsService;
+mod part;
+mod scu;
+
+use super::{PacsService, WebError};
+use crate::translate::stow::{stow_response_body, InstanceOutcome, InstanceReport};
+use crate::web::multipart::{related_params, YieldEvery, POLL_BUDGET};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use axum::Router;
+use futures::{Stream, StreamExt};
+use scu::StoreScu;
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// How much of a body we answer early is read anyway, and for how long.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+const DICOM: &str = "application/dicom";
+const DICOM_JSON: &str = "application/dicom+json";
 
 pub fn routes() -> Router<Arc<PacsService>> {
     Router::new()
+        .route("/studies", post(store_instances))
+        .route("/studies/{study}", post(store_study_instances))
+}
+
+async fn store_instances(
+    State(svc): State<Arc<PacsService>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, WebError> {
+    store(&svc, None, &headers, &uri, body).await
+}
+
+async fn store_study_instances(
+    State(svc): State<Arc<PacsService>>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, WebError> {
+    store(&svc, Some(&study), &headers, &uri, body).await
+}
+
+/// 1 to 64 digits and dots (PS3.5 9.1).
+fn is_uid(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// The media type without parameters, lower-cased.
+fn essence(media_type: &str) -> String {
+    media_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The boundary of a body we can store, or why we cannot.
+fn boundary_of(headers: &HeaderMap) -> Result<String, WebError> {
+    let wanted = format!("send multipart/related; type=\"{DICOM}\" (one PS3.10 instance per part)");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(params) = related_params(content_type) else {
+        return Err(WebError::UnsupportedMediaType(format!(
+            "Content-Type {content_type:?} cannot be stored: {wanted}"
+        )));
+    };
+    let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    // Without a type parameter, each part's own Content-Type decides.
+    if let Some(part_type) = param("type") {
+        if essence(part_type) != DICOM {
+            let what = if essence(part_type) == DICOM_JSON {
+                "metadata with bulk data parts is not supported yet"
+            } else {
+                "only DICOM parts are supported"
+            };
+            return Err(WebError::UnsupportedMediaType(format!(
+                "type={part_type:?}: {what}; {wanted}"
+            )));
+        }
+    }
+    match param("boundary") {
+        Some(b) if !b.is_empty() => Ok(b.clone()),
+        _ => Err(WebError::BadRequest(
+            "Content-Type multipart/related has no boundary parameter".into(),
+        )),
+    }
+}
+
+async fn store(
+    svc: &PacsService,
+    study: Option<&str>,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Body,
+) -> Result<Response, WebError> {
+    let boundary = match study {
+        Some(s) if !is_uid(s) => Err(WebError::BadRequest(format!(
+            "{s:?} in the URL is not a Study Instance UID"
+        ))),
+        _ => boundary_of(headers),
+    };
+    // Answered before the body is read: read it anyway (see drain).
+    let boundary = match boundary {
+        Ok(b) => b,
+        Err(e) => {
+            drain(
+                body.into_data_stream()
+                    .take_while(|r| futures::future::ready(r.is_ok()))
+                    .map(|r| r.map_or(0, |b| b.len())),
+            )
+            .await;
+            return Err(e);
+        }
+    };
+    let body = YieldEvery::new(body.into_data_stream(), POLL_BUDGET);
+    let mut multipart = multer::Multipart::new(body, boundary);
+    let mut stow = Stow {
+        svc,
+        url_study: study,
+        root: svc.public_root(headers, uri),
+        scu: StoreScu::new(svc),
+        reports: Vec::new(),
+        studies: BTreeSet::new(),
+        pacs_error: None,
+    };
+    let result = async {
+        while let Some(mut field) = multipart.next_field().await.map_err(body_error)? {
+            let report = stow.part(&mut field).await?;
+            // What the part still holds (after a refusal) is skipped.
+            while field.chunk().await.map_err(body_error)?.is_some() {}
+            stow.reports.push(report);
+        }
+        Ok(())
+    }
+    .await;
+    stow.scu.release().await;
+    if let Err(e) = result {
+        drain(remaining_parts(multipart)).await;
+        return Err(e);
+    }
+    stow.response()
+}
+
+/// Reads and drops what is left of a body we answer early (up to a limit),
+/// so that a client still sending reads our answer, not a connection reset.
+async fn drain(sizes: impl Stream<Item = usize>) {
+    let mut sizes = std::pin::pin!(sizes);
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut total = 0;
+        while let Some(n) = sizes.next().await {
+            total += n;
+            if total > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The sizes of the chunks left in a multipart body, up to its end or error.
+fn remaining_parts(multipart: multer::Multipart<'static>) -> impl Stream<Item = usize> {
+    let state = (multipart, None::<multer::Field<'static>>);
+    futures::stream::unfold(state, |(mut multipart, mut field)| async move {
+        loop {
+            match field.as_mut() {
+                Some(f) => match f.chunk().await {
+                    Ok(Some(b)) => return Some((b.len(), (multipart, field))),
+                    Ok(None) => field = None,
+                    Err(_) => return None,
+                },
+                None => field = Some(multipart.next_field().await.ok()??),
+            }
+        }
+    })
+}
+
+fn body_error(e: multer::Error) -> WebError {
+    WebError::BadRequest(format!("the multipart/related body cannot be read: {e}"))
+}
+
+/// One STOW-RS request in progress.
+struct Stow<'a> {
+    svc: &'a PacsService,
+    url_study: Option<&'a str>,
+    /// Where Retrieve URLs start.
+    root: String,
+    scu: StoreScu<'a>,
+    reports: Vec<InstanceReport>,
+    /// Study Instance UIDs of the stored instances.
+    studies: BTreeSet<String>,
+    /// Set once the PACS could not be associated with after something was
+    /// stored: the remaining parts fail without trying again.
+    pacs_error: Option<String>,
+}
+
+impl Stow<'_> {
+    /// PS3.18 10.5.3: 200 all stored, 202 some failed or warned, 409 none stored.
+    fn response(&self) -> Result<Response, WebError> {
+        if self.reports.is_empty() {
+            return Err(WebError::BadRequest(
+                "the multipart/related body holds no parts".into(),
+            ));
+        }
+        let stored = self
+            .reports
+            .iter()
+            .filter(|r| !matches!(r.outcome, InstanceOutcome::Failed(_)))
+            .count();
+        let clean = self
+            .reports
+            .iter()
+            .all(|r| r.outcome == InstanceOutcome::Stored);
+        let code = if clean {
+            StatusCode::OK
+        } else if stored > 0 {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::CONFLICT
+        };
+        tracing::info!(
+            pacs = %self.svc.name,
+            parts = self.reports.len(),
+            stored,
+            status = code.as_u16(),
+            "STOW-RS done"
+        );
+        let study = match (self.url_study, self.studies.len()) {
+            (Some(s), _) => Some(s.to_owned()),
+            (None, 1) => self.studies.first().cloned(),
+            _ => None,
+        };
+        let study_url = study.map(|s| format!("{}/studies/{s}", self.root));
+        let body = stow_response_body(study_url.as_deref(), &self.reports);
+        Ok((code, [(header::CONTENT_TYPE, DICOM_JSON)], body.to_string()).into_response())
+    }
 }

@@ -4,20 +4,15 @@
 
 use super::DICOM;
 use super::{refusal, UpstreamClient, UpstreamError};
+use crate::web::multipart::{related_boundary, YieldEvery, POLL_BUDGET};
 use crate::web::part10::{parse_part10_header, FileMetaInfo, Part10Head};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::StatusCode;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncRead;
 
-/// multer drains its input until it is pending before handing out data; a
-/// fast origin could thus land a whole response in memory. Yielding after
-/// this many bytes bounds what one poll buffers.
-const POLL_BUDGET: usize = 256 * 1024;
 /// A file meta group is a few hundred bytes; more than this is not one.
 const MAX_PART10_HEAD: usize = 1024 * 1024;
 
@@ -104,72 +99,13 @@ impl UpstreamClient {
                 ),
             });
         };
-        let body = YieldEvery {
-            inner: Box::pin(resp.bytes_stream()),
-            budget: POLL_BUDGET,
-            since_yield: 0,
-        };
+        let body = YieldEvery::new(Box::pin(resp.bytes_stream()), POLL_BUDGET);
         Ok(RetrievedParts {
             url,
             multipart: Some(multer::Multipart::new(body, boundary)),
             idle: self.request_timeout,
             parts: 0,
         })
-    }
-}
-
-/// The boundary of a `multipart/related` Content-Type (quoted or not).
-fn related_boundary(content_type: &str) -> Option<String> {
-    let boundary = match content_type.parse::<mime::Mime>() {
-        Ok(mime) => {
-            if mime.type_() != mime::MULTIPART || mime.subtype().as_str() != "related" {
-                return None;
-            }
-            mime.get_param(mime::BOUNDARY)?.as_str().to_owned()
-        }
-        // mime refuses `type=application/dicom` unquoted ('/' is not a token
-        // character), which origins do send: read the header leniently.
-        Err(_) => {
-            let (essence, params) = content_type.split_once(';')?;
-            if !essence.trim().eq_ignore_ascii_case("multipart/related") {
-                return None;
-            }
-            lenient_params(params)
-                .into_iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case("boundary"))?
-                .1
-        }
-    };
-    (!boundary.is_empty()).then_some(boundary)
-}
-
-/// `; name=value; name="quoted \" value"` pairs, as far as they make sense.
-fn lenient_params(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.next_if(|c| *c == ';' || c.is_whitespace()).is_some() {}
-        let name: String =
-            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ';')).collect();
-        if name.is_empty() && chars.peek().is_none() {
-            return out;
-        }
-        let mut value = String::new();
-        if chars.next_if_eq(&'=').is_some() {
-            if chars.next_if_eq(&'"').is_some() {
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => value.extend(chars.next()),
-                        c => value.push(c),
-                    }
-                }
-                while chars.next_if(|c| *c != ';').is_some() {}
-            } else {
-                value = std::iter::from_fn(|| chars.next_if(|c| *c != ';')).collect();
-            }
-        }
-        out.push((name.trim().to_owned(), value.trim().to_owned()));
     }
 }
 
@@ -350,37 +286,6 @@ fn multer_error(url: &str, idle: Duration, e: multer::Error) -> UpstreamError {
     UpstreamError::BadResponse {
         url: url.to_owned(),
         message: format!("multipart body: {e}"),
-    }
-}
-
-/// Passes a byte stream through, but reports Pending (and asks to be polled
-/// again at once) after every `budget` bytes; see [`POLL_BUDGET`].
-struct YieldEvery<S> {
-    inner: S,
-    budget: usize,
-    since_yield: usize,
-}
-
-impl<S, E> Stream for YieldEvery<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-{
-    type Item = Result<Bytes, E>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.since_yield >= this.budget {
-            this.since_yield = 0;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        let polled = Pin::new(&mut this.inner).poll_next(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(b))) => this.since_yield += b.len(),
-            Poll::Pending => this.since_yield = 0,
-            Poll::Ready(_) => {}
-        }
-        polled
     }
 }
 

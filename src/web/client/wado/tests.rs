@@ -1,6 +1,5 @@
 use super::*;
 use crate::web::client::tests::{canned, config, http_response};
-use futures::stream;
 use tokio::io::AsyncReadExt;
 
 /// A small PS3.10 file (all bytes ASCII, so it fits a canned String body).
@@ -41,25 +40,6 @@ fn multipart_body(boundary: &str, parts: &[(&str, Vec<u8>)]) -> String {
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     String::from_utf8(body).unwrap()
-}
-
-#[test]
-fn boundary_of_related_types_only() {
-    assert_eq!(
-        related_boundary("multipart/related; type=\"application/dicom\"; boundary=abc-1"),
-        Some("abc-1".into())
-    );
-    assert_eq!(
-        related_boundary("Multipart/Related; boundary=\"q d\"; type=application/dicom"),
-        Some("q d".into())
-    );
-    assert_eq!(
-        related_boundary("multipart/related; type=application/dicom"),
-        None
-    );
-    assert_eq!(related_boundary("multipart/form-data; boundary=x"), None);
-    assert_eq!(related_boundary("application/dicom+json"), None);
-    assert_eq!(related_boundary(""), None);
 }
 
 #[tokio::test]
@@ -236,42 +216,4 @@ async fn status_and_content_type_errors() {
         client.retrieve("studies/1", Some("1.2\r\nX: y")).await,
         Err(UpstreamError::Config(_))
     ));
-}
-
-/// A body that is always ready (as from a fast origin) still comes out in
-/// chunks of about the budget: nothing buffers a whole part.
-#[tokio::test]
-async fn always_ready_body_is_read_in_bounded_chunks() {
-    const CHUNK: usize = 64 * 1024;
-    let payload_len = 16 * 1024 * 1024;
-    let boundary = "bb";
-    let mut pieces = vec![Bytes::from(format!(
-        "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
-    ))];
-    let mut sent = 0;
-    while sent < payload_len {
-        let n = CHUNK.min(payload_len - sent);
-        pieces.push(Bytes::from(vec![(sent / CHUNK) as u8; n]));
-        sent += n;
-    }
-    pieces.push(Bytes::from(format!("\r\n--{boundary}--\r\n")));
-    let input = stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
-    let body = YieldEvery {
-        inner: input,
-        budget: POLL_BUDGET,
-        since_yield: 0,
-    };
-    let mut mp = multer::Multipart::new(body, boundary);
-    let mut field = mp.next_field().await.unwrap().unwrap();
-    let (mut total, mut largest) = (0, 0);
-    while let Some(c) = field.chunk().await.unwrap() {
-        total += c.len();
-        largest = largest.max(c.len());
-    }
-    assert_eq!(total, payload_len);
-    // What next_field buffered plus one budget, whatever the part's size.
-    assert!(
-        largest <= 2 * (POLL_BUDGET + CHUNK),
-        "a chunk of {largest} bytes"
-    );
 }
