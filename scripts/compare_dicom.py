@@ -14,7 +14,9 @@ Not compared: the file meta group (0002,xxxx), group length elements
 
 Encoding differences that do not change the data set are not differences:
 transfer syntax (values are compared decoded, so implicit vs explicit VR or
-big vs little endian compare equal as long as the values agree), sequence and
+big vs little endian compare equal as long as the values agree; OW, OF, OL,
+OD and OV values are compared word by word across byte orders; a private
+element read from Implicit VR has no VR to compare), sequence and
 item length encoding (defined vs undefined), and the single padding byte an
 encoder adds to an odd-length OB/OW/UN value. Encapsulated pixel data is
 compared byte for byte (fragments included), so a lossy re-compression is a
@@ -43,7 +45,22 @@ def bytes_equal(a: bytes, b: bytes) -> bool:
     return False
 
 
-def compare(a: Dataset, b: Dataset, path: str, out: list[str]) -> None:
+WORD = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def swapped(v: bytes, word: int) -> bytes:
+    n = len(v) - len(v) % word
+    return b"".join(v[i : i + word][::-1] for i in range(0, n, word)) + v[n:]
+
+
+def compare(
+    a: Dataset,
+    b: Dataset,
+    path: str,
+    out: list[str],
+    enc: tuple = ((True, True), (True, True)),
+) -> None:
+    """`enc`: (explicit VR, little endian) of a and of b."""
     tags = sorted(set(a.keys()) | set(b.keys()))
     for tag in tags:
         # file meta; group lengths (retired, recomputed or dropped by encoders);
@@ -66,12 +83,19 @@ def compare(a: Dataset, b: Dataset, path: str, out: list[str]) -> None:
                 out.append(f"{name} {len(ea.value)} items != {len(eb.value)} items")
                 continue
             for i, (ia, ib) in enumerate(zip(ea.value, eb.value)):
-                compare(ia, ib, f"{name}[{i}].", out)
+                compare(ia, ib, f"{name}[{i}].", out, enc)
             continue
         va, vb = ea.value, eb.value
         if isinstance(va, (bytes, bytearray)) and isinstance(vb, (bytes, bytearray)):
-            if not bytes_equal(bytes(va), bytes(vb)):
+            va, vb = bytes(va), bytes(vb)
+            word = WORD.get(ea.VR) or WORD.get(eb.VR)
+            if word and enc[0][1] != enc[1][1]:
+                va = swapped(va, word)
+            if not bytes_equal(va, vb):
                 out.append(f"{name} {len(va)} bytes != {len(vb)} bytes (content differs)")
+            continue
+        implicit = not (enc[0][0] and enc[1][0])
+        if implicit and tag.is_private and ea.VR != eb.VR:
             continue
         if ea.VR != eb.VR and not (ea.VR in BINARY_VRS and eb.VR in BINARY_VRS):
             out.append(f"{name} VR {ea.VR} != {eb.VR}")
@@ -90,6 +114,13 @@ def read(path: str) -> Dataset:
         return ds
 
 
+def encoding(ds: Dataset) -> tuple[bool, bool]:
+    ts = ds.file_meta.TransferSyntaxUID if "TransferSyntaxUID" in ds.file_meta else None
+    if ts is None:
+        return (True, True)
+    return (not ts.is_implicit_VR, ts.is_little_endian)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or len(argv) % 2:
         print(__doc__, file=sys.stderr)
@@ -103,7 +134,7 @@ def main(argv: list[str]) -> int:
             failed += 1
             continue
         diffs: list[str] = []
-        compare(a, b, "", diffs)
+        compare(a, b, "", diffs, (encoding(a), encoding(b)))
         if diffs:
             failed += 1
             print(f"{a_path} vs {b_path}: {len(diffs)} differences", file=sys.stderr)

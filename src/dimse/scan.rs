@@ -15,6 +15,7 @@ const SOP_CLASS_UID: (u16, u16) = (0x0008, 0x0016);
 const SOP_INSTANCE_UID: (u16, u16) = (0x0008, 0x0018);
 const STUDY_INSTANCE_UID: (u16, u16) = (0x0020, 0x000D);
 const SERIES_INSTANCE_UID: (u16, u16) = (0x0020, 0x000E);
+const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 /// UIDs are at most 64 bytes; anything longer is not worth capturing.
 const MAX_CAPTURE: u32 = 64;
@@ -34,6 +35,9 @@ pub struct ScanResult {
     pub sop_instance_uid: Option<String>,
     pub study_instance_uid: Option<String>,
     pub series_instance_uid: Option<String>,
+    /// The VR of top-level Pixel Data, once its header went past (OW in
+    /// Implicit VR, where the stream names none).
+    pub pixel_data_vr: Option<[u8; 2]>,
 }
 
 pub struct DatasetScanner {
@@ -277,6 +281,9 @@ impl DatasetScanner {
                 } else {
                     (None, self.u32_at(4))
                 };
+                if self.stack.is_empty() && tag == PIXEL_DATA {
+                    self.result.pixel_data_vr = Some(vr.unwrap_or(*b"OW"));
+                }
                 if len == UNDEFINED {
                     // An undefined-length UN holds a sequence in Implicit VR LE (PS3.5 §6.2.2).
                     let inner_explicit = explicit && vr != Some(*b"UN");
@@ -448,6 +455,12 @@ mod tests {
                 );
                 assert_eq!(r.study_instance_uid.as_deref(), Some("1.2.3"));
                 assert_eq!(r.series_instance_uid.as_deref(), Some("1.2.3.4"));
+                let vr = if ts == uids::IMPLICIT_VR_LITTLE_ENDIAN || !encapsulated {
+                    *b"OW"
+                } else {
+                    *b"OB"
+                };
+                assert_eq!(r.pixel_data_vr, Some(vr), "{ts}");
             }
         }
     }

@@ -3,6 +3,7 @@
 //! outward in exactly one place, [`WebError`]'s `IntoResponse`.
 
 pub mod frames;
+mod metadata;
 pub mod qido;
 pub mod rendered;
 pub mod retrieve;
@@ -142,6 +143,7 @@ pub fn router(services: &[Arc<PacsService>], base_path: &str) -> Router {
                 .merge(frames::routes())
                 .merge(rendered::routes())
                 .merge(wado_uri::routes())
+                .merge(metadata::routes())
                 .merge(stow::routes())
                 .with_state(svc.clone())
         };

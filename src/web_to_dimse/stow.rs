@@ -155,6 +155,10 @@ async fn store(
     }
     .await;
     stow.scu.release().await;
+    // What the cache knows of these studies' members is out of date.
+    for study in &stow.studies {
+        svc.cache.forget_members(study);
+    }
     if let Err(e) = result {
         drain(remaining_parts(multipart)).await;
         return Err(e);
