@@ -1,5 +1,6 @@
 //! SCU associations: connect to a peer AE, send requests, read responses.
 
+pub mod find;
 mod qr;
 
 pub use qr::RetrieveOutcome;

@@ -9,6 +9,8 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
+use super::json::tag_key as tag_param;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     Patient,
@@ -142,10 +144,6 @@ fn is_control_key(tag: Tag) -> bool {
         || tag == tags::QUERY_RETRIEVE_LEVEL
         || tag.group() == 0x0000
         || tag.group() == 0x0002
-}
-
-fn tag_param(tag: Tag) -> String {
-    format!("{:04X}{:04X}", tag.group(), tag.element())
 }
 
 /// A single, non-empty UID value that can go into a QIDO path.

@@ -69,50 +69,16 @@ impl ScuAssociation {
         identifier: &InMemDicomObject,
         max: usize,
     ) -> Result<Vec<InMemDicomObject>, DimseError> {
-        let (pc_id, data) = self.identifier(model, identifier)?;
-        let ts = self
-            .accepted_context(model)
-            .and_then(|(_, ts)| TransferSyntaxRegistry.get(ts.trim_end_matches('\0')))
-            .ok_or_else(|| DimseError::Protocol("no transfer syntax".into()))?;
-        let id = self.next_message_id();
-        self.send(pc_id, &Command::c_find_rq(id, model), Some(&data))
-            .await?;
+        let mut search = self.find_stream(model, identifier).await?;
         let mut matches = Vec::new();
-        let mut cancelled = false;
-        loop {
-            let rsp = self.receive().await?;
-            let st = rsp
-                .command
-                .status
-                .unwrap_or(status::general::PROCESSING_FAILURE);
-            match status::kind(st) {
-                StatusKind::Pending => {
-                    if let Some(bytes) = rsp.data_set {
-                        if matches.len() < max {
-                            let obj = InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
-                                .map_err(|e| {
-                                    DimseError::Protocol(format!("C-FIND match unreadable: {e}"))
-                                })?;
-                            matches.push(obj);
-                        }
-                    }
-                    if matches.len() >= max && !cancelled {
-                        cancelled = true;
-                        self.send(pc_id, &Command::c_cancel_rq(id), None).await?;
-                    }
-                }
-                StatusKind::Success | StatusKind::Warning | StatusKind::Cancel => {
-                    return Ok(matches)
-                }
-                StatusKind::Failure => {
-                    return Err(DimseError::Status {
-                        operation: "C-FIND",
-                        status: st,
-                        comment: rsp.command.error_comment.unwrap_or_default(),
-                    })
-                }
+        while matches.len() < max {
+            match search.next().await? {
+                Some(m) => matches.push(m),
+                None => return Ok(matches),
             }
         }
+        search.cancel().await?;
+        Ok(matches)
     }
 
     /// C-GET: each instance arrives as a C-STORE request on this association
