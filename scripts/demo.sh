@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The Pons demo: a DIMSE modality stores into a DICOMweb archive through Pons,
-# then a DIMSE workstation queries and retrieves from that archive through Pons.
+# The Pons demo, both directions.
+# A: a DIMSE modality stores into a DICOMweb archive through Pons, then a DIMSE
+# workstation queries and retrieves from that archive through Pons.
+# B: a DICOMweb application stores, searches and retrieves through Pons's
+# DICOMweb face while the images live in a DIMSE-only PACS (scripts/demo_web.py).
 #
 #   storescu (DCMTK) --C-STORE--> pons --STOW-RS-----------> Orthanc /dicom-web
 #   findscu          --C-FIND---> pons --QIDO-RS-----------> Orthanc /dicom-web
@@ -8,6 +11,7 @@
 #     storescp       <-C-STORE--- pons
 #   getscu           --C-GET----> pons --QIDO-RS + WADO-RS-> Orthanc /dicom-web
 #                    <-C-STORE--- pons  (same association)
+#   dicomweb-client  --STOW/QIDO/WADO-RS--> pons --C-STORE/C-FIND/C-GET--> Orthanc LEGACY (DIMSE)
 #
 # Installs the peers, builds Pons (release), starts a private Orthanc, Pons and
 # a DCMTK storescp (the C-MOVE destination, listed in Pons's [[ae]]) on free
@@ -80,8 +84,23 @@ done
 source "$work/orthanc/ready.env"
 say "Orthanc (DICOMweb archive) at $ORTHANC_DICOMWEB"
 
-# --- Pons -------------------------------------------------------------------------
+# --- the legacy DIMSE PACS (direction B): a second Orthanc, used only over DIMSE -----
+# It knows Pons as a modality, as a real PACS must before it answers C-FIND/C-GET.
 read -r dimse_port web_port demo_port < <("$py" scripts/peers.py free-ports 3)
+"$py" scripts/peers.py orthanc --dir "$work/pacs" --aet LEGACY \
+    --modality "PONS@127.0.0.1:$dimse_port" >"$work/pacs.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 300); do
+    [[ -f "$work/pacs/ready.env" ]] && break
+    kill -0 "${pids[-1]}" 2>/dev/null || { cat "$work/pacs.out" >&2; exit 1; }
+    sleep 0.1
+done
+[[ -f "$work/pacs/ready.env" ]] || { say "the PACS Orthanc did not start" >&2; exit 1; }
+pacs_dicom_port=$(sed -n 's/^ORTHANC_DICOM_PORT=//p' "$work/pacs/ready.env")
+pacs_rest=$(sed -n 's/^ORTHANC_REST=//p' "$work/pacs/ready.env")
+say "Orthanc (DIMSE PACS) LEGACY@127.0.0.1:$pacs_dicom_port"
+
+# --- Pons -------------------------------------------------------------------------
 cat >"$work/pons.toml" <<EOF
 [dimse]
 ae_title = "PONS"
@@ -103,10 +122,19 @@ dir = "$work/spool"
 [jobs]
 url = "sqlite://$work/jobs.db"
 
+[cache]
+dir = "$work/cache"
+
 [[ae]]
 title = "DEMO"
 host = "127.0.0.1"
 port = $demo_port
+
+[[pacs]]
+name = "legacy"
+ae_title = "LEGACY"
+host = "127.0.0.1"
+port = $pacs_dicom_port
 EOF
 "$pons" check-config "$work/pons.toml" >/dev/null
 RUST_LOG="${RUST_LOG:-info}" "$pons" serve --config "$work/pons.toml" >"$work/pons.log" 2>&1 &
@@ -247,3 +275,9 @@ printf '  C-FIND by PatientID:               %d match(es) in %s s (%s)\n' "$find
 printf '  C-FIND every study:                %d matches in %s s\n' "$all_matches" "$all_secs"
 printf '  C-MOVE study to storescp:          %d instances received in %s s\n' "$moved" "$move_secs"
 printf '  C-GET series:                      %d instances received in %s s\n' "$got" "$get_secs"
+
+# --- direction B: a DICOMweb application uses Pons in front of the DIMSE PACS -------
+mapfile -t web_files < <(tail -n +2 "$td/ct/200/manifest.tsv" | head -n "$CT_COUNT" |
+    cut -f1 | sed "s|^|$td/ct/200/|")
+"$py" scripts/demo_web.py "http://127.0.0.1:$web_port/dicom-web" "$pacs_rest" "$work/web" \
+    "${web_files[@]}"
