@@ -3,7 +3,8 @@
 # makes the test data and prints the tables: ingest of N CT instances
 # (bench/ingest.py), then query/retrieve against an Orthanc archive of 1,000
 # tiny studies and one CT study of the first min(N, 500) instances
-# (bench/qr.py). Usage: bench/run.sh [N instances]
+# (bench/qr.py), then QIDO-RS through Pons to a DIMSE PACS versus findscu
+# (bench/qido.py). Usage: bench/run.sh [N instances]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
@@ -15,3 +16,4 @@ PY="$PONS_CACHE/venv/bin/python"
 cargo build --release --quiet
 "$PY" bench/ingest.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
 "$PY" bench/qr.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
+"$PY" bench/qido.py "$CARGO_TARGET_DIR/release/pons"
