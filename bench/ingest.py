@@ -145,8 +145,8 @@ class ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 class Pons:
-    def __init__(self, binary, root, upstream, name, extra=""):
-        self.dimse = free_port()
+    def __init__(self, binary, root, upstream, name, extra="", dimse=None):
+        self.dimse = dimse or free_port()
         self.web = free_port()
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::multipart::{find, parts, Part};
 use common::*;
 use pons::web::part10::split_part10_header;
 use serde_json::Value;
@@ -98,79 +99,6 @@ fn get(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
 
 fn accept_ts(ts: &str) -> String {
     format!("multipart/related; type=\"application/dicom\"; transfer-syntax={ts}")
-}
-
-/// One part of a multipart/related body.
-struct Part {
-    content_type: String,
-    data: Vec<u8>,
-}
-
-impl Part {
-    fn transfer_syntax(&self) -> &str {
-        self.content_type
-            .split("transfer-syntax=")
-            .nth(1)
-            .unwrap_or("")
-            .trim()
-    }
-    /// The data set bytes (after preamble, DICM and file meta).
-    fn data_set(&self) -> &[u8] {
-        let (at, _) = split_part10_header(&self.data).expect("part is PS3.10");
-        &self.data[at..]
-    }
-    fn sop(&self) -> String {
-        split_part10_header(&self.data).unwrap().1.sop_instance_uid
-    }
-}
-
-/// Splits a multipart/related answer; every part must carry a right
-/// Content-Length.
-fn parts(rsp: &HttpResponse) -> Vec<Part> {
-    assert_eq!(rsp.status, 200, "{}", rsp.text());
-    let ct = rsp.header("content-type").unwrap();
-    assert!(ct.starts_with("multipart/related"), "{ct}");
-    let boundary = ct.split("boundary=").nth(1).unwrap().trim_matches('"');
-    let delim = format!("--{boundary}");
-    let body = &rsp.body;
-    let mut out = Vec::new();
-    let mut pos = find(body, delim.as_bytes(), 0).expect("first boundary");
-    loop {
-        pos += delim.len();
-        if body[pos..].starts_with(b"--") {
-            return out;
-        }
-        pos += 2; // CRLF
-        let head_end = find(body, b"\r\n\r\n", pos).unwrap();
-        let head = String::from_utf8_lossy(&body[pos..head_end]).to_string();
-        let header = |n: &str| {
-            head.lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.trim()
-                        .eq_ignore_ascii_case(n)
-                        .then(|| v.trim().to_owned())
-                })
-                .unwrap_or_else(|| panic!("part without {n}: {head}"))
-        };
-        let len: usize = header("content-length").parse().unwrap();
-        let start = head_end + 4;
-        let data = body[start..start + len].to_vec();
-        assert_eq!(&body[start + len..start + len + 2], b"\r\n");
-        assert!(body[start + len + 2..].starts_with(delim.as_bytes()));
-        out.push(Part {
-            content_type: header("content-type"),
-            data,
-        });
-        pos = start + len + 2;
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay[from..]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|i| i + from)
 }
 
 /// Runs scripts/wado_client.py; its JSON summary.
@@ -580,6 +508,30 @@ fn c_move_to_our_own_ae() {
     // Three moves, three associations from the PACS to our listener.
     let accepted = s.pons.log().matches("association accepted").count();
     assert_eq!(accepted, 3, "{}", s.pons.log());
+
+    // A STOW through Pons adds to the study: the cached member list goes,
+    // and the next retrieval brings the new instance too.
+    let new_file = &ct.files(121)[120];
+    let boundary = "wadopathboundary";
+    let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+    body.extend(std::fs::read(new_file).unwrap());
+    body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let ct_header = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+    let rsp = http(
+        "POST",
+        &format!("{}/studies/{study}", s.web),
+        &[("Content-Type", &ct_header)],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let rsp = get(
+        &format!("{}/studies/{study}", s.web),
+        &[("Accept", &accept_ts("*"))],
+    );
+    let got: BTreeSet<String> = parts(&rsp).iter().map(Part::sop).collect();
+    assert_eq!(got.len(), 121);
+    assert!(got.contains(&uids_of(new_file).2));
 }
 
 #[test]

@@ -100,6 +100,13 @@ impl Index {
         Ok(index)
     }
 
+    pub fn remove(&mut self, key: &Key) {
+        if let Some(e) = self.entries.remove(key) {
+            self.by_use.remove(&e.last_used);
+            self.total -= e.size;
+        }
+    }
+
     /// Mark as most recently used; a copy of the entry.
     pub fn touch(&mut self, key: &Key) -> Option<Entry> {
         self.tick += 1;
@@ -130,29 +137,29 @@ impl Index {
     /// Remove least recently used entries nobody reads until `total <= max`;
     /// returns what to delete.
     pub fn evict_to(&mut self, max: u64) -> Vec<(InstanceUids, Variant)> {
-        let mut victims = Vec::new();
-        if self.total <= max {
-            return victims;
-        }
-        let candidates: Vec<(u64, Key)> =
-            self.by_use.iter().map(|(t, k)| (*t, k.clone())).collect();
-        for (tick, key) in candidates {
-            if self.total <= max {
+        let mut excess = self.total.saturating_sub(max);
+        let mut picked = Vec::new();
+        for key in self.by_use.values() {
+            if excess == 0 {
                 break;
             }
-            let Some(e) = self.entries.get(&key) else {
-                continue;
-            };
-            if Arc::strong_count(&e.pin) > 1 {
-                continue;
-            }
-            self.total -= e.size;
-            self.by_use.remove(&tick);
-            if let Some(e) = self.entries.remove(&key) {
-                victims.push((e.uids, key.1));
+            match self.entries.get(key) {
+                Some(e) if Arc::strong_count(&e.pin) == 1 => {
+                    excess = excess.saturating_sub(e.size);
+                    picked.push(key.clone());
+                }
+                _ => {}
             }
         }
-        victims
+        picked
+            .into_iter()
+            .filter_map(|key| {
+                let e = self.entries.remove(&key)?;
+                self.by_use.remove(&e.last_used);
+                self.total -= e.size;
+                Some((e.uids, key.1))
+            })
+            .collect()
     }
 
     pub fn set_members(&mut self, study: &str, series: Option<&str>, m: Vec<InstanceUids>) {

@@ -95,6 +95,10 @@ pub fn is_uid(s: &str) -> bool {
 
 impl PendingFile {
     pub async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if self.buf.capacity() == 0 {
+            // One block up front: no reallocating copies as an instance grows.
+            self.buf.reserve(WRITE_BEHIND + data.len());
+        }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= WRITE_BEHIND {
             let (path, file, buf) = (self.path.clone(), self.file.take(), self.take_buf());
@@ -209,9 +213,18 @@ impl Cache {
     /// The instance in that variant, if cached (and now most recently used).
     pub fn get(&self, sop_instance_uid: &str, variant: Variant) -> Option<CachedInstance> {
         let key = (sop_instance_uid.to_owned(), variant);
-        let mut index = self.lock();
-        let e = index.touch(&key)?;
-        Some(self.handle(&key, &e))
+        let handle = {
+            let mut index = self.lock();
+            let e = index.touch(&key)?;
+            self.handle(&key, &e)
+        };
+        // Deleted behind our back (a cleanup by hand): forget it.
+        if !handle.path.exists() {
+            warn!(path = %handle.path.display(), "cache file vanished");
+            self.lock().remove(&key);
+            return None;
+        }
+        Some(handle)
     }
 
     /// A new file in `tmp/`.

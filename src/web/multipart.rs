@@ -14,6 +14,9 @@ use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
 const CHUNK: usize = 64 * 1024;
+/// Reads of a response's file parts: each read is a hop to tokio's blocking
+/// pool, so fewer, larger reads (a typical instance in one).
+const FILE_CHUNK: usize = 1024 * 1024;
 
 /// One part whose content is read from an already opened file.
 pub struct FilePart {
@@ -111,9 +114,10 @@ where
             Err(e) => stream::once(async { Err(e) }).boxed(),
             Ok(Part { content_type, body }) => {
                 let (len, content) = match body {
-                    PartBody::File(f, len) => {
-                        (len, ReaderStream::with_capacity(f.take(len), CHUNK).boxed())
-                    }
+                    PartBody::File(f, len) => (
+                        len,
+                        ReaderStream::with_capacity(f.take(len), FILE_CHUNK).boxed(),
+                    ),
                     PartBody::Bytes(b) => (b.len() as u64, stream::once(async { Ok(b) }).boxed()),
                 };
                 let head = part_header(&boundary, &content_type, len);

@@ -15,9 +15,11 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use pacs::Job;
 use sink::{CacheTarget, TargetState};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 /// What to retrieve.
@@ -294,6 +296,9 @@ pub fn retrieve(svc: &PacsService, scope: Scope, variant: Variant) -> Retrieval 
         variant,
         tx: tx.clone(),
         landed: Mutex::new(Vec::new()),
+        commits: TaskTracker::new(),
+        commit_slots: Arc::new(Semaphore::new(sink::COMMITS_IN_FLIGHT)),
+        commit_failed: AtomicBool::new(false),
     })));
     let job = Job {
         name: svc.name.clone(),
@@ -306,7 +311,16 @@ pub fn retrieve(svc: &PacsService, scope: Scope, variant: Variant) -> Retrieval 
         cancel: cancel.clone(),
     };
     tokio::spawn(async move {
-        let result = job.run(target.clone()).await;
+        let mut result = job.run(target.clone()).await;
+        // Every instance the PACS sent is in the cache (or failed) first.
+        let state = &target.0;
+        state.commits.close();
+        state.commits.wait().await;
+        if result.is_ok() && state.commit_failed.load(Ordering::Relaxed) {
+            result = Err(WebError::Internal(
+                "Pons could not write retrieved instances to its cache".into(),
+            ));
+        }
         if let Ok(o) = &result {
             let cancelled = job.cancel.is_cancelled() || o.status == status::CANCEL;
             if !cancelled && status::kind(o.status) == StatusKind::Success && o.counts.failed == 0 {

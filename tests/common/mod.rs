@@ -26,6 +26,7 @@
 
 pub mod archive;
 mod dcmtk;
+pub mod multipart;
 mod orthanc;
 mod pons;
 

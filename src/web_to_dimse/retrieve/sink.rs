@@ -10,8 +10,10 @@ use crate::dimse::scan::DatasetScanner;
 use crate::dimse::status;
 use crate::web::part10;
 use async_trait::async_trait;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 /// Sub-operations of one retrieval land in the cache.
@@ -25,7 +27,16 @@ pub(super) struct TargetState {
     pub(super) tx: mpsc::UnboundedSender<Event>,
     /// What landed, to record the members of a study or series.
     pub(super) landed: Mutex<Vec<InstanceUids>>,
+    /// Commits run beside the association: the PACS sends the next instance
+    /// while the last one is written. At most COMMITS_IN_FLIGHT at once.
+    pub(super) commits: TaskTracker,
+    pub(super) commit_slots: Arc<Semaphore>,
+    pub(super) commit_failed: AtomicBool,
 }
+
+/// Instances received but not yet in the cache, at most (each in memory
+/// when it is small).
+pub(super) const COMMITS_IN_FLIGHT: usize = 8;
 
 #[async_trait]
 impl StoreTarget for CacheTarget {
@@ -142,28 +153,40 @@ impl StoreSink for CacheSink {
                 return r.into();
             }
         };
-        let committed = target
-            .cache
-            .commit(
-                file,
-                uids.clone(),
-                sop_class_uid,
-                transfer_syntax,
-                target.variant,
-            )
-            .await;
-        match committed {
-            Ok(handle) => {
-                if let Ok(mut l) = target.landed.lock() {
-                    l.push(uids);
+        // The PACS may send the next instance now; the commit follows on
+        // its own (a failed one fails the retrieval: see `retrieve`).
+        let Ok(slot) = target.commit_slots.clone().acquire_owned().await else {
+            return write_refusal(&std::io::Error::other("cache closed")).into();
+        };
+        let t = target.clone();
+        target.commits.spawn(async move {
+            let _slot = slot;
+            let committed = t
+                .cache
+                .commit(
+                    file,
+                    uids.clone(),
+                    sop_class_uid,
+                    transfer_syntax,
+                    t.variant,
+                )
+                .await;
+            match committed {
+                Ok(handle) => {
+                    if let Ok(mut l) = t.landed.lock() {
+                        l.push(uids);
+                    }
+                    let _ = t.tx.send(Event::Landed(handle));
                 }
-                let _ = target.tx.send(Event::Landed(handle));
-                StoreOutcome {
-                    status: status::SUCCESS,
-                    comment: None,
+                Err(e) => {
+                    warn!(error = %e, "cannot write a retrieved instance to the cache");
+                    t.commit_failed.store(true, Ordering::Relaxed);
                 }
             }
-            Err(e) => write_refusal(&e).into(),
+        });
+        StoreOutcome {
+            status: status::SUCCESS,
+            comment: None,
         }
     }
 
