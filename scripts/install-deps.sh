@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the Pons test suite and demo need on a Debian machine:
-# DCMTK, Orthanc with its DICOMweb plugin, and a Python venv with pydicom,
-# pynetdicom, dicomweb-client and numpy.
+# DCMTK, Orthanc with its DICOMweb plugin, PostgreSQL (the tests start private
+# clusters of it), and a Python venv with pydicom, pynetdicom, dicomweb-client
+# and numpy.
 #
 # Idempotent and quiet: safe to run before every test run. Needs root (or
 # sudo) only when Debian packages are missing. Prints at most one line per step.
@@ -35,7 +36,7 @@ apt_install() {
 }
 
 missing=()
-for p in dcmtk orthanc orthanc-dicomweb; do
+for p in dcmtk orthanc orthanc-dicomweb postgresql; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$p")
     fi
@@ -55,6 +56,15 @@ if ((${#missing[@]})); then
             "${sudo[@]}" systemctl disable --now orthanc >/dev/null 2>&1 || true
         fi
     fi
+    # Likewise the system PostgreSQL cluster: tests run initdb themselves.
+    if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        "${sudo[@]}" invoke-rc.d postgresql stop >/dev/null 2>&1 \
+            || "${sudo[@]}" service postgresql stop >/dev/null 2>&1 || true
+        "${sudo[@]}" update-rc.d postgresql disable >/dev/null 2>&1 || true
+        if command -v systemctl >/dev/null 2>&1; then
+            "${sudo[@]}" systemctl disable --now postgresql >/dev/null 2>&1 || true
+        fi
+    fi
 fi
 
 for tool in storescu storescp echoscu findscu movescu getscu Orthanc; do
@@ -62,6 +72,8 @@ for tool in storescu storescp echoscu findscu movescu getscu Orthanc; do
 done
 [[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]] \
     || { say "missing Orthanc DICOMweb plugin" >&2; exit 1; }
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null \
+    || { say "missing PostgreSQL server (/usr/lib/postgresql/*/bin/postgres)" >&2; exit 1; }
 
 # --- Python venv -------------------------------------------------------------
 mkdir -p "$cache"

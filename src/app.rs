@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let jobs = crate::jobs::open(&config.jobs.url).await?;
+    let node = node_id(&config);
+    let jobs = crate::jobs::open(&config.jobs.url, &node).await?;
+    info!(node, jobs = %crate::jobs::redact(&config.jobs.url), "job table open");
     let direction_a = match &config.upstream {
         Some(upstream_cfg) => Some(DirectionA::build(&config, upstream_cfg, &jobs).await?),
         None => None,
@@ -107,6 +109,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     info!("pons stopped");
     Ok(())
+}
+
+/// This instance's name in the job table: `[jobs] node`, else hostname and
+/// absolute spool dir, which stays the same across restarts and tells apart
+/// two instances on one host.
+pub fn node_id(config: &Config) -> String {
+    if let Some(node) = &config.jobs.node {
+        return node.trim().to_owned();
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_owned()
+    };
+    let dir = std::path::absolute(&config.spool.dir).unwrap_or_else(|_| config.spool.dir.clone());
+    format!("{host}:{}", dir.display())
 }
 
 /// Direction A: the DICOMweb origin behind our DIMSE face.

@@ -197,15 +197,20 @@ impl Default for SpoolConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsConfig {
-    /// `memory`, or `sqlite:///path/jobs.db`.
+    /// `memory`, `sqlite:///path/jobs.db`, or `postgres://user@host/db`
+    /// (one table shared by several Pons instances).
     #[serde(default = "default_jobs_url")]
     pub url: String,
+    /// This instance's name in a shared table: spooled instances are sent
+    /// only by the node whose disk holds them. Default: hostname + spool dir.
+    pub node: Option<String>,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
             url: default_jobs_url(),
+            node: None,
         }
     }
 }
@@ -370,14 +375,23 @@ impl Config {
                 }
             }
         }
-        if self.jobs.url != "memory" && !self.jobs.url.starts_with("sqlite://") {
+        let url = &self.jobs.url;
+        if url != "memory" && !url.starts_with("sqlite://") && !crate::jobs::is_postgres_url(url) {
             p.push(format!(
-                "jobs.url {:?} must be \"memory\" or sqlite:///path",
-                self.jobs.url
+                "jobs.url {:?} must be \"memory\", sqlite:///path or postgres://user@host/db",
+                crate::jobs::redact(url)
             ));
         }
-        if self.spool.mode == SpoolMode::Spool && self.jobs.url == "memory" {
-            p.push("spool.mode = \"spool\" needs a durable job table: jobs.url must be sqlite:// (\"memory\" would lose acknowledged instances on restart)".into());
+        if self.spool.mode == SpoolMode::Spool && url == "memory" {
+            p.push("spool.mode = \"spool\" needs a durable job table: jobs.url must be sqlite:// or postgres:// (\"memory\" would lose acknowledged instances on restart)".into());
+        }
+        if self
+            .jobs
+            .node
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            p.push("jobs.node must not be empty (leave it out for hostname + spool dir)".into());
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, ae) in self.ae.iter().enumerate() {
@@ -499,6 +513,26 @@ mod tests {
         );
         let problems = c.validate();
         assert_eq!(problems.len(), 7, "{problems:#?}");
+    }
+
+    #[test]
+    fn job_table_urls() {
+        let with = |jobs: &str| parse(&MINIMAL.replace("url = \"sqlite:///tmp/jobs.db\"", jobs));
+        assert!(
+            with("url = \"postgres://pons@db.example/pons\"\nnode = \"gw1\"")
+                .validate()
+                .is_empty()
+        );
+        assert!(with("url = \"postgresql://pons:pw@db/pons\"")
+            .validate()
+            .is_empty());
+        let bad = with("url = \"mysql://u:pw@db/pons\"\nnode = \" \"").validate();
+        assert_eq!(bad.len(), 2, "{bad:#?}");
+        assert!(
+            bad[0].contains("u:***@db") && !bad[0].contains("pw"),
+            "{bad:#?}"
+        );
+        assert!(bad[1].contains("jobs.node"), "{bad:#?}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use pons::config::Config;
 use pons::dimse::client::{verification_proposal, ScuAssociation, ScuConfig};
+use pons::jobs::JobState;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,8 +41,30 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
     },
+    /// List the job table (newest first), or show one job.
+    Jobs {
+        #[command(subcommand)]
+        show: Option<JobsCommand>,
+        /// Only jobs of this kind (e.g. stow).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only jobs in this state.
+        #[arg(long, value_parser = ["pending", "running", "done", "failed"])]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// The config whose [jobs] url names the table.
+        #[arg(long, short, global = true, default_value = "/etc/pons/pons.toml")]
+        config: PathBuf,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Print one job as JSON.
+    Show { id: i64 },
 }
 
 fn init_logs(format: LogFormat) {
@@ -80,6 +103,23 @@ fn main() -> ExitCode {
         } => {
             init_logs(cli.log_format);
             runtime().block_on(echo(&target, &calling_ae, timeout_secs))
+        }
+        Command::Jobs {
+            show,
+            kind,
+            state,
+            limit,
+            config,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let state = state.as_deref().and_then(JobState::parse);
+            runtime().block_on(jobs(&config, show, kind.as_deref(), state, limit))
         }
         Command::Serve { config } => {
             init_logs(cli.log_format);
@@ -132,6 +172,43 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+async fn jobs(
+    config: &Config,
+    show: Option<JobsCommand>,
+    kind: Option<&str>,
+    state: Option<JobState>,
+    limit: usize,
+) -> ExitCode {
+    // Only reads: the node name is never used to claim.
+    let table = match pons::jobs::open(&config.jobs.url, "pons-jobs-cli").await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match show {
+        Some(JobsCommand::Show { id }) => table.get(id).await.map(|job| match job {
+            Some(job) => {
+                println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("no job {id}");
+                ExitCode::FAILURE
+            }
+        }),
+        None => table.list(kind, state, limit).await.map(|jobs| {
+            print!("{}", pons::jobs::report::table(&jobs));
+            ExitCode::SUCCESS
+        }),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("{e}");
+        ExitCode::FAILURE
+    })
 }
 
 async fn echo(target: &str, calling_ae: &str, timeout_secs: u64) -> ExitCode {

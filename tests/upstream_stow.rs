@@ -128,9 +128,12 @@ async fn spool_forwards_to_orthanc() {
 
     let mut orthanc = Orthanc::start();
     let dir = tempfile::tempdir().unwrap();
-    let jobs = pons::jobs::open(&format!("sqlite://{}/jobs.db", dir.path().display()))
-        .await
-        .unwrap();
+    let jobs = pons::jobs::open(
+        &format!("sqlite://{}/jobs.db", dir.path().display()),
+        "test",
+    )
+    .await
+    .unwrap();
     let spool = Spool::open(&dir.path().join("spool"), jobs.clone())
         .await
         .unwrap();

@@ -1,6 +1,8 @@
-//! The persistent job table: one trait, several back ends (memory, SQLite;
-//! PostgreSQL later). Every kind of asynchronous work is a row: spooled
-//! C-STOREs now, storage commitment and retrieve progress later.
+//! The persistent job table: one trait, three back ends (memory, SQLite,
+//! PostgreSQL). Every kind of asynchronous work is a row: spooled C-STOREs,
+//! storage commitment, retrieve progress. Several Pons instances may share
+//! one PostgreSQL table: jobs are claimed with leases, and a job bound to a
+//! node (files on one machine's disk) is only claimed by that node.
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -9,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod memory;
-mod sqlite;
+pub mod report;
+mod sql;
 
 pub type JobId = i64;
 
@@ -33,10 +36,57 @@ pub struct Job {
     pub payload: serde_json::Value,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Unique among the jobs of this kind (e.g. a Transaction UID).
+    pub key: Option<String>,
+    /// Only this node may claim the job; `None`: any node.
+    pub node: Option<String>,
+    /// Who holds the lease while running.
+    pub owner: Option<String>,
     /// Unix milliseconds.
+    pub lease_until: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     pub next_attempt_at: i64,
+}
+
+/// A job to record: `NewJob::new(kind, &payload)` plus the optional parts.
+#[derive(Debug, Clone, Copy)]
+pub struct NewJob<'a> {
+    pub kind: &'a str,
+    pub payload: &'a serde_json::Value,
+    /// Refuse the job when another of this kind already has this key.
+    pub key: Option<&'a str>,
+    /// Only the instance whose `JobTable::node()` is this may claim it.
+    pub node: Option<&'a str>,
+    /// Not claimable before this much time has passed.
+    pub delay: Duration,
+}
+
+impl<'a> NewJob<'a> {
+    pub fn new(kind: &'a str, payload: &'a serde_json::Value) -> Self {
+        NewJob {
+            kind,
+            payload,
+            key: None,
+            node: None,
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn key(self, key: &'a str) -> Self {
+        NewJob {
+            key: Some(key),
+            ..self
+        }
+    }
+    pub fn node(self, node: &'a str) -> Self {
+        NewJob {
+            node: Some(node),
+            ..self
+        }
+    }
+    pub fn delay(self, delay: Duration) -> Self {
+        NewJob { delay, ..self }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +101,33 @@ pub enum JobError {
 
 #[async_trait]
 pub trait JobTable: Send + Sync {
-    /// Record new pending work; durable when this returns.
-    async fn insert(&self, kind: &str, payload: &serde_json::Value) -> Result<JobId, JobError>;
-    /// Take up to `limit` due jobs of `kind` (pending with next_attempt_at <= now,
-    /// or running with an expired lease), mark them running for `owner` until the lease ends.
+    /// This instance's node id: `claim` takes jobs without a node or with this one.
+    fn node(&self) -> &str;
+    /// Record new pending work; durable when this returns. `None` when
+    /// `job.key` is already used by a job of the same kind: of two
+    /// concurrent adds with one key exactly one succeeds.
+    async fn add(&self, job: &NewJob<'_>) -> Result<Option<JobId>, JobError>;
+    /// Record new pending work any node may claim.
+    async fn insert(&self, kind: &str, payload: &serde_json::Value) -> Result<JobId, JobError> {
+        self.add(&NewJob::new(kind, payload))
+            .await?
+            .ok_or_else(|| JobError::Query("insert without key was refused".into()))
+    }
+    /// Record new pending work unless `key` is taken (`None` then).
+    async fn insert_unique(
+        &self,
+        kind: &str,
+        key: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Option<JobId>, JobError> {
+        self.add(&NewJob::new(kind, payload).key(key)).await
+    }
+    async fn find_by_key(&self, kind: &str, key: &str) -> Result<Option<Job>, JobError>;
+    /// Take up to `limit` due jobs of `kind` for this node (pending with
+    /// next_attempt_at <= now, or running with an expired lease), oldest
+    /// first, and mark them running for `owner` until the lease ends. Two
+    /// claimers, in one process or in several sharing the table, never get
+    /// the same job while its lease runs.
     async fn claim(
         &self,
         kind: &str,
@@ -62,6 +135,23 @@ pub trait JobTable: Send + Sync {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Job>, JobError>;
+    /// Make this node's running jobs of `kind` pending again at once, for a
+    /// node starting up: a node runs one process at a time, so they are
+    /// left over from its previous life, and their leases may run for
+    /// minutes. Returns how many.
+    async fn requeue_node(&self, kind: &str) -> Result<u64, JobError>;
+    /// Keep a running job leased to `owner` for `lease` from now. `false`
+    /// when it is no longer ours (finished, or taken over after expiry).
+    async fn renew(&self, id: JobId, owner: &str, lease: Duration) -> Result<bool, JobError>;
+    /// Replace the payload (the progress of a multi-step job). With
+    /// `Some(owner)` only while that owner holds the job running; `false`
+    /// when no row was changed (unknown id, or not held by `owner`).
+    async fn update_payload(
+        &self,
+        id: JobId,
+        owner: Option<&str>,
+        payload: &serde_json::Value,
+    ) -> Result<bool, JobError>;
     /// The work is done.
     async fn complete(&self, id: JobId) -> Result<(), JobError>;
     /// Transient failure: pending again after `delay`, attempts + 1, error kept.
@@ -79,10 +169,11 @@ pub trait JobTable: Send + Sync {
     async fn count(&self, kind: &str, state: JobState) -> Result<u64, JobError>;
 }
 
-/// Open the table named by `[jobs] url`: `memory` or `sqlite:///path`.
-pub async fn open(url: &str) -> Result<Arc<dyn JobTable>, JobError> {
+/// Open the table named by `[jobs] url` (`memory`, `sqlite:///path`,
+/// `postgres://...`) as node `node`.
+pub async fn open(url: &str, node: &str) -> Result<Arc<dyn JobTable>, JobError> {
     if url == "memory" {
-        return Ok(Arc::new(memory::MemoryJobs::default()));
+        return Ok(Arc::new(memory::MemoryJobs::new(node)));
     }
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -92,13 +183,43 @@ pub async fn open(url: &str) -> Result<Arc<dyn JobTable>, JobError> {
             });
         }
         return Ok(Arc::new(
-            sqlite::SqliteJobs::open(url, Path::new(path)).await?,
+            sql::SqlJobs::open_sqlite(url, Path::new(path), node).await?,
         ));
     }
+    if is_postgres_url(url) {
+        return Ok(Arc::new(sql::SqlJobs::open_postgres(url, node).await?));
+    }
     Err(JobError::Open {
-        url: url.to_owned(),
-        message: "expected \"memory\" or sqlite:///path".into(),
+        url: redact(url),
+        message: "expected \"memory\", sqlite:///path or postgres://...".into(),
     })
+}
+
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let userinfo = rest[..authority_end]
+        .rfind('@')
+        .and_then(|at| Some((at, rest[..at].split_once(':')?.0)));
+    let url = match userinfo {
+        Some((at, user)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    };
+    // libpq also takes ?password=...
+    match url.find("password=") {
+        Some(i) => {
+            let end = url[i..].find('&').map_or(url.len(), |e| i + e);
+            format!("{}password=***{}", &url[..i], &url[end..])
+        }
+        None => url,
+    }
 }
 
 impl JobState {

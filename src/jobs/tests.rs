@@ -1,116 +1,64 @@
-//! One behavioural test run against every back end through the trait.
+//! The conformance scenarios against memory and SQLite; PostgreSQL runs
+//! them in tests/jobs_postgres.rs.
 
 use super::*;
 use serde_json::json;
 
-const LONG: Duration = Duration::from_secs(3600);
+#[path = "conformance.rs"]
+mod conformance;
+use conformance::*;
 
-async fn exercise(t: Arc<dyn JobTable>) {
-    // insert + get
-    let a = t.insert(KIND_STOW, &json!({"n": 1})).await.unwrap();
-    let b = t.insert(KIND_STOW, &json!({"n": 2})).await.unwrap();
-    let c = t.insert(KIND_STOW, &json!({"n": 3})).await.unwrap();
-    let other = t.insert("other", &json!({})).await.unwrap();
-    assert!(a < b && b < c);
-    let got = t.get(a).await.unwrap().unwrap();
-    assert_eq!(got.state, JobState::Pending);
-    assert_eq!(got.payload, json!({"n": 1}));
-    assert_eq!(got.attempts, 0);
-    assert!(t.get(9_999_999).await.unwrap().is_none());
-    assert_eq!(t.count(KIND_STOW, JobState::Pending).await.unwrap(), 3);
-
-    // claim respects limit and kind, oldest first; claimed jobs are not claimable twice
-    let first = t.claim(KIND_STOW, "w1", 2, LONG).await.unwrap();
-    assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a, b]);
-    assert!(first.iter().all(|j| j.state == JobState::Running));
-    let second = t.claim(KIND_STOW, "w2", 10, LONG).await.unwrap();
-    assert_eq!(second.iter().map(|j| j.id).collect::<Vec<_>>(), vec![c]);
-    assert!(t.claim(KIND_STOW, "w2", 10, LONG).await.unwrap().is_empty());
-    assert_eq!(t.count(KIND_STOW, JobState::Running).await.unwrap(), 3);
-
-    // complete / fail
-    t.complete(a).await.unwrap();
-    t.fail(b, "upstream said no").await.unwrap();
-    let jb = t.get(b).await.unwrap().unwrap();
-    assert_eq!(jb.state, JobState::Failed);
-    assert_eq!(jb.last_error.as_deref(), Some("upstream said no"));
-    assert_eq!(t.get(a).await.unwrap().unwrap().state, JobState::Done);
-    assert!(matches!(
-        t.complete(9_999_999).await,
-        Err(JobError::NotFound(_))
-    ));
-
-    // retry_later: not claimable before the delay, then claimable again
-    t.retry_later(c, LONG, "503").await.unwrap();
-    let jc = t.get(c).await.unwrap().unwrap();
-    assert_eq!((jc.state, jc.attempts), (JobState::Pending, 1));
-    assert_eq!(jc.last_error.as_deref(), Some("503"));
-    assert!(t.claim(KIND_STOW, "w1", 10, LONG).await.unwrap().is_empty());
-    t.retry_later(c, Duration::from_millis(30), "again")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    let again = t.claim(KIND_STOW, "w1", 10, LONG).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!((again[0].id, again[0].attempts), (c, 2));
-
-    // an expired lease is taken over by another worker
-    let d = t.insert(KIND_STOW, &json!({"n": 4})).await.unwrap();
-    let taken = t
-        .claim(KIND_STOW, "dead", 10, Duration::from_millis(20))
-        .await
-        .unwrap();
-    assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), vec![d]);
-    assert!(t
-        .claim(KIND_STOW, "alive", 10, LONG)
+async fn sqlite(dir: &Path, node: &str) -> Arc<dyn JobTable> {
+    open(&format!("sqlite://{}/sub/jobs.db", dir.display()), node)
         .await
         .unwrap()
-        .is_empty());
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let over = t.claim(KIND_STOW, "alive", 10, LONG).await.unwrap();
-    assert_eq!(over.iter().map(|j| j.id).collect::<Vec<_>>(), vec![d]);
-
-    // list: newest first, filtered
-    let all = t.list(None, None, 100).await.unwrap();
-    assert_eq!(
-        all.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![d, other, c, b, a]
-    );
-    let stow = t.list(Some(KIND_STOW), None, 2).await.unwrap();
-    assert_eq!(stow.iter().map(|j| j.id).collect::<Vec<_>>(), vec![d, c]);
-    let failed = t
-        .list(Some(KIND_STOW), Some(JobState::Failed), 10)
-        .await
-        .unwrap();
-    assert_eq!(failed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b]);
-    assert_eq!(t.count(KIND_STOW, JobState::Done).await.unwrap(), 1);
-    assert_eq!(t.count("other", JobState::Pending).await.unwrap(), 1);
-    assert_eq!(t.claim(KIND_STOW, "w", 0, LONG).await.unwrap().len(), 0);
 }
 
 #[tokio::test]
 async fn memory_back_end() {
-    exercise(open("memory").await.unwrap()).await;
+    exercise(open("memory", "n1").await.unwrap()).await;
+    keys_and_progress(open("memory", "n1").await.unwrap()).await;
+    let t = open("memory", "n1").await.unwrap();
+    claims_never_overlap(vec![t.clone(), t], 40).await;
 }
 
 #[tokio::test]
 async fn sqlite_back_end() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/sub/jobs.db", dir.path().display());
-    exercise(open(&url).await.unwrap()).await;
+    exercise(sqlite(dir.path(), "n1").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_keys_and_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    keys_and_progress(sqlite(dir.path(), "n1").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_two_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    node_affinity(
+        sqlite(dir.path(), "n1").await,
+        sqlite(dir.path(), "n2").await,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (sqlite(dir.path(), "a").await, sqlite(dir.path(), "b").await);
+    claims_never_overlap(vec![a.clone(), b.clone()], 60).await;
+    lease_takeover(a.clone(), b.clone()).await;
+    unique_keys_race(a, b).await;
 }
 
 #[tokio::test]
 async fn sqlite_insert_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/jobs.db", dir.path().display());
-    let t = open(&url).await.unwrap();
+    let t = sqlite(dir.path(), "n1").await;
     let id = t
         .insert(KIND_STOW, &json!({"path": "/x.dcm"}))
         .await
         .unwrap();
     drop(t);
-    let t = open(&url).await.unwrap();
+    let t = sqlite(dir.path(), "n1").await;
     let job = t.get(id).await.unwrap().expect("job survives reopen");
     assert_eq!(job.payload, json!({"path": "/x.dcm"}));
     assert_eq!(job.state, JobState::Pending);
@@ -118,46 +66,91 @@ async fn sqlite_insert_survives_reopen() {
     assert!(t.insert(KIND_STOW, &json!({})).await.unwrap() > id);
 }
 
+/// A jobs.db written before the schema had versions (node and key columns)
+/// is migrated in place, its rows intact.
 #[tokio::test]
-async fn concurrent_claims_never_share_a_job() {
+async fn sqlite_file_of_the_first_schema_is_migrated() {
+    use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/jobs.db", dir.path().display());
-    let t = open(&url).await.unwrap();
-    for i in 0..40 {
-        t.insert(KIND_STOW, &json!({ "n": i })).await.unwrap();
+    let path = dir.path().join("jobs.db");
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    for stmt in [
+        "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+         state TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+         last_error TEXT, lease_owner TEXT, lease_until BIGINT, created_at BIGINT NOT NULL,
+         updated_at BIGINT NOT NULL, next_attempt_at BIGINT NOT NULL)",
+        "CREATE INDEX jobs_due ON jobs (kind, state, next_attempt_at)",
+        "INSERT INTO jobs (kind, state, payload, attempts, created_at, updated_at, next_attempt_at)
+         VALUES ('stow', 'pending', '{\"path\":\"/old.dcm\"}', 2, 1, 1, 1)",
+    ] {
+        sqlx::query(stmt).execute(&mut conn).await.unwrap();
     }
-    let mut handles = Vec::new();
-    for w in 0..4 {
-        let t = t.clone();
-        handles.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            loop {
-                let got = t.claim(KIND_STOW, &format!("w{w}"), 3, LONG).await.unwrap();
-                if got.is_empty() {
-                    return mine;
-                }
-                mine.extend(got.into_iter().map(|j| j.id));
-            }
-        }));
-    }
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await.unwrap());
-    }
-    all.sort();
-    let n = all.len();
-    all.dedup();
-    assert_eq!((n, all.len()), (40, 40));
+    conn.close().await.unwrap();
+
+    let url = format!("sqlite://{}", path.display());
+    let t = open(&url, "n1").await.unwrap();
+    let old = t.get(1).await.unwrap().unwrap();
+    assert_eq!(
+        (old.payload, old.attempts, old.node, old.key),
+        (json!({"path": "/old.dcm"}), 2, None, None)
+    );
+    assert_eq!(
+        t.claim(KIND_STOW, "w", 10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(t
+        .insert_unique("commit", "1.2", &json!({}))
+        .await
+        .unwrap()
+        .is_some());
+    drop(t);
+    // Opening again finds the schema current and changes nothing.
+    let t = open(&url, "n1").await.unwrap();
+    assert!(t
+        .insert_unique("commit", "1.2", &json!({}))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(t.list(None, None, 10).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn bad_urls_are_refused() {
     assert!(matches!(
-        open("postgres://x").await,
+        open("mysql://x", "n").await,
         Err(JobError::Open { .. })
     ));
     assert!(matches!(
-        open("sqlite://").await,
+        open("sqlite://", "n").await,
         Err(JobError::Open { .. })
     ));
+    // The password does not reach the message.
+    let err = open("postgres://pons:s3cret@127.0.0.1:99999/pons", "n")
+        .await
+        .err()
+        .expect("no server");
+    let msg = err.to_string();
+    assert!(matches!(err, JobError::Open { .. }), "{msg}");
+    assert!(
+        msg.contains("pons:***@127.0.0.1:99999") && !msg.contains("s3cret"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn redact_hides_passwords_only() {
+    assert_eq!(redact("postgres://u:p@h/db"), "postgres://u:***@h/db");
+    assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    assert_eq!(redact("postgres://h/db?x=a@b"), "postgres://h/db?x=a@b");
+    assert_eq!(redact("sqlite:///var/x.db"), "sqlite:///var/x.db");
+    assert_eq!(
+        redact("postgres://h/db?password=p&sslmode=disable"),
+        "postgres://h/db?password=***&sslmode=disable"
+    );
 }

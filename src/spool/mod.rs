@@ -10,7 +10,7 @@ mod forwarder;
 
 pub use forwarder::{run_forwarder, ForwarderConfig};
 
-use crate::jobs::{JobId, JobState, JobTable, KIND_STOW};
+use crate::jobs::{JobError, JobId, JobState, JobTable, NewJob, KIND_STOW};
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -148,10 +148,14 @@ impl Spool {
             notify: Arc::new(Notify::new()),
         };
         let removed = spool.clean_incoming().await?;
+        // Sent by nobody else (they are bound to this node), and our
+        // previous process is gone: no need to wait for its leases.
+        let requeued = spool.jobs.requeue_node(KIND_STOW).await?;
         let (recovered, quarantined) = spool.recover_ready().await?;
         tracing::info!(
             dir = %spool.dir.display(),
             removed_partial = removed,
+            requeued,
             recovered,
             quarantined,
             "spool opened"
@@ -217,9 +221,7 @@ impl Spool {
             path: ready.clone(),
             meta: meta.clone(),
         };
-        let value = serde_json::to_value(&payload)
-            .map_err(|e| crate::jobs::JobError::Query(format!("payload: {e}")))?;
-        match self.jobs.insert(KIND_STOW, &value).await {
+        match self.insert(&payload).await {
             Ok(id) => {
                 tracing::debug!(job = id, "instance spooled");
                 self.notify.notify_one();
@@ -234,6 +236,18 @@ impl Spool {
                 Err(e.into())
             }
         }
+    }
+
+    /// The job row of a spooled file: bound to this node, as the file is on
+    /// this machine's disk (other instances sharing the table must not take it).
+    async fn insert(&self, payload: &StowPayload) -> Result<JobId, JobError> {
+        let value =
+            serde_json::to_value(payload).map_err(|e| JobError::Query(format!("payload: {e}")))?;
+        let job = NewJob::new(KIND_STOW, &value).node(self.jobs.node());
+        self.jobs
+            .add(&job)
+            .await?
+            .ok_or_else(|| JobError::Query("spool job without key was refused".into()))
     }
 
     /// Remove a file that will not be acknowledged.
@@ -263,7 +277,8 @@ impl Spool {
     }
 
     /// Give every ready/*.dcm without a live job a new job row (a crash
-    /// between rename and insert, or a table that was lost).
+    /// between rename and insert, or a table that was lost). Only this
+    /// node's rows count (and unbound ones, written before nodes existed).
     async fn recover_ready(&self) -> Result<(usize, usize), SpoolError> {
         let mut known: HashSet<OsString> = HashSet::new();
         for state in [JobState::Pending, JobState::Running] {
@@ -272,6 +287,9 @@ impl Spool {
                 .list(Some(KIND_STOW), Some(state), usize::MAX)
                 .await?
             {
+                if job.node.as_deref().is_some_and(|n| n != self.jobs.node()) {
+                    continue;
+                }
                 if let Some(name) = job
                     .payload
                     .get("path")
@@ -289,12 +307,11 @@ impl Spool {
             }
             match read_meta(&path).await {
                 Ok(meta) => {
-                    let payload = serde_json::to_value(StowPayload {
+                    let payload = StowPayload {
                         path: path.clone(),
                         meta,
-                    })
-                    .map_err(|e| crate::jobs::JobError::Query(format!("payload: {e}")))?;
-                    let id = self.jobs.insert(KIND_STOW, &payload).await?;
+                    };
+                    let id = self.insert(&payload).await?;
                     tracing::info!(job = id, file = %path.display(), "recovered spooled instance without job");
                     recovered += 1;
                 }

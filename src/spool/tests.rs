@@ -89,11 +89,14 @@ async fn commit_recover_and_discard() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/jobs.db", dir.path().display());
     let sdir = dir.path().join("spool");
-    let spool = Spool::open(&sdir, jobs::open(&url).await.unwrap())
+    let spool = Spool::open(&sdir, jobs::open(&url, "n1").await.unwrap())
         .await
         .unwrap();
     let (id, path) = spool_one(&spool, "1.2.3").await;
     assert!(path.starts_with(sdir.join("ready")) && path.exists());
+    // The file is on this machine: only this node may send it.
+    let job = spool.jobs.get(id).await.unwrap().unwrap();
+    assert_eq!(job.node.as_deref(), Some("n1"));
     let gone = spool.create_incoming().await.unwrap();
     let gone_path = gone.path.clone();
     spool.discard(gone).await;
@@ -105,7 +108,7 @@ async fn commit_recover_and_discard() {
     std::fs::write(sdir.join("ready/garbage.dcm"), b"not dicom").unwrap();
     drop(spool);
 
-    let table = jobs::open(&url).await.unwrap();
+    let table = jobs::open(&url, "n1").await.unwrap();
     let spool = Spool::open(&sdir, table.clone()).await.unwrap();
     assert!(!part.exists());
     assert!(sdir.join("failed/garbage.dcm").exists());
@@ -123,10 +126,18 @@ async fn commit_recover_and_discard() {
     assert_eq!(orphan.meta.sop_instance_uid, "1.2.3.99");
     assert_eq!(orphan.meta.sop_class_uid, "1.2.840.10008.5.1.4.1.1.2");
     assert_eq!(orphan.meta.transfer_syntax_uid, "1.2.840.10008.1.2.1");
-    // Opening again adds nothing.
+    assert_eq!(pending[0].node.as_deref(), Some("n1"));
+    // The process dies while it holds both jobs with a long lease.
+    let held = table
+        .claim(KIND_STOW, "dead", 10, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2);
+    // Opening again adds nothing, and takes the jobs back at once.
     drop(spool);
     Spool::open(&sdir, table.clone()).await.unwrap();
     assert_eq!(table.count(KIND_STOW, JobState::Pending).await.unwrap(), 2);
+    assert_eq!(table.count(KIND_STOW, JobState::Running).await.unwrap(), 0);
 }
 
 /// Answers by SOP Instance UID prefix: "ok", "warn", "bad" (A900), "na";
@@ -178,7 +189,7 @@ struct Rig {
 impl Rig {
     async fn new() -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), jobs::open("memory").await.unwrap())
+        let spool = Spool::open(dir.path(), jobs::open("memory", "n1").await.unwrap())
             .await
             .unwrap();
         Rig {

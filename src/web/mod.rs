@@ -1,4 +1,5 @@
 //! The HTTP wire: our server face and the upstream client. Knows nothing of associations.
+pub mod admin;
 pub mod client;
 pub mod multipart;
 pub mod part10;

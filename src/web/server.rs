@@ -1,5 +1,5 @@
-//! Our HTTP face: /healthz, /readyz, and the DICOMweb routes the caller
-//! hands in (direction B), behind CORS and gzip.
+//! Our HTTP face: /healthz, /readyz, the operators' /jobs, and the DICOMweb
+//! routes the caller hands in (direction B), behind CORS and gzip.
 
 use crate::dimse::client::{verification_proposal, ScuAssociation, ScuConfig};
 use crate::dimse::DimseError;
@@ -32,6 +32,7 @@ pub fn router(state: WebState, dicomweb: Router, cors_origins: &[String]) -> Rou
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(super::admin::routes())
         .with_state(state)
         .merge(dicomweb)
         .layer(cors(cors_origins))

@@ -10,6 +10,7 @@
 //!   ports with its own storage directory.
 //! - [`Pons`]: the daemon under test, from its config text ([`PonsConfig`]
 //!   builds one).
+//! - [`Postgres`]: a private PostgreSQL cluster (Debian's packages).
 //! - DCMTK: [`storescu`] (each file sent in its own transfer syntax),
 //!   [`echoscu`], [`StoreScp`].
 //! - [`compare_datasets`] / [`assert_same_dataset`]: data set equality
@@ -29,10 +30,13 @@ mod dcmtk;
 pub mod multipart;
 mod orthanc;
 mod pons;
+mod postgres;
 
 pub use dcmtk::*;
 pub use orthanc::*;
 pub use pons::*;
+#[allow(unused_imports)] // only some test binaries start PostgreSQL
+pub use postgres::*;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
@@ -148,6 +152,18 @@ fn prepare(cmd: &mut Command) -> &mut Command {
             Ok(())
         });
     }
+    cmd
+}
+
+/// This test binary running only its test `name` (exact match, output not
+/// captured), prepared like every child: a way to get a second process
+/// that uses the library, e.g. a job claimer that can be killed.
+pub fn self_test_command(name: &str) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    prepare(&mut cmd)
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .stdin(Stdio::null());
     cmd
 }
 
