@@ -1,4 +1,5 @@
 //! Pure, synchronous translation between the DIMSE and DICOMweb vocabularies.
+pub mod commitment;
 pub mod json;
 pub mod qido_params;
 pub mod query;
