@@ -35,12 +35,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let moves = MoveInbox::new(&config.dimse.ae_title);
     let pacs_services = direction_b(&config, &moves)?;
 
-    let dimse_listener = tokio::net::TcpListener::bind(config.dimse.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (dimse.listen)", config.dimse.listen))?;
+    // Web first: whoever sees the DIMSE port open may use the web port too.
     let web_listener = tokio::net::TcpListener::bind(config.web.listen)
         .await
         .with_context(|| format!("cannot listen on {} (web.listen)", config.web.listen))?;
+    let dimse_listener = tokio::net::TcpListener::bind(config.dimse.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (dimse.listen)", config.dimse.listen))?;
     info!(
         ae_title = %config.dimse.ae_title,
         dimse = %config.dimse.listen,
