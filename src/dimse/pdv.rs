@@ -7,6 +7,7 @@ use super::DimseError;
 use dicom_ul::association::AsyncAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 use tokio::io::{AsyncRead, AsyncReadExt};
+
 use tokio::net::TcpStream;
 
 /// PDV item header (4-byte length, context id, control header) inside a P-DATA-TF.
@@ -122,6 +123,77 @@ async fn read_up_to<R: AsyncRead + Unpin>(
     Ok(buf)
 }
 
+/// PDUs read straight from the socket, P-DATA values handed out as slices
+/// of the read buffer: dicom-ul's `receive` copies each PDU's bytes three
+/// times, which is a tenth of a retrieve's CPU. Only for an association
+/// whose peer has sent nothing since it was established (dicom-ul's own read
+/// buffer is then empty).
+#[derive(Default)]
+pub struct PduReader {
+    buf: bytes::BytesMut,
+}
+
+/// One PDU as [`PduReader`] sees it.
+pub enum RawPdu {
+    /// The P-DATA-TF's value items: (context id, is command, is last, data).
+    PData(Vec<(u8, bool, bool, bytes::Bytes)>),
+    Abort,
+    /// Any other PDU type (the peer has no business sending it now).
+    Other(u8),
+}
+
+/// A PDU longer than this is not one we asked for (our max PDU is at most 16 MiB).
+const MAX_PDU: usize = 16 * 1024 * 1024 + 6;
+
+impl PduReader {
+    pub async fn next<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<RawPdu, DimseError> {
+        self.fill(r, 6).await?;
+        let kind = self.buf[0];
+        let len = u32::from_be_bytes([self.buf[2], self.buf[3], self.buf[4], self.buf[5]]) as usize;
+        if len > MAX_PDU {
+            return Err(DimseError::Protocol(format!("PDU of {len} bytes")));
+        }
+        self.fill(r, 6 + len).await?;
+        let mut body = self.buf.split_to(6 + len).freeze().split_off(6);
+        match kind {
+            0x04 => {
+                let mut values = Vec::new();
+                while !body.is_empty() {
+                    if body.len() < 6 {
+                        return Err(DimseError::Protocol("truncated PDV item".into()));
+                    }
+                    let item = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+                    if item < 2 || item + 4 > body.len() {
+                        return Err(DimseError::Protocol("PDV item length out of bounds".into()));
+                    }
+                    let (pc, control) = (body[4], body[5]);
+                    let data = body.slice(6..4 + item);
+                    values.push((pc, control & 1 == 1, control & 2 == 2, data));
+                    body = body.split_off(4 + item);
+                }
+                Ok(RawPdu::PData(values))
+            }
+            0x07 => Ok(RawPdu::Abort),
+            other => Ok(RawPdu::Other(other)),
+        }
+    }
+
+    /// Read until `n` bytes are buffered. Cancel-safe: what was read stays.
+    async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, n: usize) -> Result<(), DimseError> {
+        while self.buf.len() < n {
+            self.buf.reserve((n - self.buf.len()).max(64 * 1024));
+            let got = r
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| DimseError::Receive(e.to_string()))?;
+            if got == 0 {
+                return Err(DimseError::Receive("the peer closed the connection".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reassembles a command set from one or more command PDVs.
 #[derive(Default)]
 pub struct CommandAssembler {
@@ -205,6 +277,56 @@ mod tests {
         let big = vec![0u8; 40 * 1024];
         asm.push(pdv(1, false, &big)).unwrap();
         assert!(asm.push(pdv(1, false, &big)).is_err());
+    }
+
+    #[tokio::test]
+    async fn reads_p_data_values_and_other_pdus_in_any_chunking() {
+        let mut wire = Vec::new();
+        let pdvs: [(u8, u8, &[u8]); 2] = [(1, 0b11, b"cmd!"), (3, 0b10, b"data bytes")];
+        let body_len: usize = pdvs.iter().map(|(_, _, d)| 6 + d.len()).sum();
+        wire.extend_from_slice(&[4, 0]);
+        wire.extend_from_slice(&(body_len as u32).to_be_bytes());
+        for (pc, ctl, d) in pdvs {
+            wire.extend_from_slice(&((d.len() + 2) as u32).to_be_bytes());
+            wire.extend_from_slice(&[pc, ctl]);
+            wire.extend_from_slice(d);
+        }
+        wire.extend_from_slice(&[7, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
+        for chunk in [1, 5, 1000] {
+            let (mut tx, mut rx) = tokio::io::duplex(chunk);
+            let bytes = wire.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                for c in bytes.chunks(chunk) {
+                    tx.write_all(c).await.unwrap();
+                }
+            });
+            let mut reader = PduReader::default();
+            match reader.next(&mut rx).await.unwrap() {
+                RawPdu::PData(v) => {
+                    assert_eq!(v.len(), 2);
+                    assert_eq!(
+                        (v[0].0, v[0].1, v[0].2, &v[0].3[..]),
+                        (1, true, true, &b"cmd!"[..])
+                    );
+                    assert_eq!(
+                        (v[1].0, v[1].1, v[1].2, &v[1].3[..]),
+                        (3, false, true, &b"data bytes"[..])
+                    );
+                }
+                _ => panic!("not P-DATA"),
+            }
+            assert!(matches!(reader.next(&mut rx).await.unwrap(), RawPdu::Abort));
+            assert!(reader.next(&mut rx).await.is_err(), "closed");
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_broken_items() {
+        // A PDV item claiming more than the PDU holds.
+        let wire = [4u8, 0, 0, 0, 0, 8, 0, 0, 0, 9, 1, 3, 0, 0];
+        let mut r = PduReader::default();
+        assert!(r.next(&mut &wire[..]).await.is_err());
     }
 
     #[test]

@@ -5,13 +5,13 @@
 use super::ScuAssociation;
 use crate::dimse::listener::{Refusal, StoreSink, StoreTarget};
 use crate::dimse::message::{Command, CommandField, SubOperations};
-use crate::dimse::pdv::{self, CommandAssembler};
+use crate::dimse::pdv::{self, CommandAssembler, PduReader, RawPdu};
 use crate::dimse::status::{self, StatusKind};
 use crate::dimse::DimseError;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use dicom_ul::pdu::{PDataValue, PDataValueType};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -144,6 +144,7 @@ impl ScuAssociation {
         incoming: &mut Option<Incoming>,
     ) -> Result<RetrieveOutcome, DimseError> {
         let mut commands = CommandAssembler::default();
+        let mut reader = PduReader::default();
         let mut cancel_sent = false;
         loop {
             let pdu = tokio::select! {
@@ -154,32 +155,36 @@ impl ScuAssociation {
                     self.send(pc_id, &Command::c_cancel_rq(id), None).await?;
                     continue;
                 }
-                // Cancel-safe: dicom-ul keeps partial PDUs in its read buffer.
-                r = tokio::time::timeout(self.timeout, self.assoc.receive()) => r
+                // Cancel-safe: the reader keeps partial PDUs in its buffer.
+                r = tokio::time::timeout(self.timeout, reader.next(self.assoc.inner_stream())) => r
             };
-            let pdu = pdu
-                .map_err(|_| DimseError::Timeout {
-                    peer: self.peer.clone(),
-                    secs: self.timeout.as_secs(),
-                })?
-                .map_err(DimseError::receive)?;
+            let pdu = pdu.map_err(|_| DimseError::Timeout {
+                peer: self.peer.clone(),
+                secs: self.timeout.as_secs(),
+            })??;
             let values = match pdu {
-                Pdu::PData { data } => data,
-                Pdu::AbortRQ { .. } => return Err(DimseError::Aborted),
-                other => {
+                RawPdu::PData(values) => values,
+                RawPdu::Abort => return Err(DimseError::Aborted),
+                RawPdu::Other(kind) => {
                     return Err(DimseError::Protocol(format!(
-                        "unexpected PDU {}",
-                        other.short_description()
+                        "unexpected PDU type {kind:02X}H during a retrieve"
                     )))
                 }
             };
-            for pdv in values {
-                let done = match pdv.value_type {
-                    PDataValueType::Command => match commands.push(pdv)? {
+            for (pc, is_command, is_last, data) in values {
+                let done = if is_command {
+                    let pdv = PDataValue {
+                        presentation_context_id: pc,
+                        value_type: PDataValueType::Command,
+                        is_last,
+                        data: data.to_vec(),
+                    };
+                    match commands.push(pdv)? {
                         Some((cpc, cmd)) => self.on_command(cpc, cmd, id, target, incoming).await?,
                         None => None,
-                    },
-                    PDataValueType::Data => self.on_data(pdv, incoming).await?,
+                    }
+                } else {
+                    self.on_data(pc, is_last, &data, incoming).await?
                 };
                 if let Some(outcome) = done {
                     return Ok(outcome);
@@ -261,19 +266,21 @@ impl ScuAssociation {
 
     async fn on_data(
         &mut self,
-        pdv: PDataValue,
+        pc_id: u8,
+        is_last: bool,
+        data: &[u8],
         incoming: &mut Option<Incoming>,
     ) -> Result<Option<RetrieveOutcome>, DimseError> {
         match incoming.as_mut() {
             None => return Err(DimseError::Protocol("data set without a command".into())),
-            Some(Incoming::Store { pc_id, .. }) if *pc_id != pdv.presentation_context_id => {
+            Some(Incoming::Store { pc_id: pc, .. }) if *pc != pc_id => {
                 return Err(DimseError::Protocol(
                     "data set on another presentation context than its command".into(),
                 ))
             }
             Some(Incoming::Store { sink, refusal, .. }) => {
                 if let Some(s) = sink.as_mut() {
-                    if let Err(r) = s.write(&pdv.data).await {
+                    if let Err(r) = s.write(data).await {
                         if let Some(s) = sink.take() {
                             s.abort().await;
                         }
@@ -282,7 +289,7 @@ impl ScuAssociation {
                 }
             }
             Some(Incoming::Final { len, .. }) => {
-                *len += pdv.data.len();
+                *len += data.len();
                 if *len > MAX_FINAL_DATA_SET {
                     return Err(DimseError::Protocol(
                         "final response data set larger than 4 MiB".into(),
@@ -290,7 +297,7 @@ impl ScuAssociation {
                 }
             }
         }
-        if !pdv.is_last {
+        if !is_last {
             return Ok(None);
         }
         match incoming.take() {
