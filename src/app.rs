@@ -11,6 +11,7 @@ use crate::dimse::message::Command;
 use crate::dimse::move_inbox::MoveInbox;
 use crate::dimse::request::RequestContext;
 use crate::dimse::status;
+use crate::dimse_to_web::commit::{self, Commit, OpenAssociations};
 use crate::dimse_to_web::{find::Find, retrieve::Retrieve, store::Store, DimseToWeb};
 use crate::jobs::JobTable;
 use crate::spool::Spool;
@@ -58,6 +59,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let forwarder = direction_a
         .as_ref()
         .and_then(|a| a.start_forwarder(&config, &jobs, forwarder_stop.clone()));
+    let commit_worker = direction_a
+        .as_ref()
+        .map(|a| a.start_commit_worker(&config, &jobs, forwarder_stop.clone()));
 
     let dicomweb = crate::web_to_dimse::router(&pacs_services, &config.web.base_path);
     let web = axum::serve(
@@ -101,8 +105,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     listener::serve(dimse_listener, dimse_cfg, handler, shutdown.clone()).await?;
     info!("DIMSE listener drained");
     forwarder_stop.cancel();
-    if let Some(f) = forwarder {
-        let _ = f.await;
+    for task in forwarder.into_iter().chain(commit_worker) {
+        let _ = task.await;
     }
     let _ = web.await;
     if let Some(svc) = pacs_services.first() {
@@ -137,6 +141,9 @@ struct DirectionA {
     upstream_cfg: UpstreamConfig,
     spool: Arc<Spool>,
     handler: Arc<DimseToWeb>,
+    /// Shared by the N-ACTION handler and the commitment worker.
+    commit_routes: Arc<OpenAssociations>,
+    commit_wake: Arc<tokio::sync::Notify>,
 }
 
 impl DirectionA {
@@ -147,7 +154,15 @@ impl DirectionA {
     ) -> anyhow::Result<DirectionA> {
         let upstream = Arc::new(UpstreamClient::new(upstream_cfg)?);
         let spool = Arc::new(Spool::open(&config.spool.dir, jobs.clone()).await?);
+        let commit_routes = Arc::new(OpenAssociations::default());
+        let commit_wake = Arc::new(tokio::sync::Notify::new());
         let handler = Arc::new(DimseToWeb {
+            commit: Arc::new(Commit {
+                jobs: jobs.clone(),
+                open: commit_routes.clone(),
+                wake: commit_wake.clone(),
+                deadline: Duration::from_secs(config.dimse.commitment_report_deadline_secs),
+            }),
             find: Arc::new(Find {
                 upstream: upstream.clone(),
                 retrieve_ae: config.dimse.ae_title.clone(),
@@ -173,7 +188,36 @@ impl DirectionA {
             upstream_cfg: upstream_cfg.clone(),
             spool,
             handler,
+            commit_routes,
+            commit_wake,
         })
+    }
+
+    fn start_commit_worker(
+        &self,
+        config: &Config,
+        jobs: &Arc<dyn JobTable>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(commit::run_commit_worker(
+            jobs.clone(),
+            self.upstream.clone(),
+            self.commit_routes.clone(),
+            self.commit_wake.clone(),
+            commit::CommitWorkerConfig {
+                mode: self.upstream_cfg.commitment,
+                our_ae: config.dimse.ae_title.clone(),
+                peers: config.ae.clone(),
+                max_pdu: config.dimse.max_pdu,
+                dimse_timeout: Duration::from_secs(config.dimse.association_timeout_secs),
+                retry_max: Duration::from_secs(config.spool.retry_max_secs),
+                // Renewed while a step runs; short, so that the jobs of a
+                // process that died are soon taken over.
+                lease: Duration::from_secs(30),
+                concurrency: 2,
+            },
+            stop,
+        ))
     }
 
     fn start_forwarder(

@@ -51,6 +51,10 @@ pub struct DimseConfig {
     /// A C-FIND with more matches ends in A700 "narrow the query", never truncated.
     #[serde(default = "default_find_max_results")]
     pub find_max_results: usize,
+    /// Storage commitment: how long after the N-ACTION we keep trying to
+    /// answer (ask the archive, deliver the N-EVENT-REPORT) before giving up.
+    #[serde(default = "default_commitment_report_deadline")]
+    pub commitment_report_deadline_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +150,22 @@ pub struct UpstreamConfig {
     /// Whole-request timeout (a STOW batch must finish within it).
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// How storage commitment is asked of the origin.
+    #[serde(default)]
+    pub commitment: CommitmentMode,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitmentMode {
+    /// `dicomweb` if the origin has /commitment-requests, else `verify`
+    /// (probed once, at the first commitment).
+    #[default]
+    Auto,
+    /// POST /commitment-requests/{transactionUID}, then poll GET.
+    Dicomweb,
+    /// Look each instance up with QIDO-RS: present with its SOP class means committed.
+    Verify,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +258,9 @@ fn default_idle_timeout() -> u64 {
 fn default_shutdown_grace() -> u64 {
     30
 }
+fn default_commitment_report_deadline() -> u64 {
+    86_400
+}
 fn default_find_max_results() -> usize {
     10_000
 }
@@ -323,6 +346,9 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
         check_ae_title("dimse.ae_title", &self.dimse.ae_title, &mut p);
+        if self.dimse.commitment_report_deadline_secs == 0 {
+            p.push("dimse.commitment_report_deadline_secs must be at least 1".into());
+        }
         if self.dimse.max_associations == 0 {
             p.push("dimse.max_associations must be at least 1".into());
         }

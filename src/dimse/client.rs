@@ -1,6 +1,7 @@
 //! SCU associations: connect to a peer AE, send requests, read responses.
 
 pub mod find;
+mod notify;
 mod qr;
 
 pub use qr::RetrieveOutcome;

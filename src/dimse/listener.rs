@@ -162,8 +162,7 @@ pub const TRANSFER_SYNTAXES: &[&str] = &[
     uids::ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LITTLE_ENDIAN,
 ];
 
-/// Non-storage SOP classes we accept (Q/R and storage commitment are for
-/// the issues that implement them; until then they get a clear failure).
+/// Non-storage SOP classes we accept.
 pub const SERVICE_SOP_CLASSES: &[&str] = &[
     uids::VERIFICATION,
     uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
@@ -199,7 +198,9 @@ impl AccessControl for AePolicy {
 }
 
 /// SCP/SCU role selection: a C-GET requester proposes the SCP role for the
-/// storage classes it wants back on the same association; grant it.
+/// storage classes it wants back on the same association, and a storage
+/// commitment SCP that reports on a new association proposes the SCP role
+/// for Storage Commitment; grant what is asked for those classes.
 struct StorageRoles;
 
 impl Negotiation for StorageRoles {
@@ -210,8 +211,8 @@ impl Negotiation for StorageRoles {
         scp_role: bool,
     ) -> Option<dicom_ul::pdu::RequestorRoles> {
         let uid = sop_class_uid.trim_end_matches('\0');
-        super::sop_classes::STORAGE_SOP_CLASSES
-            .contains(&uid)
+        (super::sop_classes::STORAGE_SOP_CLASSES.contains(&uid)
+            || uid == uids::STORAGE_COMMITMENT_PUSH_MODEL)
             .then_some(dicom_ul::pdu::RequestorRoles {
                 scu: scu_role,
                 scp: scp_role,

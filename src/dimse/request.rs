@@ -1,10 +1,15 @@
-//! What a request handler (C-FIND, C-GET, C-MOVE) gets: a way to send
-//! responses and sub-operations back on the association, and the signal that
-//! the requester sent C-CANCEL. The handler runs as its own task while the
-//! association keeps reading, so C-CANCEL arrives while results stream out.
+//! What a request handler (C-FIND, C-GET, C-MOVE, N-ACTION) gets: a way to
+//! send responses and sub-operations back on the association, the signal
+//! that the requester sent C-CANCEL, and a handle to send requests of our
+//! own on the association later (an N-EVENT-REPORT after an N-ACTION). The
+//! handler runs as its own task while the association keeps reading, so
+//! C-CANCEL arrives while results stream out.
 
 use super::message::Command;
 use super::DimseError;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncRead;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +46,8 @@ pub struct RequestContext {
     /// Every accepted context of the association (C-GET picks from these).
     pub contexts: Vec<Context>,
     pub cancelled: CancellationToken,
+    /// For requests of our own on this association, after this one is done.
+    pub association: AssociationHandle,
     pub(crate) out: mpsc::Sender<Outgoing>,
 }
 
@@ -91,5 +98,71 @@ impl RequestContext {
         response
             .await
             .map_err(|_| DimseError::Receive("association closed before the C-STORE-RSP".into()))
+    }
+}
+
+/// Sends requests of ours on an association the peer opened (N-EVENT-REPORT
+/// on the association of the N-ACTION), for as long as it stays open.
+#[derive(Clone)]
+pub struct AssociationHandle {
+    pub(crate) out: mpsc::Sender<Outgoing>,
+    next_id: Arc<AtomicU16>,
+}
+
+/// Our message IDs on a peer's association start here, well clear of the
+/// C-GET sub-operations, which reuse the (small) ID of their C-GET-RQ.
+const FIRST_OWN_MESSAGE_ID: u16 = 0xC000;
+
+impl AssociationHandle {
+    pub(crate) fn new(out: mpsc::Sender<Outgoing>) -> AssociationHandle {
+        AssociationHandle {
+            out,
+            next_id: Arc::new(AtomicU16::new(FIRST_OWN_MESSAGE_ID)),
+        }
+    }
+
+    /// False once the association has ended.
+    pub fn is_open(&self) -> bool {
+        !self.out.is_closed()
+    }
+
+    pub fn next_message_id(&self) -> u16 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        id.max(FIRST_OWN_MESSAGE_ID)
+    }
+
+    /// Send a request with its data set on context `pc_id`; its response,
+    /// or an error when the association ends or `timeout` passes first.
+    pub async fn request(
+        &self,
+        pc_id: u8,
+        command: Command,
+        data_set: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Command, DimseError> {
+        let closed = || DimseError::Send("association closed".into());
+        let (sent, done) = oneshot::channel();
+        let (reply, response) = oneshot::channel();
+        let msg = Outgoing {
+            pc_id,
+            command,
+            data: Some(DataSource::Bytes(data_set)),
+            reply: Some(reply),
+            sent,
+        };
+        self.out.send(msg).await.map_err(|_| closed())?;
+        done.await
+            .map_err(|_| closed())?
+            .map_err(DimseError::Send)?;
+        match tokio::time::timeout(timeout, response).await {
+            Ok(Ok(rsp)) => Ok(rsp),
+            Ok(Err(_)) => Err(DimseError::Receive(
+                "association closed before the response".into(),
+            )),
+            Err(_) => Err(DimseError::Timeout {
+                peer: "the requester".into(),
+                secs: timeout.as_secs(),
+            }),
+        }
     }
 }

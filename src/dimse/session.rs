@@ -1,12 +1,14 @@
 //! One association's state machine: PDUs in, calls on the [`ScpHandler`],
 //! responses out. C-STORE data sets stream into a sink; other requests run as
 //! their own task (see [`super::request`]) while this loop keeps reading, so
-//! C-CANCEL and the C-STORE-RSPs of C-GET sub-operations get through.
+//! C-CANCEL and the C-STORE-RSPs of C-GET sub-operations get through. Requests
+//! of our own (N-EVENT-REPORT) come in through an [`AssociationHandle`] at
+//! any time.
 
 use super::listener::{AssociationInfo, Refusal, ScpHandler, StoreSink};
 use super::message::{Command, CommandField};
 use super::pdv::{self, CommandAssembler};
-use super::request::{Context, DataSource, Outgoing, RequestContext};
+use super::request::{AssociationHandle, Context, DataSource, Outgoing, RequestContext};
 use super::{status, DimseError};
 use dicom_ul::association::server::AsyncServerAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
@@ -43,8 +45,6 @@ struct Running {
     message_id: Option<u16>,
     cancel: CancellationToken,
     out: mpsc::Receiver<Outgoing>,
-    /// C-STORE sub-operations waiting for their C-STORE-RSP, by message id.
-    replies: HashMap<u16, oneshot::Sender<Command>>,
 }
 
 /// However the association ends, its running handler is told to stop.
@@ -57,6 +57,7 @@ impl Drop for Running {
 enum Event {
     Pdu(Result<Pdu, DimseError>),
     Out(Option<Outgoing>),
+    Own(Outgoing),
 }
 
 pub(crate) struct Session {
@@ -66,6 +67,12 @@ pub(crate) struct Session {
     commands: CommandAssembler,
     incoming: Option<Incoming>,
     running: Option<Running>,
+    /// Requests we sent (C-GET sub-operations, N-EVENT-REPORTs) waiting
+    /// for their response, by message id.
+    replies: HashMap<u16, oneshot::Sender<Command>>,
+    /// Kept so that `own_rx` never ends; handles hold clones.
+    own_tx: mpsc::Sender<Outgoing>,
+    own_rx: mpsc::Receiver<Outgoing>,
 }
 
 impl Session {
@@ -74,6 +81,7 @@ impl Session {
         info: AssociationInfo,
         handler: Arc<dyn ScpHandler>,
     ) -> Session {
+        let (own_tx, own_rx) = mpsc::channel(4);
         Session {
             assoc,
             info,
@@ -81,6 +89,9 @@ impl Session {
             commands: CommandAssembler::default(),
             incoming: None,
             running: None,
+            replies: HashMap::new(),
+            own_tx,
+            own_rx,
         }
     }
 
@@ -88,18 +99,27 @@ impl Session {
         loop {
             let event = {
                 let receive = self.assoc.receive();
+                // Cancel-safe: dicom-ul keeps partial PDUs in its read buffer.
+                // Our own requests wait while a data set is arriving: their
+                // PDUs may go out any time, but keeping them apart from a
+                // half-received message spares peers that cannot interleave.
+                let own_ok = self.incoming.is_none();
                 match self.running.as_mut() {
-                    // Cancel-safe: dicom-ul keeps partial PDUs in its read buffer.
                     Some(running) => tokio::select! {
                         biased;
                         out = running.out.recv() => Event::Out(out),
+                        Some(own) = self.own_rx.recv(), if own_ok => Event::Own(own),
                         pdu = receive => Event::Pdu(pdu.map_err(DimseError::receive)),
                     },
-                    None => Event::Pdu(receive.await.map_err(DimseError::receive)),
+                    None => tokio::select! {
+                        biased;
+                        Some(own) = self.own_rx.recv(), if own_ok => Event::Own(own),
+                        pdu = receive => Event::Pdu(pdu.map_err(DimseError::receive)),
+                    },
                 }
             };
             match event {
-                Event::Out(Some(msg)) => self.send_outgoing(msg).await?,
+                Event::Out(Some(msg)) | Event::Own(msg) => self.send_outgoing(msg).await?,
                 Event::Out(None) => self.running = None,
                 Event::Pdu(pdu) => match pdu? {
                     Pdu::PData { data } => {
@@ -143,6 +163,7 @@ impl Session {
             sink.abort().await;
         }
         self.running = None; // dropping it cancels the handler
+        self.own_rx.close(); // our own requests fail at once
     }
 
     async fn send_outgoing(&mut self, msg: Outgoing) -> Result<(), DimseError> {
@@ -159,10 +180,10 @@ impl Session {
             }
         }
         .await;
-        if let (Some(reply), Some(id), Some(running)) =
-            (msg.reply, msg.command.message_id, self.running.as_mut())
-        {
-            running.replies.insert(id, reply);
+        if let (Some(reply), Some(id)) = (msg.reply, msg.command.message_id) {
+            // Waiters whose requester gave up (or ended) go first.
+            self.replies.retain(|_, w| !w.is_closed());
+            self.replies.insert(id, reply);
         }
         let _ = msg
             .sent
@@ -308,13 +329,13 @@ impl Session {
             transfer_syntax,
             contexts,
             cancelled: cancel.clone(),
+            association: AssociationHandle::new(self.own_tx.clone()),
             out: tx,
         };
         self.running = Some(Running {
             message_id: rq.message_id,
             cancel,
             out: rx,
-            replies: HashMap::new(),
         });
         let handler = self.handler.clone();
         let info = self.info.clone();
@@ -340,19 +361,17 @@ impl Session {
                 }
                 Ok(())
             }
-            CommandField::CStoreRsp => {
-                let waiter = self
-                    .running
-                    .as_mut()
-                    .and_then(|r| cmd.responding_to.and_then(|id| r.replies.remove(&id)));
+            CommandField::CStoreRsp | CommandField::NEventReportRsp => {
+                let waiter = cmd.responding_to.and_then(|id| self.replies.remove(&id));
                 match waiter {
                     Some(w) => {
                         let _ = w.send(cmd);
                         Ok(())
                     }
-                    None => Err(DimseError::Protocol(
-                        "C-STORE-RSP for no sub-operation".into(),
-                    )),
+                    None => Err(DimseError::Protocol(format!(
+                        "{:?} for no request of ours",
+                        cmd.field
+                    ))),
                 }
             }
             field if field.is_response() => Err(DimseError::Protocol(format!(

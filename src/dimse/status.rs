@@ -43,6 +43,12 @@ pub mod general {
     pub const PROCESSING_FAILURE: u16 = 0x0110;
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
     pub const MISTYPED_ARGUMENT: u16 = 0x0212;
+    pub const NO_SUCH_EVENT_TYPE: u16 = 0x0113;
+    pub const INVALID_ARGUMENT_VALUE: u16 = 0x0115;
+    pub const INVALID_OBJECT_INSTANCE: u16 = 0x0117;
+    pub const NO_SUCH_SOP_CLASS: u16 = 0x0118;
+    pub const NO_SUCH_ACTION: u16 = 0x0123;
+    pub const RESOURCE_LIMITATION: u16 = 0x0213;
 }
 
 /// How a status reads to a person.

@@ -1,6 +1,7 @@
 //! Direction A handlers: we are a DIMSE SCP with a DICOMweb origin behind us.
 //! C-ECHO is answered by the listener itself.
 
+pub mod commit;
 pub mod find;
 pub mod retrieve;
 pub mod store;
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 pub struct DimseToWeb {
+    pub commit: Arc<commit::Commit>,
     pub store: Arc<store::Store>,
     pub find: Arc<find::Find>,
     pub retrieve: Arc<retrieve::Retrieve>,
@@ -43,6 +45,7 @@ impl ScpHandler for DimseToWeb {
                     .run(&assoc.calling_ae, rq, data_set, ctx)
                     .await
             }
+            CommandField::NActionRq => self.commit.run(assoc, rq, data_set, ctx).await,
             _ => refuse_unsupported(&rq, &ctx).await,
         }
     }

@@ -18,6 +18,9 @@ pub type JobId = i64;
 
 /// The kind of a spooled C-STORE waiting to be sent upstream with STOW-RS.
 pub const KIND_STOW: &str = "stow";
+/// A storage commitment asked of us with N-ACTION (direction A), keyed by
+/// its Transaction UID, until its N-EVENT-REPORT is delivered.
+pub const KIND_COMMIT: &str = "commit";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

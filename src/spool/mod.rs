@@ -329,6 +329,21 @@ impl Spool {
     }
 }
 
+/// How many of these SOP Instance UIDs are still on their way upstream:
+/// spooled (on any node sharing the table) and neither sent nor refused yet.
+pub async fn in_flight(jobs: &dyn JobTable, uids: &HashSet<&str>) -> Result<usize, JobError> {
+    let mut n = 0;
+    for state in [JobState::Pending, JobState::Running] {
+        for job in jobs.list(Some(KIND_STOW), Some(state), usize::MAX).await? {
+            let uid = job.payload.get("sop_instance_uid").and_then(|u| u.as_str());
+            if uid.is_some_and(|u| uids.contains(u)) {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Regular files in `dir` with this extension, sorted (oldest uuid order is
 /// meaningless, but sorting keeps recovery deterministic).
 async fn list_dir(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, SpoolError> {

@@ -382,3 +382,27 @@ async fn unauthorized_is_retried_not_failed() {
         "no split on 401"
     );
 }
+
+#[tokio::test]
+async fn in_flight_counts_spooled_instances_until_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = jobs::open("memory", "n1").await.unwrap();
+    let spool = Spool::open(&dir.path().join("spool"), table.clone())
+        .await
+        .unwrap();
+    let (a, _) = spool_one(&spool, "1.2.1").await;
+    let (b, _) = spool_one(&spool, "1.2.2").await;
+    spool_one(&spool, "1.2.3").await;
+    let asked: HashSet<&str> = ["1.2.1", "1.2.2", "1.2.9"].into_iter().collect();
+    assert_eq!(in_flight(table.as_ref(), &asked).await.unwrap(), 2);
+    // Being sent still counts; sent or refused does not.
+    let claimed = table
+        .claim(KIND_STOW, "me", 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, a);
+    assert_eq!(in_flight(table.as_ref(), &asked).await.unwrap(), 2);
+    table.complete(a).await.unwrap();
+    table.fail(b, "refused").await.unwrap();
+    assert_eq!(in_flight(table.as_ref(), &asked).await.unwrap(), 0);
+}

@@ -76,6 +76,55 @@ pub struct CommitResult {
 }
 
 impl CommitResult {
+    /// The result for `request` when `verdict` says which instances failed
+    /// and why (`None`: committed). Request order is kept.
+    pub fn settle(
+        request: &CommitRequest,
+        mut verdict: impl FnMut(&SopRef) -> Option<u16>,
+    ) -> CommitResult {
+        let (mut committed, mut failed) = (Vec::new(), Vec::new());
+        for r in &request.instances {
+            match verdict(r) {
+                None => committed.push(r.clone()),
+                Some(reason) => failed.push(FailedRef {
+                    sop: r.clone(),
+                    reason,
+                }),
+            }
+        }
+        CommitResult {
+            transaction_uid: request.transaction_uid.clone(),
+            committed,
+            failed,
+        }
+    }
+
+    /// An archive's answer held against what was asked: an instance it
+    /// lists as failed has failed, one it lists as committed (and not as
+    /// failed) is committed, one it does not mention is a processing
+    /// failure, and anything it adds is ignored.
+    pub fn reconcile(request: &CommitRequest, answer: &CommitResult) -> CommitResult {
+        use std::collections::HashMap;
+        let failed: HashMap<&str, u16> = answer
+            .failed
+            .iter()
+            .map(|f| (f.sop.instance_uid.as_str(), f.reason))
+            .collect();
+        let committed: std::collections::HashSet<&str> = answer
+            .committed
+            .iter()
+            .map(|r| r.instance_uid.as_str())
+            .collect();
+        Self::settle(request, |r| {
+            let uid = r.instance_uid.as_str();
+            match failed.get(uid) {
+                Some(reason) => Some(*reason),
+                None if committed.contains(uid) => None,
+                None => Some(reason::PROCESSING_FAILURE),
+            }
+        })
+    }
+
     /// Event Type ID of the N-EVENT-REPORT that carries this result.
     pub fn event_type(&self) -> u16 {
         if self.failed.is_empty() {

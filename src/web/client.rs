@@ -9,10 +9,12 @@ use reqwest::StatusCode;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+mod commitment;
 mod qido;
 mod wado;
 
 pub use crate::web::part10::FileMetaInfo;
+pub use commitment::CommitmentAnswer;
 pub use wado::{Part, RetrievedParts};
 
 /// One PS3.10 file to send.

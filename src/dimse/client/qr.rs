@@ -43,8 +43,9 @@ enum Incoming {
 }
 
 impl ScuAssociation {
-    /// An identifier encoded for the accepted context of `model`.
-    fn identifier(
+    /// A data set (identifier, event information…) encoded for the
+    /// accepted context of `model`: that context's id and the bytes.
+    pub(super) fn identifier(
         &self,
         model: &str,
         identifier: &InMemDicomObject,

@@ -360,3 +360,44 @@ fn json_bad_requests_say_what_is_wrong() {
         RequestError::BadUid { .. }
     ));
 }
+
+#[test]
+fn an_archive_answer_is_held_against_the_request() {
+    let rq = request(4);
+    let answer = CommitResult {
+        transaction_uid: TXN.into(),
+        // 1.2.3.1 committed; 1.2.3.2 both (failure wins); 1.2.3.4 not
+        // mentioned; 1.2.3.9 never asked for.
+        committed: vec![
+            SopRef::new(CT, "1.2.3.1"),
+            SopRef::new(MR, "1.2.3.2"),
+            SopRef::new(CT, "1.2.3.9"),
+        ],
+        failed: vec![
+            FailedRef {
+                sop: SopRef::new(MR, "1.2.3.2"),
+                reason: reason::RESOURCE_LIMITATION,
+            },
+            FailedRef {
+                sop: SopRef::new(CT, "1.2.3.3"),
+                reason: reason::NO_SUCH_INSTANCE,
+            },
+        ],
+    };
+    let got = CommitResult::reconcile(&rq, &answer);
+    assert_eq!(got.committed, vec![rq.instances[0].clone()]);
+    let failed: Vec<(&str, u16)> = got
+        .failed
+        .iter()
+        .map(|f| (f.sop.instance_uid.as_str(), f.reason))
+        .collect();
+    assert_eq!(
+        failed,
+        vec![
+            ("1.2.3.2", 0x0213),
+            ("1.2.3.3", 0x0112),
+            ("1.2.3.4", 0x0110)
+        ]
+    );
+    assert_eq!(got.transaction_uid, TXN);
+}

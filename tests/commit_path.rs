@@ -1,0 +1,310 @@
+//! Direction A storage commitment against real peers: a pynetdicom storage
+//! commitment SCU (scripts/commit_scu.py) → Pons → Orthanc's DICOMweb,
+//! which has no /commitment-requests, so Pons verifies with QIDO-RS. The
+//! instances are stored through Pons first (DCMTK storescu, spool mode).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
+
+fn script() -> std::path::PathBuf {
+    repo_root().join("scripts").join("commit_scu.py")
+}
+
+/// (SOP Class UID, SOP Instance UID) pairs.
+type Refs = Vec<(String, String)>;
+
+fn refs_of(instances: &[Instance]) -> Refs {
+    instances
+        .iter()
+        .map(|i| (i.sop_class.clone(), i.sop_instance.clone()))
+        .collect()
+}
+
+/// `commit_scu.py request` against Pons; its JSON line.
+fn request(pons: &Pons, refs: &Refs, txn: &str, args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("refs.json");
+    std::fs::write(&file, serde_json::to_vec(refs).unwrap()).unwrap();
+    let out = Command::new(venv_python())
+        .arg(script())
+        .args(["request", "127.0.0.1", &pons.dimse_port().to_string()])
+        .arg(&file)
+        .args(["--txn", txn, "--called", pons.ae_title()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "commit_scu.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("commit_scu.py printed no JSON ({e}): {stdout}"))
+}
+
+/// `commit_scu.py listen PORT`: reports on new associations.
+struct Listener {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Listener {
+    fn start(port: u16, wait_secs: u32) -> Listener {
+        let mut child = Command::new(venv_python())
+            .arg(script())
+            .args([
+                "listen",
+                &port.to_string(),
+                "--wait",
+                &wait_secs.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        Listener { child, out }
+    }
+
+    /// The reports received (waits until the first, or the listener's time is up).
+    fn reports(mut self) -> Vec<Value> {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        let _ = self.child.wait();
+        let v: Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("listener printed no JSON ({e}): {line}"));
+        v["reports"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pairs(v: &Value) -> BTreeSet<(String, String)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into()))
+        .collect()
+}
+
+/// (class, instance, Failure Reason) of a report's failed list.
+fn failures(v: &Value) -> BTreeSet<(String, String, u64)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().into(),
+                p[1].as_str().unwrap().into(),
+                p[2].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Orthanc, and Pons in front of it in verify mode, knowing the SCU as
+/// MODALITY at `listen_port` (for reports on a new association).
+fn setup(state: &Path, listen_port: u16) -> (Orthanc, Pons) {
+    let orthanc = Orthanc::start();
+    let mut cfg = PonsConfig::new(&orthanc.dicomweb_url(), state);
+    cfg.known_aes.push(KnownAe::new("MODALITY", listen_port));
+    let toml = cfg
+        .to_toml()
+        .replace("[upstream]\n", "[upstream]\ncommitment = \"verify\"\n")
+        .replace("[spool]\n", "[spool]\nretry_max_secs = 4\n");
+    (orthanc, Pons::start(&toml))
+}
+
+fn store(pons: &Pons, instances: &[Instance]) {
+    let files: Vec<_> = instances.iter().map(|i| i.path.clone()).collect();
+    storescu("MODALITY", "PONS", pons.dimse_port(), &files, &[]).assert_success();
+}
+
+#[test]
+fn all_present_is_event_type_1_on_the_same_association() {
+    let state = tempfile::tempdir().unwrap();
+    let (_orthanc, pons) = setup(state.path(), free_port());
+    let ct = testdata().ct(200);
+    let stored = &ct.instances[..40];
+    store(&pons, stored);
+    // At once: some instances are still in the spool, and must be waited for.
+    let refs = refs_of(stored);
+    let txn = "1.2.826.0.1.3680043.10.1055.1";
+    let out = request(&pons, &refs, txn, &["--wait", "60"]);
+    assert_eq!(out["status"], 0, "{out}");
+    let reports = out["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 1, "{out}\n{}", pons.log());
+    let r = &reports[0];
+    assert_eq!(r["via"], "same");
+    assert_eq!(r["event_type"], 1);
+    assert_eq!(r["transaction_uid"], txn);
+    assert_eq!(pairs(&r["committed"]), refs.iter().cloned().collect());
+    assert!(r["failed"].as_array().unwrap().is_empty(), "{r}");
+}
+
+#[test]
+fn missing_and_conflicting_instances_are_reported_on_a_new_association() {
+    let state = tempfile::tempdir().unwrap();
+    let listen_port = free_port();
+    let (_orthanc, pons) = setup(state.path(), listen_port);
+    let ct = testdata().ct(200);
+    let stored = &ct.instances[40..60];
+    store(&pons, stored);
+    let mut refs = refs_of(stored);
+    // Stored as CT, asked for as MR: a class/instance conflict.
+    refs[3].0 = MR.into();
+    let never: Refs = (1..=3)
+        .map(|i| (CT.to_owned(), format!("1.2.826.0.1.3680043.10.1055.9.{i}")))
+        .collect();
+    refs.extend(never.iter().cloned());
+    let txn = "1.2.826.0.1.3680043.10.1055.2";
+    // The SCU releases at once; the report must come on a new association.
+    let port = listen_port.to_string();
+    let out = request(
+        &pons,
+        &refs,
+        txn,
+        &["--release", "--listen", &port, "--wait", "60"],
+    );
+    assert_eq!(out["status"], 0, "{out}");
+    let reports = out["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 1, "{out}\n{}", pons.log());
+    let r = &reports[0];
+    assert_eq!(r["via"], "new");
+    assert_eq!(r["calling_ae"], "PONS");
+    assert_eq!(r["event_type"], 2);
+    assert_eq!(r["transaction_uid"], txn);
+    let mut want_failed: BTreeSet<(String, String, u64)> = never
+        .iter()
+        .map(|(c, i)| (c.clone(), i.clone(), 0x0112))
+        .collect();
+    want_failed.insert((MR.into(), stored[3].sop_instance.clone(), 0x0119));
+    assert_eq!(failures(&r["failed"]), want_failed);
+    let want_committed: BTreeSet<(String, String)> = refs_of(stored)
+        .into_iter()
+        .filter(|(_, i)| *i != stored[3].sop_instance)
+        .collect();
+    assert_eq!(pairs(&r["committed"]), want_committed);
+}
+
+#[test]
+fn bad_and_duplicate_requests_are_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let (_orthanc, pons) = setup(state.path(), free_port());
+    let ct = testdata().ct(200);
+    let stored = &ct.instances[60..63];
+    store(&pons, stored);
+    let refs = refs_of(stored);
+    let txn = "1.2.826.0.1.3680043.10.1055.3";
+    // Role selection for Storage Commitment is granted as proposed.
+    let first = request(&pons, &refs, txn, &["--wait", "60", "--role-selection"]);
+    assert_eq!(first["roles"], serde_json::json!([true, true]), "{first}");
+    assert_eq!(first["status"], 0, "{first}");
+    assert_eq!(first["reports"][0]["event_type"], 1, "{first}");
+    // The same Transaction UID again, after and during the first one's life.
+    let again = request(&pons, &refs, txn, &["--wait", "0"]);
+    assert_eq!(again["status"], 0x0115, "{again}");
+    assert_eq!(
+        again["error_comment"],
+        "Transaction UID (0008,1195) already used"
+    );
+    let bad = request(&pons, &refs, "1.2.x", &["--wait", "0"]);
+    assert_eq!(bad["status"], 0x0115, "{bad}");
+    assert_eq!(
+        bad["error_comment"],
+        "Transaction UID (0008,1195) is not a valid UID"
+    );
+    let empty = request(
+        &pons,
+        &Vec::new(),
+        "1.2.826.0.1.3680043.10.1055.4",
+        &["--wait", "0"],
+    );
+    assert_eq!(empty["status"], 0x0115, "{empty}");
+    assert_eq!(
+        empty["error_comment"],
+        "Referenced SOP Sequence (0008,1199) is missing or empty"
+    );
+    // Only the first request became a job, and it is done.
+    let jobs = http(
+        "GET",
+        &format!("{}/jobs?kind=commit", pons.web_url().unwrap()),
+        &[],
+        b"",
+    )
+    .unwrap()
+    .json();
+    let jobs = jobs["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "done");
+}
+
+#[test]
+fn a_report_survives_a_restart_of_pons() {
+    let state = tempfile::tempdir().unwrap();
+    let listen_port = free_port();
+    let (_orthanc, mut pons) = setup(state.path(), listen_port);
+    let ct = testdata().ct(200);
+    let stored = &ct.instances[80..90];
+    store(&pons, stored);
+    let mut refs = refs_of(stored);
+    refs.push((CT.into(), "1.2.826.0.1.3680043.10.1055.9.9".into()));
+    let txn = "1.2.826.0.1.3680043.10.1055.5";
+    // Nobody listens at the SCU's address yet: the report cannot go out.
+    let out = request(&pons, &refs, txn, &["--release", "--wait", "0"]);
+    assert_eq!(out["status"], 0, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(60), || pons
+            .log()
+            .contains("N-EVENT-REPORT not delivered")),
+        "{}",
+        pons.log()
+    );
+    // A crash, then a new process with the same table.
+    pons.kill9();
+    pons.restart();
+    let listener = Listener::start(listen_port, 90);
+    let reports = listener.reports();
+    assert_eq!(reports.len(), 1, "{}", pons.log());
+    let r = &reports[0];
+    assert_eq!(r["via"], "new");
+    assert_eq!(r["event_type"], 2);
+    assert_eq!(r["transaction_uid"], txn);
+    assert_eq!(
+        pairs(&r["committed"]),
+        refs_of(stored).into_iter().collect()
+    );
+    assert_eq!(
+        failures(&r["failed"]),
+        [(CT.to_owned(), refs[10].1.clone(), 0x0112)]
+            .into_iter()
+            .collect()
+    );
+    // The archive was asked once: the result was kept across the restart.
+    assert_eq!(
+        pons.log().matches("archive answered").count(),
+        1,
+        "{}",
+        pons.log()
+    );
+}
