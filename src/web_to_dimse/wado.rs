@@ -122,12 +122,18 @@ fn parts(
     })
 }
 
+/// Files up to this size are sent from one read.
+const SMALL_FILE: u64 = 1 << 20;
+
 /// One instance as a part: the cached file as it is, or rewritten into
 /// the uncompressed syntax asked for.
 pub async fn part(c: CachedInstance, want: Want) -> std::io::Result<Part> {
     let ts = want.output_syntax(&c).to_owned();
     let content_type = format!("application/dicom; transfer-syntax={ts}");
-    let body = if ts == c.transfer_syntax {
+    let body = if ts == c.transfer_syntax && c.size <= SMALL_FILE {
+        // Open and read in one hop to the blocking pool.
+        PartBody::Bytes(tokio::fs::read(&c.path).await?.into())
+    } else if ts == c.transfer_syntax {
         // Once open, the file stays readable even if evicted meanwhile.
         PartBody::File(tokio::fs::File::open(&c.path).await?, c.size)
     } else {
