@@ -5,7 +5,8 @@
 # tiny studies and one CT study of the first min(N, 500) instances
 # (bench/qr.py), then QIDO-RS through Pons to a DIMSE PACS versus findscu
 # (bench/qido.py), then WADO-RS of that CT study through Pons versus getscu
-# (bench/wado.py). Usage: bench/run.sh [N instances]
+# (bench/wado.py), then storage commitment of the N instances through Pons
+# versus Orthanc's own SCP (bench/commit.py). Usage: bench/run.sh [N instances]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
@@ -19,3 +20,4 @@ cargo build --release --quiet
 "$PY" bench/qr.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
 "$PY" bench/qido.py "$CARGO_TARGET_DIR/release/pons"
 "$PY" bench/wado.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
+"$PY" bench/commit.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"

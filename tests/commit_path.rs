@@ -125,14 +125,27 @@ fn failures(v: &Value) -> BTreeSet<(String, String, u64)> {
 /// Orthanc, and Pons in front of it in verify mode, knowing the SCU as
 /// MODALITY at `listen_port` (for reports on a new association).
 fn setup(state: &Path, listen_port: u16) -> (Orthanc, Pons) {
+    setup_with(state, listen_port, "")
+}
+
+/// The same, with more `[dimse]` keys.
+fn setup_with(state: &Path, listen_port: u16, dimse: &str) -> (Orthanc, Pons) {
     let orthanc = Orthanc::start();
     let mut cfg = PonsConfig::new(&orthanc.dicomweb_url(), state);
     cfg.known_aes.push(KnownAe::new("MODALITY", listen_port));
     let toml = cfg
         .to_toml()
+        .replace("[dimse]\n", &format!("[dimse]\n{dimse}"))
         .replace("[upstream]\n", "[upstream]\ncommitment = \"verify\"\n")
         .replace("[spool]\n", "[spool]\nretry_max_secs = 4\n");
     (orthanc, Pons::start(&toml))
+}
+
+/// The commitment jobs, newest first.
+fn commit_jobs(pons: &Pons) -> Vec<Value> {
+    let url = format!("{}/jobs?kind=commit", pons.web_url().unwrap());
+    let jobs = http("GET", &url, &[], b"").unwrap().json();
+    jobs["jobs"].as_array().unwrap().clone()
 }
 
 fn store(pons: &Pons, instances: &[Instance]) {
@@ -246,15 +259,7 @@ fn bad_and_duplicate_requests_are_refused() {
         "Referenced SOP Sequence (0008,1199) is missing or empty"
     );
     // Only the first request became a job, and it is done.
-    let jobs = http(
-        "GET",
-        &format!("{}/jobs?kind=commit", pons.web_url().unwrap()),
-        &[],
-        b"",
-    )
-    .unwrap()
-    .json();
-    let jobs = jobs["jobs"].as_array().unwrap();
+    let jobs = commit_jobs(&pons);
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0]["state"], "done");
 }
@@ -307,4 +312,75 @@ fn a_report_survives_a_restart_of_pons() {
         "{}",
         pons.log()
     );
+}
+
+#[test]
+fn instances_still_in_the_spool_are_waited_for() {
+    let state = tempfile::tempdir().unwrap();
+    let (mut orthanc, pons) = setup(state.path(), free_port());
+    let ct = testdata().ct(200);
+    let stored = &ct.instances[100..130];
+    // The archive is down: the instances are acknowledged from the spool.
+    orthanc.stop();
+    store(&pons, stored);
+    let refs = refs_of(stored);
+    let txn = "1.2.826.0.1.3680043.10.1055.6";
+    let asking = {
+        let (pons_port, refs) = (pons.dimse_port(), refs.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("refs.json");
+        std::fs::write(&file, serde_json::to_vec(&refs).unwrap()).unwrap();
+        let mut cmd = Command::new(venv_python());
+        cmd.arg(script())
+            .args(["request", "127.0.0.1", &pons_port.to_string()])
+            .arg(&file)
+            .args(["--txn", txn, "--wait", "120"])
+            .stdin(Stdio::null());
+        std::thread::spawn(move || (cmd.output().unwrap(), dir))
+    };
+    // The job waits for the spool instead of asking the archive.
+    assert!(
+        wait_until(Duration::from_secs(30), || commit_jobs(&pons)
+            .first()
+            .and_then(|j| j["last_error"].as_str().map(str::to_owned))
+            .is_some_and(|e| e.contains("30 spooled instance(s)"))),
+        "{:?}\n{}",
+        commit_jobs(&pons),
+        pons.log()
+    );
+    orthanc.restart();
+    let (out, _dir) = asking.join().unwrap();
+    let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &out["reports"][0];
+    assert_eq!(r["via"], "same", "{out}\n{}", pons.log());
+    assert_eq!(r["event_type"], 1, "{out}");
+    assert_eq!(pairs(&r["committed"]), refs.iter().cloned().collect());
+}
+
+#[test]
+fn a_report_nobody_takes_fails_at_the_deadline() {
+    let state = tempfile::tempdir().unwrap();
+    // Nobody ever listens at MODALITY's address.
+    let (_orthanc, pons) = setup_with(
+        state.path(),
+        free_port(),
+        "commitment_report_deadline_secs = 5\n",
+    );
+    let ct = testdata().ct(200);
+    let stored = &ct.instances[130..132];
+    store(&pons, stored);
+    let txn = "1.2.826.0.1.3680043.10.1055.7";
+    let out = request(&pons, &refs_of(stored), txn, &["--release", "--wait", "0"]);
+    assert_eq!(out["status"], 0, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(30), || commit_jobs(&pons)
+            .first()
+            .is_some_and(|j| j["state"] == "failed")),
+        "{:?}",
+        commit_jobs(&pons)
+    );
+    let job = &commit_jobs(&pons)[0];
+    let error = job["last_error"].as_str().unwrap();
+    assert!(error.contains("deadline passed"), "{error}");
+    assert!(job["attempts"].as_u64().unwrap() >= 2, "{job}");
 }

@@ -244,9 +244,16 @@ fn trouble(e: UpstreamError) -> Trouble {
             ..
         }
     );
+    // Without the URL: a verification's carries a hundred UIDs.
+    let why = match &e {
+        UpstreamError::Status {
+            status, message, ..
+        } => format!("archive answered HTTP {status}: {message}"),
+        other => crate::dimse_to_web::upstream_comment(other),
+    };
     if e.is_transient() || ours {
-        Trouble::Retry(e.retry_after(), e.to_string())
+        Trouble::Retry(e.retry_after(), why)
     } else {
-        Trouble::Refused(e.to_string())
+        Trouble::Refused(why)
     }
 }
