@@ -6,7 +6,9 @@
 # (bench/qr.py), then QIDO-RS through Pons to a DIMSE PACS versus findscu
 # (bench/qido.py), then WADO-RS of that CT study through Pons versus getscu
 # (bench/wado.py), then storage commitment of the N instances through Pons
-# versus Orthanc's own SCP (bench/commit.py). Usage: bench/run.sh [N instances]
+# versus Orthanc's own SCP (bench/commit.py), then STOW-RS of the N instances
+# through Pons into a DIMSE PACS versus storescu straight at it
+# (bench/stow.py). Usage: bench/run.sh [N instances]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
@@ -21,3 +23,4 @@ cargo build --release --quiet
 "$PY" bench/qido.py "$CARGO_TARGET_DIR/release/pons"
 "$PY" bench/wado.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
 "$PY" bench/commit.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
+"$PY" bench/stow.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N" --n "$N"

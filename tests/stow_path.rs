@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use dicom_dictionary_std::tags;
-use pons::web::multipart::{body_stream, new_boundary, related_content_type, FilePart};
+use pons::web::multipart::{new_boundary, related_content_type};
 use pons::web::part10::split_part10_header;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -184,28 +184,65 @@ fn dicomweb_client_stores_a_ct_series_and_every_sample() {
     }
 }
 
-/// Streams files as one multipart/related request (bounded memory on the
-/// client side too); the status and the response body.
+const EPILOGUE: u64 = 1 << 20;
+
+/// Streams files as one multipart/related request with a Content-Length,
+/// read from disk in 1 MiB chunks (a client faster than Pons, as curl is);
+/// the status and the response body.
 async fn stream_files(url: &str, files: &[PathBuf]) -> (u16, Value) {
-    let mut parts = Vec::new();
-    for path in files {
-        let file = tokio::fs::File::open(path).await.unwrap();
-        let len = file.metadata().await.unwrap().len();
-        parts.push(FilePart {
-            content_type: DICOM,
-            file,
-            len,
-        });
-    }
+    use futures::StreamExt;
     let boundary = new_boundary();
+    let head_len = format!("--{boundary}\r\nContent-Type: {DICOM}\r\n\r\n").len() as u64;
+    let total: u64 = files
+        .iter()
+        .map(|f| head_len + f.metadata().unwrap().len() + 2)
+        .sum::<u64>()
+        + format!("--{boundary}--\r\n").len() as u64
+        + EPILOGUE;
+    let b = boundary.clone();
+    let parts = futures::stream::iter(files.to_vec()).then(move |path| {
+        let head = format!("--{b}\r\nContent-Type: {DICOM}\r\n\r\n");
+        async move {
+            let file = tokio::fs::File::open(path).await.unwrap();
+            futures::stream::once(async move { Ok(bytes::Bytes::from(head)) })
+                .chain(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20))
+                .chain(futures::stream::once(async {
+                    Ok(bytes::Bytes::from_static(b"\r\n"))
+                }))
+        }
+    });
+    let end = format!("--{boundary}--\r\n");
+    // An epilogue (RFC 2046: text after the closing boundary, ignored), a
+    // moment after the last part: the body has not ended when the parts
+    // have. Pons must read it before it answers: a body left unread makes
+    // the server close the connection, and a client still sending then
+    // sees a reset instead of the answer.
+    let epilogue_sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = epilogue_sent.clone();
+    let epilogue = async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        sent.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(bytes::Bytes::from(vec![b'.'; EPILOGUE as usize]))
+    };
+    let body = parts
+        .flatten()
+        .chain(futures::stream::once(async move {
+            Ok::<_, std::io::Error>(end.into())
+        }))
+        .chain(futures::stream::once(epilogue));
     let rsp = reqwest::Client::new()
         .post(format!("{url}/studies"))
         .header("Content-Type", related_content_type(DICOM, &boundary))
-        .body(reqwest::Body::wrap_stream(body_stream(boundary, parts)))
+        .header("Content-Length", total)
+        .body(reqwest::Body::wrap_stream(body))
         .send()
         .await
         .unwrap();
     let status = rsp.status().as_u16();
+    assert!(
+        epilogue_sent.load(std::sync::atomic::Ordering::SeqCst),
+        "Pons answered before the body ended"
+    );
     let body = rsp.bytes().await.unwrap();
     let json = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
@@ -262,6 +299,24 @@ impl Drop for RawStoreScp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Request after request on fresh connections, each body read to its end
+/// (see stream_files) and each answer whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_arrive_whole_request_after_request() {
+    let scp = RawStoreScp::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = PonsConfig::new("http://127.0.0.1:9/dicom-web", state.path());
+    cfg.pacs = vec![PacsEntry::new("raw", "RAW", scp.port)];
+    let pons = Pons::start(&cfg.to_toml());
+    let url = format!("{}/dicom-web", pons.web_url().unwrap());
+    let files = testdata().ct(1000).files(50);
+    for round in 0..3 {
+        let (status, response) = stream_files(&url, &files).await;
+        assert_eq!(status, 200, "round {round}: {response:#}");
+        assert_eq!(stored_uids(&response).len(), files.len(), "round {round}");
     }
 }
 

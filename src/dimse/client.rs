@@ -171,7 +171,7 @@ impl ScuAssociation {
         R: tokio::io::AsyncRead + Unpin,
     {
         pdv::send_command(&mut self.assoc, pc_id, cmd).await?;
-        pdv::send_data_stream(&mut self.assoc, pc_id, reader).await
+        pdv::send_data_stream(&mut self.assoc, pc_id, reader, Some(self.timeout)).await
     }
 
     /// Send a bare P-DATA fragment; for tests that must misbehave on purpose.

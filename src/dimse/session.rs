@@ -175,7 +175,7 @@ impl Session {
                     pdv::send_data_set(&mut self.assoc, msg.pc_id, &b).await
                 }
                 Some(DataSource::Stream(r)) => {
-                    pdv::send_data_stream(&mut self.assoc, msg.pc_id, r).await
+                    pdv::send_data_stream(&mut self.assoc, msg.pc_id, r, None).await
                 }
             }
         }

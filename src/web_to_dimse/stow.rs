@@ -9,26 +9,22 @@
 //! ([`DatasetScanner`]); a part found broken at its end never gets its
 //! last fragment sent: the association is aborted, so the PACS drops it.
 
+mod body;
 mod part;
 mod scu;
 
 use super::{PacsService, WebError};
 use crate::translate::stow::{stow_response_body, InstanceOutcome, InstanceReport};
-use crate::web::multipart::{related_params, YieldEvery, POLL_BUDGET};
+use crate::web::multipart::{related_params, YieldEvery};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use futures::{Stream, StreamExt};
 use scu::StoreScu;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-/// How much of a body we answer early is read anyway, and for how long.
-const DRAIN_BYTES: usize = 64 * 1024 * 1024;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 const DICOM: &str = "application/dicom";
 const DICOM_JSON: &str = "application/dicom+json";
@@ -120,21 +116,19 @@ async fn store(
         ))),
         _ => boundary_of(headers),
     };
-    // Answered before the body is read: read it anyway (see drain).
+    // Answered or not, the body is read to its end (see body.rs).
+    let (chunks, pump) = body::pump(body);
     let boundary = match boundary {
         Ok(b) => b,
         Err(e) => {
-            drain(
-                body.into_data_stream()
-                    .take_while(|r| futures::future::ready(r.is_ok()))
-                    .map(|r| r.map_or(0, |b| b.len())),
-            )
-            .await;
+            drop(chunks);
+            pump.finish().await;
             return Err(e);
         }
     };
-    let body = YieldEvery::new(body.into_data_stream(), POLL_BUDGET);
-    let mut multipart = multer::Multipart::new(body, boundary);
+    // multer reads all that is ready before it hands anything out.
+    let chunks = YieldEvery::new(Box::pin(chunks), body::PIECE);
+    let mut multipart = multer::Multipart::new(chunks, boundary);
     let mut stow = Stow {
         svc,
         url_study: study,
@@ -144,7 +138,7 @@ async fn store(
         studies: BTreeSet::new(),
         pacs_error: None,
     };
-    let result = async {
+    let result: Result<(), WebError> = async {
         while let Some(mut field) = multipart.next_field().await.map_err(body_error)? {
             let report = stow.part(&mut field).await?;
             // What the part still holds (after a refusal) is skipped.
@@ -159,44 +153,10 @@ async fn store(
     for study in &stow.studies {
         svc.cache.forget_members(study);
     }
-    if let Err(e) = result {
-        drain(remaining_parts(multipart)).await;
-        return Err(e);
-    }
+    drop(multipart);
+    pump.finish().await;
+    result?;
     stow.response()
-}
-
-/// Reads and drops what is left of a body we answer early (up to a limit),
-/// so that a client still sending reads our answer, not a connection reset.
-async fn drain(sizes: impl Stream<Item = usize>) {
-    let mut sizes = std::pin::pin!(sizes);
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        let mut total = 0;
-        while let Some(n) = sizes.next().await {
-            total += n;
-            if total > DRAIN_BYTES {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-/// The sizes of the chunks left in a multipart body, up to its end or error.
-fn remaining_parts(multipart: multer::Multipart<'static>) -> impl Stream<Item = usize> {
-    let state = (multipart, None::<multer::Field<'static>>);
-    futures::stream::unfold(state, |(mut multipart, mut field)| async move {
-        loop {
-            match field.as_mut() {
-                Some(f) => match f.chunk().await {
-                    Ok(Some(b)) => return Some((b.len(), (multipart, field))),
-                    Ok(None) => field = None,
-                    Err(_) => return None,
-                },
-                None => field = Some(multipart.next_field().await.ok()??),
-            }
-        }
-    })
 }
 
 fn body_error(e: multer::Error) -> WebError {
