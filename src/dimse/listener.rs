@@ -78,6 +78,47 @@ pub trait StoreSink: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// One C-STORE data set arriving, on our SCP side or as a C-GET/C-MOVE
+/// sub-operation: its sink, or once refused, why (the rest is drained).
+pub struct IncomingStore {
+    pub pc_id: u8,
+    pub rq: Command,
+    sink: Result<Box<dyn StoreSink>, Refusal>,
+}
+
+impl IncomingStore {
+    pub fn new(pc_id: u8, rq: Command, sink: Result<Box<dyn StoreSink>, Refusal>) -> Self {
+        IncomingStore { pc_id, rq, sink }
+    }
+
+    /// The next bytes; a sink that refuses them is aborted.
+    pub async fn write(&mut self, chunk: &[u8]) {
+        let Ok(sink) = &mut self.sink else { return };
+        if let Err(r) = sink.write(chunk).await {
+            if let Ok(s) = std::mem::replace(&mut self.sink, Err(r)) {
+                s.abort().await;
+            }
+        }
+    }
+
+    /// The transfer broke off: nothing of it is kept.
+    pub async fn abort(self) {
+        if let Ok(s) = self.sink {
+            s.abort().await;
+        }
+    }
+
+    /// The last byte is in: the C-STORE-RSP to send, on `pc_id`.
+    pub async fn finish(self) -> (u8, Command) {
+        let outcome = match self.sink {
+            Ok(sink) => sink.finish().await,
+            Err(refusal) => refusal.into(),
+        };
+        let rsp = Command::c_store_rsp(&self.rq, outcome.status, outcome.comment);
+        (self.pc_id, rsp)
+    }
+}
+
 /// Where the C-STORE sub-operations of one retrieval of ours go: back on
 /// our C-GET association, or into our listener for a C-MOVE to our own AE.
 #[async_trait]

@@ -5,7 +5,7 @@
 //! of our own (N-EVENT-REPORT) come in through an [`AssociationHandle`] at
 //! any time.
 
-use super::listener::{AssociationInfo, Refusal, ScpHandler, StoreSink};
+use super::listener::{AssociationInfo, IncomingStore, Refusal, ScpHandler};
 use super::message::{Command, CommandField};
 use super::pdv::{self, CommandAssembler};
 use super::request::{AssociationHandle, Context, DataSource, Outgoing, RequestContext};
@@ -25,13 +25,7 @@ const MAX_REQUEST_DATA_SET: usize = 4 * 1024 * 1024;
 
 /// A data set that is arriving.
 enum Incoming {
-    Store {
-        pc_id: u8,
-        rq: Command,
-        sink: Option<Box<dyn StoreSink>>,
-        /// Set once the sink refused; the rest of the data set is drained.
-        refusal: Option<Refusal>,
-    },
+    Store(IncomingStore),
     Request {
         pc_id: u8,
         rq: Command,
@@ -156,11 +150,8 @@ impl Session {
 
     /// The association is ending: drop partial data, stop the running handler.
     pub async fn stop(&mut self) {
-        if let Some(Incoming::Store {
-            sink: Some(sink), ..
-        }) = self.incoming.take()
-        {
-            sink.abort().await;
+        if let Some(Incoming::Store(store)) = self.incoming.take() {
+            store.abort().await;
         }
         self.running = None; // dropping it cancels the handler
         self.own_rx.close(); // our own requests fail at once
@@ -227,23 +218,14 @@ impl Session {
         let pc = pdv.presentation_context_id;
         match self.incoming.as_mut() {
             None => return Err(DimseError::Protocol("data set without a command".into())),
-            Some(Incoming::Store { pc_id, .. } | Incoming::Request { pc_id, .. })
-                if *pc_id != pc =>
-            {
+            Some(
+                Incoming::Store(IncomingStore { pc_id, .. }) | Incoming::Request { pc_id, .. },
+            ) if *pc_id != pc => {
                 return Err(DimseError::Protocol(
                     "data set on another presentation context than its command".into(),
                 ))
             }
-            Some(Incoming::Store { sink, refusal, .. }) => {
-                if let Some(s) = sink.as_mut() {
-                    if let Err(r) = s.write(&pdv.data).await {
-                        if let Some(s) = sink.take() {
-                            s.abort().await;
-                        }
-                        *refusal = Some(r);
-                    }
-                }
-            }
+            Some(Incoming::Store(store)) => store.write(&pdv.data).await,
             Some(Incoming::Request { bytes, refusal, .. }) => {
                 if refusal.is_none() {
                     if bytes.len() + pdv.data.len() > MAX_REQUEST_DATA_SET {
@@ -262,28 +244,16 @@ impl Session {
             return Ok(());
         }
         match self.incoming.take() {
-            Some(Incoming::Store {
-                pc_id,
-                rq,
-                sink,
-                refusal,
-            }) => {
-                let outcome = match (sink, refusal) {
-                    (_, Some(refusal)) => refusal.into(),
-                    (Some(sink), None) => sink.finish().await,
-                    (None, None) => {
-                        Refusal::new(status::general::PROCESSING_FAILURE, "internal: no sink")
-                            .into()
-                    }
-                };
-                if status::kind(outcome.status) != status::StatusKind::Success {
+            Some(Incoming::Store(store)) => {
+                let (pc_id, rsp) = store.finish().await;
+                let st = rsp.status.unwrap_or_default();
+                if status::kind(st) != status::StatusKind::Success {
                     info!(
-                        status = format_args!("{:04X}", outcome.status),
-                        comment = outcome.comment.as_deref().unwrap_or(""),
+                        status = format_args!("{st:04X}"),
+                        comment = rsp.error_comment.as_deref().unwrap_or(""),
                         "C-STORE not successful"
                     );
                 }
-                let rsp = Command::c_store_rsp(&rq, outcome.status, outcome.comment);
                 pdv::send_command(&mut self.assoc, pc_id, &rsp).await
             }
             Some(Incoming::Request {
@@ -402,16 +372,7 @@ impl Session {
                         )
                         .await
                 };
-                let (sink, refusal) = match result {
-                    Ok(sink) => (Some(sink), None),
-                    Err(r) => (None, Some(r)),
-                };
-                self.incoming = Some(Incoming::Store {
-                    pc_id,
-                    rq: cmd,
-                    sink,
-                    refusal,
-                });
+                self.incoming = Some(Incoming::Store(IncomingStore::new(pc_id, cmd, result)));
                 Ok(())
             }
             _ => {

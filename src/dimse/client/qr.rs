@@ -3,7 +3,7 @@
 //! [`StoreTarget`]) and C-MOVE (they go to the move destination).
 
 use super::ScuAssociation;
-use crate::dimse::listener::{Refusal, StoreSink, StoreTarget};
+use crate::dimse::listener::{IncomingStore, StoreTarget};
 use crate::dimse::message::{Command, CommandField, SubOperations};
 use crate::dimse::pdv::{self, CommandAssembler, PduReader, RawPdu};
 use crate::dimse::status::{self, StatusKind};
@@ -29,12 +29,7 @@ const MAX_FINAL_DATA_SET: usize = 4 * 1024 * 1024;
 
 /// A data set arriving on our retrieve association.
 enum Incoming {
-    Store {
-        pc_id: u8,
-        rq: Command,
-        sink: Option<Box<dyn StoreSink>>,
-        refusal: Option<Refusal>,
-    },
+    Store(IncomingStore),
     /// The final response's data set (the failed UID list): read and dropped.
     Final {
         outcome: RetrieveOutcome,
@@ -127,11 +122,8 @@ impl ScuAssociation {
             .retrieve_loop(pc_id, id, target, cancel, &mut incoming)
             .await;
         // Whatever broke off, a half-received instance is not kept.
-        if let Some(Incoming::Store {
-            sink: Some(sink), ..
-        }) = incoming
-        {
-            sink.abort().await;
+        if let Some(Incoming::Store(store)) = incoming {
+            store.abort().await;
         }
         result
     }
@@ -231,16 +223,8 @@ impl ScuAssociation {
                     pdv::send_command(&mut self.assoc, pc_id, &rsp).await?;
                     return Ok(None);
                 }
-                let (sink, refusal) = match target.begin_store(&cmd, &ts).await {
-                    Ok(s) => (Some(s), None),
-                    Err(r) => (None, Some(r)),
-                };
-                *incoming = Some(Incoming::Store {
-                    pc_id,
-                    rq: cmd,
-                    sink,
-                    refusal,
-                });
+                let sink = target.begin_store(&cmd, &ts).await;
+                *incoming = Some(Incoming::Store(IncomingStore::new(pc_id, cmd, sink)));
                 Ok(None)
             }
             CommandField::CGetRsp | CommandField::CMoveRsp if cmd.responding_to == Some(id) => {
@@ -274,21 +258,12 @@ impl ScuAssociation {
     ) -> Result<Option<RetrieveOutcome>, DimseError> {
         match incoming.as_mut() {
             None => return Err(DimseError::Protocol("data set without a command".into())),
-            Some(Incoming::Store { pc_id: pc, .. }) if *pc != pc_id => {
+            Some(Incoming::Store(store)) if store.pc_id != pc_id => {
                 return Err(DimseError::Protocol(
                     "data set on another presentation context than its command".into(),
                 ))
             }
-            Some(Incoming::Store { sink, refusal, .. }) => {
-                if let Some(s) = sink.as_mut() {
-                    if let Err(r) = s.write(data).await {
-                        if let Some(s) = sink.take() {
-                            s.abort().await;
-                        }
-                        *refusal = Some(r);
-                    }
-                }
-            }
+            Some(Incoming::Store(store)) => store.write(data).await,
             Some(Incoming::Final { len, .. }) => {
                 *len += data.len();
                 if *len > MAX_FINAL_DATA_SET {
@@ -302,21 +277,8 @@ impl ScuAssociation {
             return Ok(None);
         }
         match incoming.take() {
-            Some(Incoming::Store {
-                pc_id,
-                rq,
-                sink,
-                refusal,
-            }) => {
-                let outcome = match (sink, refusal) {
-                    (_, Some(r)) => r.into(),
-                    (Some(sink), None) => sink.finish().await,
-                    (None, None) => {
-                        Refusal::new(status::general::PROCESSING_FAILURE, "internal: no sink")
-                            .into()
-                    }
-                };
-                let rsp = Command::c_store_rsp(&rq, outcome.status, outcome.comment);
+            Some(Incoming::Store(store)) => {
+                let (pc_id, rsp) = store.finish().await;
                 pdv::send_command(&mut self.assoc, pc_id, &rsp).await?;
                 Ok(None)
             }
