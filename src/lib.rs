@@ -16,3 +16,4 @@ pub mod spool;
 pub mod translate;
 pub mod web;
 pub mod web_to_dimse;
+pub mod write_behind;

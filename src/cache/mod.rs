@@ -12,9 +12,9 @@
 
 mod index;
 
+use crate::write_behind::WriteBehind;
 use index::{Entry, Index};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
@@ -72,17 +72,6 @@ pub struct Cache {
     index: Mutex<Index>,
 }
 
-/// A file being written into `tmp/`; [`Cache::commit`] moves it into place,
-/// dropping it deletes it.
-pub struct PendingFile {
-    path: PathBuf,
-    file: Option<std::fs::File>,
-    buf: Vec<u8>,
-}
-
-/// Writes are gathered into blocks of this size before a blocking write.
-const WRITE_BEHIND: usize = 1 << 20;
-
 /// A UID is digits and dots: safe as a file name, and nothing else is accepted.
 pub fn is_uid(s: &str) -> bool {
     !s.is_empty()
@@ -91,62 +80,6 @@ pub fn is_uid(s: &str) -> bool {
         && !s.starts_with('.')
         && !s.ends_with('.')
         && !s.contains("..")
-}
-
-impl PendingFile {
-    pub async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        if self.buf.capacity() == 0 {
-            // One block up front: no reallocating copies as an instance grows.
-            self.buf.reserve(WRITE_BEHIND + data.len());
-        }
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= WRITE_BEHIND {
-            let (path, file, buf) = (self.path.clone(), self.file.take(), self.take_buf());
-            let (file, buf) = blocking(move || {
-                let file = write_out(&path, file, &buf)?;
-                Ok((file, buf))
-            })
-            .await?;
-            self.file = Some(file);
-            self.buf = buf;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    fn take_buf(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        // Not committed: the partial file goes.
-        if self.file.is_some() || !self.buf.is_empty() {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-fn write_out(
-    path: &Path,
-    file: Option<std::fs::File>,
-    buf: &[u8],
-) -> std::io::Result<std::fs::File> {
-    let mut file = match file {
-        Some(f) => f,
-        None => std::fs::File::create(path)?,
-    };
-    file.write_all(buf)?;
-    Ok(file)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(std::io::Error::other)?
 }
 
 impl Cache {
@@ -228,22 +161,20 @@ impl Cache {
     }
 
     /// A new file in `tmp/`.
-    pub fn begin(&self) -> PendingFile {
-        PendingFile {
-            path: self
-                .dir
-                .join("tmp")
-                .join(uuid::Uuid::new_v4().simple().to_string()),
-            file: None,
-            buf: Vec::new(),
-        }
+    pub fn begin(&self) -> WriteBehind {
+        WriteBehind::new(self.tmp_path())
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        self.dir.join("tmp").join(name)
     }
 
     /// Move a completely written file into place (replacing an older copy)
     /// and evict least recently used files beyond the size limit.
     pub async fn commit(
         &self,
-        mut pending: PendingFile,
+        pending: WriteBehind,
         uids: InstanceUids,
         sop_class_uid: String,
         transfer_syntax: String,
@@ -256,22 +187,17 @@ impl Cache {
             ));
         }
         let dest = self.path_of(&uids, variant);
-        let (tmp, file, buf) = (
-            pending.path.clone(),
-            pending.file.take(),
-            pending.take_buf(),
-        );
-        let size = blocking(move || {
-            let file = write_out(&tmp, file, &buf)?;
-            let size = file.metadata()?.len();
-            drop(file);
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::rename(&tmp, &dest)?;
-            Ok(size)
-        })
-        .await?;
+        let size = pending
+            .finish(move |file, tmp| {
+                let size = file.metadata()?.len();
+                drop(file);
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::rename(tmp, &dest)?;
+                Ok(size)
+            })
+            .await?;
         let key = (uids.sop_instance.clone(), variant);
         let entry = Entry::new(uids, sop_class_uid, transfer_syntax, size);
         let handle = {
@@ -313,7 +239,7 @@ impl Cache {
             .iter()
             .map(|m| format!("{} {}\n", m.series, m.sop_instance))
             .collect();
-        let tmp = self.begin().path.clone();
+        let tmp = self.tmp_path();
         let written = std::fs::create_dir_all(file.parent().unwrap_or(&self.dir))
             .and_then(|_| std::fs::write(&tmp, text))
             .and_then(|_| std::fs::rename(&tmp, &file));

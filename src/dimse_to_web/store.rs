@@ -9,10 +9,11 @@ use crate::dimse::listener::{AssociationInfo, Refusal, StoreOutcome, StoreSink};
 use crate::dimse::message::Command;
 use crate::dimse::scan::DatasetScanner;
 use crate::dimse::status;
-use crate::spool::{IncomingFile, InstanceMeta, Spool};
+use crate::spool::{InstanceMeta, Spool};
 use crate::translate::stow::{dimse_status_for_failure, failure_reason_meaning};
 use crate::web::client::{InstanceOutcome, StowItem, UpstreamClient};
 use crate::web::part10;
+use crate::write_behind::WriteBehind;
 use async_trait::async_trait;
 use std::sync::Arc;
 use tracing::{debug, warn};
@@ -44,10 +45,11 @@ impl Store {
                 "Pons cannot create a spool file",
             )
         })?;
-        if let Err(e) = incoming.write(&header).await {
-            self.spool.discard(incoming).await;
-            return Err(write_refusal(&e));
-        }
+        // On error the file is dropped, which deletes it.
+        incoming
+            .write(&header)
+            .await
+            .map_err(|e| write_refusal(&e))?;
         Ok(Box::new(SpoolSink {
             store: self.clone(),
             file: Some(incoming),
@@ -84,7 +86,7 @@ fn write_refusal(e: &std::io::Error) -> Refusal {
 
 struct SpoolSink {
     store: Arc<Store>,
-    file: Option<IncomingFile>,
+    file: Option<WriteBehind>,
     scanner: Option<DatasetScanner>,
     meta: InstanceMeta,
 }
@@ -119,18 +121,17 @@ impl SpoolSink {
         Ok(())
     }
 
-    async fn send_direct(&self, mut file: IncomingFile) -> StoreOutcome {
+    async fn send_direct(&self, mut file: WriteBehind) -> StoreOutcome {
         if let Err(e) = file.flush().await {
-            self.store.spool.discard(file).await;
             return write_refusal(&e).into();
         }
         let item = StowItem {
-            path: file.path.clone(),
+            path: file.path().to_owned(),
             sop_class_uid: self.meta.sop_class_uid.clone(),
             sop_instance_uid: self.meta.sop_instance_uid.clone(),
         };
         let result = self.store.upstream.stow(std::slice::from_ref(&item)).await;
-        self.store.spool.discard(file).await;
+        drop(file); // deletes it: the archive has it, or the modality will retry
         match result {
             Ok(outcomes) => match outcomes.first() {
                 Some(InstanceOutcome::Stored) => success(),
@@ -199,7 +200,7 @@ impl StoreSink for SpoolSink {
         };
         if let Err(r) = self.verify() {
             debug!(comment = %r.comment, "instance refused after transfer");
-            self.store.spool.discard(file).await;
+            drop(file);
             return r.into();
         }
         match self.store.mode {
@@ -218,10 +219,8 @@ impl StoreSink for SpoolSink {
         }
     }
 
-    async fn abort(mut self: Box<Self>) {
-        if let Some(file) = self.file.take() {
-            self.store.spool.discard(file).await;
-        }
+    async fn abort(self: Box<Self>) {
+        // Dropping the spool file deletes it.
     }
 }
 

@@ -11,6 +11,7 @@ mod forwarder;
 pub use forwarder::{run_forwarder, ForwarderConfig};
 
 use crate::jobs::{JobError, JobId, JobState, JobTable, NewJob, KIND_STOW};
+use crate::write_behind::WriteBehind;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -50,75 +51,6 @@ pub struct Spool {
     dir: PathBuf,
     jobs: Arc<dyn JobTable>,
     notify: Arc<Notify>,
-}
-
-/// A file being received; becomes durable only through `Spool::commit`.
-///
-/// Writes are gathered in memory up to `WRITE_BEHIND` and go to disk in one
-/// blocking-pool hop: a C-STORE waits on every step, and a hop per PDV plus
-/// separate hops for create, fsync and rename cost more than the I/O itself.
-/// The file is created by the first flush, so memory stays bounded per
-/// association whatever the instance size.
-pub struct IncomingFile {
-    pub path: PathBuf,
-    file: Option<std::fs::File>,
-    buf: Vec<u8>,
-}
-
-const WRITE_BEHIND: usize = 1 << 20;
-
-impl IncomingFile {
-    pub async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= WRITE_BEHIND {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Everything written so far goes into the file (created if need be),
-    /// not necessarily durable yet.
-    pub async fn flush(&mut self) -> std::io::Result<()> {
-        let (path, file, mut buf) = (
-            self.path.clone(),
-            self.file.take(),
-            std::mem::take(&mut self.buf),
-        );
-        let (file, buf) = blocking(move || {
-            let file = write_out(&path, file, &buf)?;
-            buf.clear();
-            Ok((file, buf))
-        })
-        .await?;
-        self.file = Some(file);
-        self.buf = buf;
-        Ok(())
-    }
-}
-
-fn write_out(
-    path: &Path,
-    file: Option<std::fs::File>,
-    buf: &[u8],
-) -> std::io::Result<std::fs::File> {
-    use std::io::Write;
-    let mut file = match file {
-        Some(f) => f,
-        None => std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)?,
-    };
-    file.write_all(buf)?;
-    Ok(file)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
 const INCOMING: &str = "incoming";
@@ -179,40 +111,35 @@ impl Spool {
     }
 
     /// A new temporary file in incoming/.
-    pub async fn create_incoming(&self) -> Result<IncomingFile, SpoolError> {
+    pub async fn create_incoming(&self) -> Result<WriteBehind, SpoolError> {
         let path = self
             .dir
             .join(INCOMING)
             .join(format!("{}.part", uuid::Uuid::new_v4()));
-        Ok(IncomingFile {
-            path,
-            file: None,
-            buf: Vec::new(),
-        })
+        Ok(WriteBehind::new(path))
     }
 
     /// fsync, move into ready/, fsync the directory, insert the job row.
     /// When this returns Ok the instance survives a crash.
     pub async fn commit(
         &self,
-        file: IncomingFile,
+        file: WriteBehind,
         meta: &InstanceMeta,
     ) -> Result<JobId, SpoolError> {
-        let mut file = file;
-        let path = file.path.clone();
+        let path = file.path().to_owned();
         let mut name: OsString = path.file_stem().unwrap_or(path.as_os_str()).to_owned();
         name.push(".dcm");
         let ready_dir = self.dir.join(READY);
         let ready = ready_dir.join(name);
         // Rest of the data, fsync, rename, directory fsync: one blocking hop.
-        let (from, to, dir) = (path.clone(), ready.clone(), ready_dir.clone());
-        let (handle, buf) = (file.file.take(), std::mem::take(&mut file.buf));
-        let result = blocking(move || {
-            write_out(&from, handle, &buf)?.sync_all()?;
-            std::fs::rename(&from, &to)?;
-            std::fs::File::open(&dir)?.sync_all()
-        })
-        .await;
+        let (to, dir) = (ready.clone(), ready_dir.clone());
+        let result = file
+            .finish(move |handle, from| {
+                handle.sync_all()?;
+                std::fs::rename(from, &to)?;
+                std::fs::File::open(&dir)?.sync_all()
+            })
+            .await;
         if let Err(e) = result {
             let _ = tokio::fs::remove_file(&path).await;
             return Err(io_err(&path)(e));
@@ -248,18 +175,6 @@ impl Spool {
             .add(&job)
             .await?
             .ok_or_else(|| JobError::Query("spool job without key was refused".into()))
-    }
-
-    /// Remove a file that will not be acknowledged.
-    pub async fn discard(&self, file: IncomingFile) {
-        let IncomingFile { path, file, .. } = file;
-        let Some(file) = file else {
-            return; // nothing reached the disk
-        };
-        drop(file);
-        if let Err(e) = tokio::fs::remove_file(&path).await {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove discarded spool file");
-        }
     }
 
     /// Delete every incoming/*.part: none of them was acknowledged.

@@ -97,13 +97,18 @@ async fn commit_recover_and_discard() {
     // The file is on this machine: only this node may send it.
     let job = spool.jobs.get(id).await.unwrap().unwrap();
     assert_eq!(job.node.as_deref(), Some("n1"));
-    let gone = spool.create_incoming().await.unwrap();
-    let gone_path = gone.path.clone();
-    spool.discard(gone).await;
+    // A file that will not be acknowledged goes when dropped.
+    let mut gone = spool.create_incoming().await.unwrap();
+    gone.write(b"partial").await.unwrap();
+    gone.flush().await.unwrap();
+    let gone_path = gone.path().to_owned();
+    assert!(gone_path.exists());
+    drop(gone);
     assert!(!gone_path.exists());
     // Left-overs of a crash: a partial file, a ready file without a job,
     // and a ready file nobody can read.
-    let part = spool.create_incoming().await.unwrap().path;
+    let part = sdir.join("incoming/crashed.part");
+    std::fs::write(&part, b"partial").unwrap();
     write_ct(&sdir.join("ready/orphan.dcm"), "1.2.3.99");
     std::fs::write(sdir.join("ready/garbage.dcm"), b"not dicom").unwrap();
     drop(spool);

@@ -3,12 +3,13 @@
 //! moment it is committed.
 
 use super::{Event, Scope};
-use crate::cache::{InstanceUids, PendingFile, Variant};
+use crate::cache::{InstanceUids, Variant};
 use crate::dimse::listener::{Refusal, StoreOutcome, StoreSink, StoreTarget};
 use crate::dimse::message::Command;
 use crate::dimse::scan::DatasetScanner;
 use crate::dimse::status;
 use crate::web::part10;
+use crate::write_behind::WriteBehind;
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,7 +84,7 @@ fn write_refusal(e: &std::io::Error) -> Refusal {
 /// One instance streaming into a cache file.
 struct CacheSink {
     target: Arc<TargetState>,
-    file: PendingFile,
+    file: WriteBehind,
     scanner: DatasetScanner,
     sop_class_uid: String,
     sop_instance_uid: String,
