@@ -33,6 +33,20 @@ pub struct Proposal {
     pub transfer_syntaxes: Vec<String>,
 }
 
+impl Proposal {
+    /// Explicit then Implicit VR Little Endian: what every SCP accepts for
+    /// commands, identifiers and event reports.
+    pub fn uncompressed(abstract_syntax: &str) -> Proposal {
+        Proposal {
+            abstract_syntax: abstract_syntax.to_owned(),
+            transfer_syntaxes: vec![
+                dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+                dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+            ],
+        }
+    }
+}
+
 pub struct ScuAssociation {
     assoc: AsyncClientAssociation<TcpStream>,
     next_message_id: u16,
@@ -302,11 +316,5 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The everyday proposal for Verification.
 pub fn verification_proposal() -> Proposal {
-    Proposal {
-        abstract_syntax: dicom_dictionary_std::uids::VERIFICATION.to_owned(),
-        transfer_syntaxes: vec![
-            dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-            dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-        ],
-    }
+    Proposal::uncompressed(dicom_dictionary_std::uids::VERIFICATION)
 }

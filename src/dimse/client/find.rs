@@ -13,13 +13,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 /// Study Root Query/Retrieve FIND, in either little endian syntax.
 pub fn study_root_find_proposal() -> Proposal {
-    Proposal {
-        abstract_syntax: uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND.to_owned(),
-        transfer_syntaxes: vec![
-            uids::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-            uids::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-        ],
-    }
+    Proposal::uncompressed(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND)
 }
 
 /// A C-FIND in progress on an association.

@@ -4,7 +4,6 @@
 use super::{Proposal, ScuAssociation, ScuConfig};
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::DimseError;
-use dicom_dictionary_std::uids;
 use dicom_object::InMemDicomObject;
 
 impl ScuAssociation {
@@ -15,13 +14,7 @@ impl ScuAssociation {
         config: &ScuConfig,
         sop_class: &str,
     ) -> Result<ScuAssociation, DimseError> {
-        let proposal = Proposal {
-            abstract_syntax: sop_class.to_owned(),
-            transfer_syntaxes: vec![
-                uids::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-                uids::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-            ],
-        };
+        let proposal = Proposal::uncompressed(sop_class);
         Self::connect_with_roles(config, &[proposal], &[sop_class.to_owned()]).await
     }
 

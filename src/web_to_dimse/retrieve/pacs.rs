@@ -120,13 +120,7 @@ impl Job {
             });
         };
         let model = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET;
-        let mut proposals = vec![Proposal {
-            abstract_syntax: model.to_owned(),
-            transfer_syntaxes: vec![
-                uids::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-                uids::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-            ],
-        }];
+        let mut proposals = vec![Proposal::uncompressed(model)];
         proposals.extend(storage_proposals(&classes, self.variant));
         let mut assoc = ScuAssociation::connect_with_roles(&self.scu, &proposals, &classes)
             .await
@@ -144,13 +138,7 @@ impl Job {
             .register(&self.scu.called_ae, target)
             .ok_or_else(|| WebError::Internal("too many C-MOVEs waiting".into()))?;
         let model = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE;
-        let proposals = [Proposal {
-            abstract_syntax: model.to_owned(),
-            transfer_syntaxes: vec![
-                uids::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-                uids::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-            ],
-        }];
+        let proposals = [Proposal::uncompressed(model)];
         let mut assoc = ScuAssociation::connect(&self.scu, &proposals)
             .await
             .map_err(|e| self.err(e))?;
@@ -181,13 +169,7 @@ impl Job {
     /// the scope matches nothing.
     async fn discover_classes(&self) -> Result<Option<Vec<String>>, WebError> {
         let model = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND;
-        let proposals = [Proposal {
-            abstract_syntax: model.to_owned(),
-            transfer_syntaxes: vec![
-                uids::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-                uids::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-            ],
-        }];
+        let proposals = [Proposal::uncompressed(model)];
         let mut assoc = ScuAssociation::connect(&self.scu, &proposals)
             .await
             .map_err(|e| self.err(e))?;

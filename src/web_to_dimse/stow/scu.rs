@@ -6,7 +6,6 @@ use crate::dimse::client::{verification_proposal, Proposal, ScuAssociation};
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::DimseError;
 use crate::web_to_dimse::PacsService;
-use dicom_dictionary_std::uids;
 use tokio::io::AsyncRead;
 
 /// A request with more distinct pairs than this is odd; the oldest are
@@ -91,13 +90,7 @@ impl<'a> StoreScu<'a> {
             }
         }
         for class in classes {
-            proposals.push(Proposal {
-                abstract_syntax: class.to_owned(),
-                transfer_syntaxes: vec![
-                    uids::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-                    uids::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-                ],
-            });
+            proposals.push(Proposal::uncompressed(class));
         }
         let assoc = ScuAssociation::connect(&self.svc.scu, &proposals).await?;
         tracing::debug!(
