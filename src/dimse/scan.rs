@@ -325,7 +325,8 @@ impl DatasetScanner {
     }
 }
 
-fn has_long_length(vr: &[u8]) -> bool {
+/// PS3.5 7.1.2: these VRs have 2 reserved bytes and a 32-bit length.
+pub(crate) fn has_long_length(vr: &[u8]) -> bool {
     matches!(
         vr,
         b"OB"

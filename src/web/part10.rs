@@ -112,23 +112,7 @@ pub fn parse_part10_header(b: &[u8]) -> Part10Head {
         if !vr.iter().all(u8::is_ascii_uppercase) {
             return Part10Head::Invalid("file meta group is not explicit VR");
         }
-        // PS3.5 7.1.2: these VRs have 2 reserved bytes and a 32-bit length.
-        let long = matches!(
-            &vr,
-            b"OB"
-                | b"OD"
-                | b"OF"
-                | b"OL"
-                | b"OV"
-                | b"OW"
-                | b"SQ"
-                | b"SV"
-                | b"UC"
-                | b"UN"
-                | b"UR"
-                | b"UT"
-                | b"UV"
-        );
+        let long = crate::dimse::scan::has_long_length(&vr);
         let (len, header) = if long {
             if b.len() < pos + 12 {
                 return Part10Head::NeedMore;
