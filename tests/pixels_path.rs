@@ -66,24 +66,8 @@ fn setup() -> Setup {
 
 /// (study, series, instance) UIDs of a file.
 fn uids(path: &Path) -> [String; 3] {
-    use dicom_dictionary_std::tags;
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .unwrap();
-    let s = |t| {
-        obj.element(t)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches('\0')
-            .to_owned()
-    };
-    [
-        s(tags::STUDY_INSTANCE_UID),
-        s(tags::SERIES_INSTANCE_UID),
-        s(tags::SOP_INSTANCE_UID),
-    ]
+    let (study, series, instance, _) = common::file_uids(path);
+    [study, series, instance]
 }
 
 fn instance_url(s: &Setup, file: &Path) -> String {

@@ -52,32 +52,6 @@ fn setup(mode: &str, files: &[PathBuf]) -> Setup {
     }
 }
 
-/// UIDs of a file: (study, series, SOP instance, transfer syntax).
-fn uids_of(path: &Path) -> (String, String, String, String) {
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
-        .open_file(path)
-        .unwrap();
-    let s = |t| {
-        obj.element(t)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches('\0')
-            .to_owned()
-    };
-    use dicom_dictionary_std::tags;
-    (
-        s(tags::STUDY_INSTANCE_UID),
-        s(tags::SERIES_INSTANCE_UID),
-        s(tags::SOP_INSTANCE_UID),
-        obj.meta()
-            .transfer_syntax()
-            .trim_end_matches('\0')
-            .to_owned(),
-    )
-}
-
 /// A log line without its colour escapes.
 fn plain(line: &str) -> String {
     let mut out = String::new();
@@ -218,10 +192,10 @@ fn ct_study_streams_byte_identical_then_comes_from_the_cache() {
     let ct = testdata().ct(200);
     let files = ct.files(120); // one study: a series of 100, one of 20
     let mut s = setup("c-get", &files);
-    let (study, series_a, _, _) = uids_of(&files[0]);
-    let (_, series_b, _, _) = uids_of(&files[119]);
+    let (study, series_a, _, _) = file_uids(&files[0]);
+    let (_, series_b, _, _) = file_uids(&files[119]);
     let by_sop: BTreeMap<String, PathBuf> =
-        files.iter().map(|f| (uids_of(f).2, f.clone())).collect();
+        files.iter().map(|f| (file_uids(f).2, f.clone())).collect();
     let all: BTreeSet<String> = by_sop.keys().cloned().collect();
     let out = tempfile::tempdir().unwrap();
 
@@ -299,13 +273,13 @@ fn ct_study_streams_byte_identical_then_comes_from_the_cache() {
         .collect();
     compare_datasets(&pairs).unwrap();
     let v = wado_client(&s.web, out.path(), &["series", &study, &series_b]);
-    let b: BTreeSet<String> = files[100..].iter().map(|f| uids_of(f).2).collect();
+    let b: BTreeSet<String> = files[100..].iter().map(|f| file_uids(f).2).collect();
     assert_eq!(sop_set(&v, "instances"), b);
     let v = wado_client(&s.web, out.path(), &["metadata", &study]);
     assert_eq!(sop_set(&v, "sops"), all);
     let v = wado_client(&s.web, out.path(), &["metadata", &study, &series_a]);
     assert_eq!(sop_set(&v, "sops").len(), 100);
-    let (_, _, sop, _) = uids_of(&files[7]);
+    let (_, _, sop, _) = file_uids(&files[7]);
     let v = wado_client(&s.web, out.path(), &["metadata", &study, &series_a, &sop]);
     let rebuilt = v["rebuilt"][0]["path"].as_str().unwrap();
     assert_same_dataset(&files[7], &std::fs::read(rebuilt).unwrap());
@@ -387,7 +361,7 @@ fn samples_in_every_transfer_syntax() {
     let mut transcoded = Vec::new();
     let mut seen_syntaxes = BTreeSet::new();
     for sample in &data.samples {
-        let (study, series, sop, ts) = uids_of(&sample.path);
+        let (study, series, sop, ts) = file_uids(&sample.path);
         let url = format!("{}/studies/{study}/series/{series}/instances/{sop}", s.web);
         // As stored: Orthanc's data set, byte for byte.
         let p = parts(&get(&url, &[("Accept", &accept_ts("*"))])).remove(0);
@@ -447,7 +421,7 @@ fn samples_in_every_transfer_syntax() {
         .iter()
         .find(|i| i.transfer_syntax == JPEG_BASELINE)
         .unwrap();
-    let (st, se, sop, _) = uids_of(&jpeg.path);
+    let (st, se, sop, _) = file_uids(&jpeg.path);
     let v = wado_client(&s.web, work.path(), &["instance", &st, &se, &sop, "*"]);
     assert_eq!(v["instances"][0]["ts"], JPEG_BASELINE);
     assert_same_dataset(
@@ -461,7 +435,7 @@ fn samples_in_every_transfer_syntax() {
         .take(10)
         .collect();
     for n in native {
-        let (st, se, sop, _) = uids_of(&n.path);
+        let (st, se, sop, _) = file_uids(&n.path);
         let v = wado_client(&s.web, work.path(), &["metadata", &st, &se, &sop]);
         let rebuilt = v["rebuilt"][0]["path"].as_str().unwrap();
         assert_same_dataset(&n.path, &std::fs::read(rebuilt).unwrap());
@@ -473,13 +447,13 @@ fn c_move_to_our_own_ae() {
     let ct = testdata().ct(200);
     let files = ct.files(120);
     let s = setup("c-move", &files);
-    let (study, series_a, _, _) = uids_of(&files[0]);
-    let (_, series_b, _, _) = uids_of(&files[119]);
+    let (study, series_a, _, _) = file_uids(&files[0]);
+    let (_, series_b, _, _) = file_uids(&files[119]);
     // Two moves at once: each request gets exactly its own instances
     // (the sub-operations are told apart by Move Originator Message ID).
     let web = s.web.clone();
-    let want_a: BTreeSet<String> = files[..100].iter().map(|f| uids_of(f).2).collect();
-    let want_b: BTreeSet<String> = files[100..].iter().map(|f| uids_of(f).2).collect();
+    let want_a: BTreeSet<String> = files[..100].iter().map(|f| file_uids(f).2).collect();
+    let want_b: BTreeSet<String> = files[100..].iter().map(|f| file_uids(f).2).collect();
     let handles: Vec<_> = [(series_a.clone(), want_a), (series_b.clone(), want_b)]
         .into_iter()
         .map(|(se, want)| {
@@ -531,7 +505,7 @@ fn c_move_to_our_own_ae() {
     );
     let got: BTreeSet<String> = parts(&rsp).iter().map(Part::sop).collect();
     assert_eq!(got.len(), 121);
-    assert!(got.contains(&uids_of(new_file).2));
+    assert!(got.contains(&file_uids(new_file).2));
 }
 
 #[test]

@@ -213,6 +213,33 @@ fn log_file(path: &Path) -> (Stdio, Stdio) {
 // Test data
 // ---------------------------------------------------------------------------
 
+/// UIDs of a DICOM file, read up to its pixel data: (study, series, SOP
+/// instance, transfer syntax).
+pub fn file_uids(path: &Path) -> (String, String, String, String) {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap();
+    let s = |t| {
+        obj.element(t)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_owned()
+    };
+    use dicom_dictionary_std::tags;
+    (
+        s(tags::STUDY_INSTANCE_UID),
+        s(tags::SERIES_INSTANCE_UID),
+        s(tags::SOP_INSTANCE_UID),
+        obj.meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_owned(),
+    )
+}
+
 /// One line of a `manifest.tsv`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
