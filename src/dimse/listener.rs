@@ -78,6 +78,18 @@ pub trait StoreSink: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// The Affected SOP Class and Instance UIDs of a C-STORE-RQ: every sink
+/// names its file by them and checks the data set against them.
+pub fn store_uids(rq: &Command) -> Result<(&str, &str), Refusal> {
+    match (&rq.sop_class_uid, &rq.sop_instance_uid) {
+        (Some(class), Some(instance)) => Ok((class, instance)),
+        _ => Err(Refusal::new(
+            status::storage::CANNOT_UNDERSTAND,
+            "C-STORE-RQ lacks the Affected SOP Class or Instance UID",
+        )),
+    }
+}
+
 /// One C-STORE data set arriving, on our SCP side or as a C-GET/C-MOVE
 /// sub-operation: its sink, or once refused, why (the rest is drained).
 pub struct IncomingStore {

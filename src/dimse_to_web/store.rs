@@ -5,7 +5,7 @@
 //! archive's verdict).
 
 use crate::config::SpoolMode;
-use crate::dimse::listener::{AssociationInfo, Refusal, StoreOutcome, StoreSink};
+use crate::dimse::listener::{store_uids, AssociationInfo, Refusal, StoreOutcome, StoreSink};
 use crate::dimse::message::Command;
 use crate::dimse::scan::DatasetScanner;
 use crate::dimse::status;
@@ -31,12 +31,7 @@ impl Store {
         rq: &Command,
         transfer_syntax_uid: &str,
     ) -> Result<Box<dyn StoreSink>, Refusal> {
-        let (Some(class), Some(instance)) = (&rq.sop_class_uid, &rq.sop_instance_uid) else {
-            return Err(Refusal::new(
-                status::storage::CANNOT_UNDERSTAND,
-                "C-STORE-RQ lacks the Affected SOP Class or Instance UID",
-            ));
-        };
+        let (class, instance) = store_uids(rq)?;
         let header = file_header(class, instance, transfer_syntax_uid, &assoc.calling_ae)?;
         let mut incoming = self.spool.create_incoming().await.map_err(|e| {
             warn!(error = %e, "cannot create a spool file");
@@ -55,8 +50,8 @@ impl Store {
             file: Some(incoming),
             scanner: DatasetScanner::new(transfer_syntax_uid),
             meta: InstanceMeta {
-                sop_class_uid: class.clone(),
-                sop_instance_uid: instance.clone(),
+                sop_class_uid: class.to_owned(),
+                sop_instance_uid: instance.to_owned(),
                 transfer_syntax_uid: transfer_syntax_uid.to_owned(),
                 calling_ae: assoc.calling_ae.clone(),
             },

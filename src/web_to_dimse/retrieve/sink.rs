@@ -4,7 +4,7 @@
 
 use super::{Event, Scope};
 use crate::cache::{InstanceUids, Variant};
-use crate::dimse::listener::{Refusal, StoreOutcome, StoreSink, StoreTarget};
+use crate::dimse::listener::{store_uids, Refusal, StoreOutcome, StoreSink, StoreTarget};
 use crate::dimse::message::Command;
 use crate::dimse::scan::DatasetScanner;
 use crate::dimse::status;
@@ -46,12 +46,7 @@ impl StoreTarget for CacheTarget {
         rq: &Command,
         transfer_syntax_uid: &str,
     ) -> Result<Box<dyn StoreSink>, Refusal> {
-        let (Some(class), Some(instance)) = (&rq.sop_class_uid, &rq.sop_instance_uid) else {
-            return Err(Refusal::new(
-                status::storage::CANNOT_UNDERSTAND,
-                "C-STORE-RQ lacks the Affected SOP Class or Instance UID",
-            ));
-        };
+        let (class, instance) = store_uids(rq)?;
         let Some(scanner) = DatasetScanner::new(transfer_syntax_uid) else {
             return Err(Refusal::new(
                 status::storage::CANNOT_UNDERSTAND,
@@ -66,8 +61,8 @@ impl StoreTarget for CacheTarget {
             target: self.0.clone(),
             file,
             scanner,
-            sop_class_uid: class.clone(),
-            sop_instance_uid: instance.clone(),
+            sop_class_uid: class.to_owned(),
+            sop_instance_uid: instance.to_owned(),
             transfer_syntax: transfer_syntax_uid.to_owned(),
         }))
     }
