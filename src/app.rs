@@ -213,7 +213,7 @@ impl DirectionA {
                 retry_max: Duration::from_secs(config.spool.retry_max_secs),
                 // Renewed while a step runs; short, so that the jobs of a
                 // process that died are soon taken over.
-                lease: Duration::from_secs(30),
+                lease: Duration::from_secs(config.jobs.lease_secs),
                 concurrency: 2,
             },
             stop,

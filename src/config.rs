@@ -224,6 +224,15 @@ pub struct JobsConfig {
     /// This instance's name in a shared table: spooled instances are sent
     /// only by the node whose disk holds them. Default: hostname + spool dir.
     pub node: Option<String>,
+    /// How long a claimed job that any node may work (storage commitment)
+    /// stays claimed after its worker stops renewing: the takeover time
+    /// when a Pons dies.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+fn default_lease_secs() -> u64 {
+    30
 }
 
 impl Default for JobsConfig {
@@ -231,6 +240,7 @@ impl Default for JobsConfig {
         JobsConfig {
             url: default_jobs_url(),
             node: None,
+            lease_secs: default_lease_secs(),
         }
     }
 }
@@ -418,6 +428,11 @@ impl Config {
             .is_some_and(|n| n.trim().is_empty())
         {
             p.push("jobs.node must not be empty (leave it out for hostname + spool dir)".into());
+        }
+        if self.jobs.lease_secs < 3 {
+            p.push(
+                "jobs.lease_secs must be at least 3: the lease is renewed every third of it".into(),
+            );
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, ae) in self.ae.iter().enumerate() {

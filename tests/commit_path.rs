@@ -384,3 +384,78 @@ fn a_report_nobody_takes_fails_at_the_deadline() {
     assert!(error.contains("deadline passed"), "{error}");
     assert!(job["attempts"].as_u64().unwrap() >= 2, "{job}");
 }
+
+/// Two Pons share a PostgreSQL job table. A takes the N-ACTION and starts
+/// the job, but its archive never answers (a listener that accepts and stays
+/// silent: a hung origin no real peer can be made into); A dies holding the
+/// job. B, whose archive answers, takes the job over once A's lease has
+/// run out and delivers the report on a new association.
+#[test]
+fn a_commitment_job_of_a_killed_pons_is_finished_by_another() {
+    let pg = Postgres::start();
+    let jobs_url = pg.create_database("pons");
+    let orthanc = Orthanc::start();
+    let ct = testdata().ct(200);
+    let stored = &ct.instances[140..150];
+    let files: Vec<_> = stored.iter().map(|i| i.path.clone()).collect();
+    storescu("MODALITY", orthanc.aet(), orthanc.dicom_port(), &files, &[]).assert_success();
+
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_url = format!("http://{}/dicom-web", hung.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let held: Vec<_> = hung.incoming().collect();
+        drop(held);
+    });
+    let listen_port = free_port();
+    let start = |upstream: &str, state: &Path| {
+        let mut cfg = PonsConfig::new(upstream, state);
+        cfg.jobs_url = jobs_url.clone();
+        cfg.known_aes.push(KnownAe::new("MODALITY", listen_port));
+        let toml = cfg
+            .to_toml()
+            .replace("[upstream]\n", "[upstream]\ncommitment = \"verify\"\n")
+            .replace("[jobs]\n", "[jobs]\nlease_secs = 3\n");
+        Pons::start(&toml)
+    };
+    let (state_a, state_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = start(&hung_url, state_a.path());
+
+    let mut refs = refs_of(stored);
+    refs.push((CT.into(), "1.2.826.0.1.3680043.10.1055.9.7".into()));
+    let txn = "1.2.826.0.1.3680043.10.1055.8";
+    let out = request(&a, &refs, txn, &["--release", "--wait", "0"]);
+    assert_eq!(out["status"], 0, "{out}");
+    // A has claimed the job and is stuck asking its archive.
+    assert!(
+        wait_until(Duration::from_secs(30), || commit_jobs(&a)
+            .first()
+            .is_some_and(|j| j["state"] == "running")),
+        "{:?}\n{}",
+        commit_jobs(&a),
+        a.log()
+    );
+    let b = start(&orthanc.dicomweb_url(), state_b.path());
+    let listener = Listener::start(listen_port, 60);
+    a.kill9();
+
+    let reports = listener.reports();
+    assert_eq!(reports.len(), 1, "{}", b.log());
+    let r = &reports[0];
+    assert_eq!(r["via"], "new");
+    assert_eq!(r["event_type"], 2);
+    assert_eq!(r["transaction_uid"], txn);
+    assert_eq!(
+        pairs(&r["committed"]),
+        refs_of(stored).into_iter().collect()
+    );
+    assert_eq!(
+        failures(&r["failed"]),
+        [(CT.to_owned(), refs[10].1.clone(), 0x0112)]
+            .into_iter()
+            .collect()
+    );
+    assert!(b.log().contains("archive answered"), "{}", b.log());
+    let jobs = commit_jobs(&b);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "done", "{jobs:?}");
+}
