@@ -6,6 +6,8 @@
 # DICOMweb face while the images live in a DIMSE-only PACS (scripts/demo_web.py).
 #
 #   storescu (DCMTK) --C-STORE--> pons --STOW-RS-----------> Orthanc /dicom-web
+#   pynetdicom       --N-ACTION-> pons --QIDO-RS (verify)--> Orthanc /dicom-web
+#                    <-N-EVENT-REPORT-- pons
 #   findscu          --C-FIND---> pons --QIDO-RS-----------> Orthanc /dicom-web
 #   movescu          --C-MOVE---> pons --QIDO-RS + WADO-RS-> Orthanc /dicom-web
 #     storescp       <-C-STORE--- pons
@@ -18,7 +20,7 @@
 # 127.0.0.1 ports, checks C-ECHO both with `pons echo` and DCMTK's echoscu,
 # stores pydicom's real samples (every common transfer syntax) and 50
 # synthetic CT instances through Pons, waits until the archive has them all,
-# then finds the CT patient's studies (and all studies) with findscu, moves the
+# asks for storage commitment of the CT instances (and one never sent), then finds the CT patient's studies (and all studies) with findscu, moves the
 # CT study into the storescp with movescu and gets its series with getscu,
 # prints a summary and stops everything.
 #
@@ -181,6 +183,35 @@ done_at=$(date +%s.%N)
 
 say "archive holds all $archived instances"
 
+# --- storage commitment through Pons (direction A): N-ACTION -> archive check ----------
+# The modality asks whether the archive took the CT instances (plus one it never
+# sent); Orthanc has no /commitment-requests, so Pons verifies them with QIDO-RS
+# and answers with N-EVENT-REPORT on the same association.
+missing_uid="1.2.826.0.1.3680043.10.1055.404"
+"$py" -c '
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))[: int(sys.argv[2])]
+refs = [[r["sop_class_uid"], r["sop_instance_uid"]] for r in rows]
+print(json.dumps(refs + [["1.2.840.10008.5.1.4.1.1.2", sys.argv[3]]]))
+' "$td/ct/200/manifest.tsv" "$CT_COUNT" "$missing_uid" >"$work/commit-refs.json"
+say "storage commitment of $CT_COUNT CT instances + 1 never sent, through Pons (N-ACTION)"
+"$py" scripts/commit_scu.py request 127.0.0.1 "$dimse_port" "$work/commit-refs.json" \
+    --calling DEMO --called PONS --wait 60 >"$work/commit.json"
+read -r commit_event commit_ok commit_failed commit_secs < <("$py" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+rep = (r["reports"] or [{}])[0]
+failed = rep.get("failed", [])
+reasons = ",".join(sorted({"%04X" % f[2] for f in failed})) or "-"
+print(rep.get("event_type", 0), len(rep.get("committed", [])), "%d:%s" % (len(failed), reasons),
+      "%.2f" % (r["seconds"] or 0))
+' "$work/commit.json")
+((commit_event == 2 && commit_ok == CT_COUNT)) && [[ $commit_failed == 1:0112 ]] || {
+    cat "$work/commit.json" >&2
+    say "storage commitment did not report $CT_COUNT committed + 1 missing" >&2
+    exit 1
+}
+
 # --- query/retrieve through Pons (direction A): C-FIND, C-MOVE, C-GET ---------------
 # The DIMSE workstation: findscu/movescu/getscu call PONS as DEMO; the C-MOVE
 # destination DEMO is a DCMTK storescp on the port Pons's [[ae]] DEMO names.
@@ -270,6 +301,8 @@ awk -v sent="$total" -v got="$archived" -v t0="$start" -v t1="$stored_at" -v t2=
     printf "  C-STORE acknowledged after:        %.2f s\n", t1 - t0
     printf "  all in the archive after:          %.2f s\n", t2 - t0
 }'
+printf '  storage commitment (N-ACTION):     event type %d, %d committed, 1 failed (0112 no such instance) after %s s\n' \
+    "$commit_event" "$commit_ok" "$commit_secs"
 printf '  C-FIND by PatientID:               %d match(es) in %s s (%s)\n' "$find_matches" \
     "$find_secs" "$ct_patient"
 printf '  C-FIND every study:                %d matches in %s s\n' "$all_matches" "$all_secs"
