@@ -124,6 +124,26 @@ fn failures(v: &Value) -> BTreeSet<(String, String, u64)> {
 
 /// Orthanc, and Pons in front of it in verify mode, knowing the SCU as
 /// MODALITY at `listen_port` (for reports on a new association).
+/// One report, on a new association: `stored` committed, the CT instance
+/// `missing` failed with 0112 (no such instance).
+fn assert_one_missing(reports: &[Value], txn: &str, stored: &[Instance], missing: &str, log: &str) {
+    assert_eq!(reports.len(), 1, "{log}");
+    let r = &reports[0];
+    assert_eq!(r["via"], "new");
+    assert_eq!(r["event_type"], 2);
+    assert_eq!(r["transaction_uid"], txn);
+    assert_eq!(
+        pairs(&r["committed"]),
+        refs_of(stored).into_iter().collect()
+    );
+    assert_eq!(
+        failures(&r["failed"]),
+        [(CT.to_owned(), missing.to_owned(), 0x0112)]
+            .into_iter()
+            .collect()
+    );
+}
+
 fn setup(state: &Path, listen_port: u16) -> (Orthanc, Pons) {
     setup_with(state, listen_port, "")
 }
@@ -290,21 +310,7 @@ fn a_report_survives_a_restart_of_pons() {
     pons.restart();
     let listener = Listener::start(listen_port, 90);
     let reports = listener.reports();
-    assert_eq!(reports.len(), 1, "{}", pons.log());
-    let r = &reports[0];
-    assert_eq!(r["via"], "new");
-    assert_eq!(r["event_type"], 2);
-    assert_eq!(r["transaction_uid"], txn);
-    assert_eq!(
-        pairs(&r["committed"]),
-        refs_of(stored).into_iter().collect()
-    );
-    assert_eq!(
-        failures(&r["failed"]),
-        [(CT.to_owned(), refs[10].1.clone(), 0x0112)]
-            .into_iter()
-            .collect()
-    );
+    assert_one_missing(&reports, txn, stored, &refs[10].1, &pons.log());
     // The archive was asked once: the result was kept across the restart.
     assert_eq!(
         pons.log().matches("archive answered").count(),
@@ -439,21 +445,7 @@ fn a_commitment_job_of_a_killed_pons_is_finished_by_another() {
     a.kill9();
 
     let reports = listener.reports();
-    assert_eq!(reports.len(), 1, "{}", b.log());
-    let r = &reports[0];
-    assert_eq!(r["via"], "new");
-    assert_eq!(r["event_type"], 2);
-    assert_eq!(r["transaction_uid"], txn);
-    assert_eq!(
-        pairs(&r["committed"]),
-        refs_of(stored).into_iter().collect()
-    );
-    assert_eq!(
-        failures(&r["failed"]),
-        [(CT.to_owned(), refs[10].1.clone(), 0x0112)]
-            .into_iter()
-            .collect()
-    );
+    assert_one_missing(&reports, txn, stored, &refs[10].1, &b.log());
     assert!(b.log().contains("archive answered"), "{}", b.log());
     let jobs = commit_jobs(&b);
     assert_eq!(jobs.len(), 1, "{jobs:?}");
