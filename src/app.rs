@@ -7,7 +7,7 @@ use crate::dimse::client::ScuConfig;
 use crate::dimse::listener::{
     self, AssociationInfo, ListenerConfig, Refusal, ScpHandler, StoreSink,
 };
-use crate::dimse::message::Command;
+use crate::dimse::message::{Command, CommandField};
 use crate::dimse::move_inbox::MoveInbox;
 use crate::dimse::request::RequestContext;
 use crate::dimse::status;
@@ -17,6 +17,7 @@ use crate::jobs::JobTable;
 use crate::spool::Spool;
 use crate::web::client::UpstreamClient;
 use crate::web::server::{router, WebState};
+use crate::web_to_dimse::commitment::{self, Commitments};
 use crate::web_to_dimse::PacsService;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -34,7 +35,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => None,
     };
     let moves = MoveInbox::new(&config.dimse.ae_title);
-    let pacs_services = direction_b(&config, &moves)?;
+    let commitments = Arc::new(Commitments::new(
+        jobs.clone(),
+        Duration::from_secs(config.web.commitment_deadline_secs),
+        Duration::from_secs(config.web.commitment_retention_secs),
+        &config
+            .pacs
+            .iter()
+            .map(|p| (p.name.clone(), p.ae_title.clone()))
+            .collect::<Vec<_>>(),
+    ));
+    let pacs_services = direction_b(&config, &moves, &commitments)?;
 
     // Web first: whoever sees the DIMSE port open may use the web port too.
     let web_listener = tokio::net::TcpListener::bind(config.web.listen)
@@ -62,6 +73,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let commit_worker = direction_a
         .as_ref()
         .map(|a| a.start_commit_worker(&config, &jobs, forwarder_stop.clone()));
+    let pacs_commit_worker = (!pacs_services.is_empty()).then(|| {
+        tokio::spawn(commitment::run_worker(
+            commitments.clone(),
+            commitment::WorkerConfig {
+                pacs: pacs_services
+                    .iter()
+                    .map(|p| (p.name.clone(), p.scu.clone()))
+                    .collect(),
+                lease: Duration::from_secs(config.jobs.lease_secs),
+                concurrency: 4,
+            },
+            forwarder_stop.clone(),
+        ))
+    });
 
     let dicomweb = crate::web_to_dimse::router(&pacs_services, &config.web.base_path);
     let web = axum::serve(
@@ -85,6 +110,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let handler = Arc::new(Gateway {
         direction_a: direction_a.map(|a| a.handler),
         moves,
+        commitments: (!pacs_services.is_empty()).then_some(commitments),
     });
     let dimse_cfg = ListenerConfig {
         ae_title: config.dimse.ae_title.clone(),
@@ -105,7 +131,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     listener::serve(dimse_listener, dimse_cfg, handler, shutdown.clone()).await?;
     info!("DIMSE listener drained");
     forwarder_stop.cancel();
-    for task in forwarder.into_iter().chain(commit_worker) {
+    for task in forwarder
+        .into_iter()
+        .chain(commit_worker)
+        .chain(pacs_commit_worker)
+    {
         let _ = task.await;
     }
     let _ = web.await;
@@ -245,7 +275,11 @@ impl DirectionA {
 }
 
 /// Direction B: one service per `[[pacs]]`, sharing one cache.
-fn direction_b(config: &Config, moves: &Arc<MoveInbox>) -> anyhow::Result<Vec<Arc<PacsService>>> {
+fn direction_b(
+    config: &Config,
+    moves: &Arc<MoveInbox>,
+    commitments: &Arc<Commitments>,
+) -> anyhow::Result<Vec<Arc<PacsService>>> {
     if config.pacs.is_empty() {
         return Ok(Vec::new());
     }
@@ -276,6 +310,7 @@ fn direction_b(config: &Config, moves: &Arc<MoveInbox>) -> anyhow::Result<Vec<Ar
                 base_path,
                 cache: cache.clone(),
                 moves: moves.clone(),
+                commitments: commitments.clone(),
             })
         })
         .collect())
@@ -286,6 +321,8 @@ fn direction_b(config: &Config, moves: &Arc<MoveInbox>) -> anyhow::Result<Vec<Ar
 struct Gateway {
     direction_a: Option<Arc<DimseToWeb>>,
     moves: Arc<MoveInbox>,
+    /// Storage commitment reports from our PACS (direction B).
+    commitments: Option<Arc<Commitments>>,
 }
 
 #[async_trait]
@@ -315,6 +352,9 @@ impl ScpHandler for Gateway {
         data_set: Vec<u8>,
         ctx: RequestContext,
     ) {
+        if let (CommandField::NEventReportRq, Some(c)) = (rq.field, &self.commitments) {
+            return c.accept_report(assoc, rq, data_set, ctx).await;
+        }
         match &self.direction_a {
             Some(a) => a.request(assoc, rq, data_set, ctx).await,
             None => listener::refuse_unsupported(&rq, &ctx).await,

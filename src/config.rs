@@ -67,6 +67,13 @@ pub struct WebConfig {
     /// Origins allowed to call us from a browser (CORS); `"*"` allows any.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// `/commitment-requests`: how long the PACS has to send its
+    /// N-EVENT-REPORT before every instance is reported as a processing failure.
+    #[serde(default = "default_commitment_deadline")]
+    pub commitment_deadline_secs: u64,
+    /// How long a commitment result stays readable; then GET answers 410.
+    #[serde(default = "default_commitment_retention")]
+    pub commitment_retention_secs: u64,
 }
 
 impl Default for WebConfig {
@@ -75,8 +82,17 @@ impl Default for WebConfig {
             listen: default_web_listen(),
             base_path: default_base_path(),
             cors_origins: Vec::new(),
+            commitment_deadline_secs: default_commitment_deadline(),
+            commitment_retention_secs: default_commitment_retention(),
         }
     }
+}
+
+fn default_commitment_deadline() -> u64 {
+    86400
+}
+fn default_commitment_retention() -> u64 {
+    7 * 86400
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -428,6 +444,12 @@ impl Config {
             .is_some_and(|n| n.trim().is_empty())
         {
             p.push("jobs.node must not be empty (leave it out for hostname + spool dir)".into());
+        }
+        if self.web.commitment_deadline_secs == 0 || self.web.commitment_retention_secs == 0 {
+            p.push(
+                "web.commitment_deadline_secs and web.commitment_retention_secs must be at least 1"
+                    .into(),
+            );
         }
         if self.jobs.lease_secs < 3 {
             p.push(

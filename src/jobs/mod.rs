@@ -21,6 +21,12 @@ pub const KIND_STOW: &str = "stow";
 /// A storage commitment asked of us with N-ACTION (direction A), keyed by
 /// its Transaction UID, until its N-EVENT-REPORT is delivered.
 pub const KIND_COMMIT: &str = "commit";
+/// A storage commitment asked of a PACS with N-ACTION for a DICOMweb
+/// client (direction B), keyed by PACS name and Transaction UID.
+pub const KIND_PACS_COMMIT: &str = "pacs_commit";
+/// The PACS's answer to a [`KIND_PACS_COMMIT`], under the same key: written
+/// once, by whichever side receives the N-EVENT-REPORT (or by the deadline).
+pub const KIND_PACS_COMMIT_RESULT: &str = "pacs_commit_result";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,6 +2,7 @@
 //! Each route turns an HTTP request into DIMSE work on the PACS; errors turn
 //! outward in exactly one place, [`WebError`]'s `IntoResponse`.
 
+pub mod commitment;
 pub mod frames;
 mod metadata;
 pub mod qido;
@@ -36,6 +37,8 @@ pub struct PacsService {
     pub cache: Arc<Cache>,
     /// Where C-MOVE sub-operations to our own AE find their request.
     pub moves: Arc<MoveInbox>,
+    /// `/commitment-requests`, shared by every PACS.
+    pub commitments: Arc<commitment::Commitments>,
 }
 
 impl PacsService {
@@ -76,6 +79,10 @@ pub enum WebError {
     NotAcceptable(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
     /// The PACS cannot be reached or refused the association.
     #[error("PACS {pacs} is unavailable: {detail}")]
     PacsUnavailable { pacs: String, detail: String },
@@ -113,6 +120,8 @@ impl IntoResponse for WebError {
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
+            WebError::Gone(_) => StatusCode::GONE,
             WebError::PacsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             WebError::PacsFailed { .. } => StatusCode::BAD_GATEWAY,
             WebError::PacsTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -145,6 +154,7 @@ pub fn router(services: &[Arc<PacsService>], base_path: &str) -> Router {
                 .merge(wado_uri::routes())
                 .merge(metadata::routes())
                 .merge(stow::routes())
+                .merge(commitment::routes())
                 .with_state(svc.clone())
         };
         if i == 0 {

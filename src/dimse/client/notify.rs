@@ -40,3 +40,49 @@ impl ScuAssociation {
         Ok(rsp)
     }
 }
+
+impl ScuAssociation {
+    /// Send N-ACTION-RQ with its action information; the response.
+    pub async fn action(
+        &mut self,
+        sop_class: &str,
+        sop_instance: &str,
+        action_type: u16,
+        information: &InMemDicomObject,
+    ) -> Result<Command, DimseError> {
+        let (pc_id, data) = self.identifier(sop_class, information)?;
+        let id = self.next_message_id();
+        let rq = Command::n_action_rq(id, sop_class, sop_instance, action_type);
+        self.send(pc_id, &rq, Some(&data)).await?;
+        let rsp = self.receive().await?.command;
+        if rsp.field != CommandField::NActionRsp || rsp.responding_to != Some(id) {
+            return Err(DimseError::Protocol(format!(
+                "expected N-ACTION-RSP to message {id}, got {:?}",
+                rsp.field
+            )));
+        }
+        Ok(rsp)
+    }
+
+    /// Wait for the peer's N-EVENT-REPORT-RQ on this association and answer
+    /// it with `status`: the request and its event information.
+    pub async fn event_report_from_peer(
+        &mut self,
+        sop_class: &str,
+        status: u16,
+    ) -> Result<(Command, Vec<u8>), DimseError> {
+        let rq = self.receive().await?;
+        if rq.command.field != CommandField::NEventReportRq {
+            return Err(DimseError::Protocol(format!(
+                "expected N-EVENT-REPORT-RQ, got {:?}",
+                rq.command.field
+            )));
+        }
+        let (pc_id, _) = self
+            .accepted_context(sop_class)
+            .ok_or_else(|| DimseError::Protocol(format!("no context for {sop_class}")))?;
+        let rsp = Command::n_event_report_rsp(&rq.command, status);
+        self.send(pc_id, &rsp, None).await?;
+        Ok((rq.command, rq.data_set.unwrap_or_default()))
+    }
+}
