@@ -451,3 +451,55 @@ fn a_commitment_job_of_a_killed_pons_is_finished_by_another() {
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0]["state"], "done", "{jobs:?}");
 }
+
+/// Sup 234's chain: a pynetdicom SCU → Pons A (DIMSE → DICOMweb) → Pons B
+/// (DICOMweb → DIMSE) → Orthanc as the PACS. The instances are stored
+/// through both, then committed through both: A posts to B's
+/// /commitment-requests, B asks Orthanc with N-ACTION, Orthanc reports to B,
+/// B's result goes back to the SCU as A's N-EVENT-REPORT.
+#[test]
+fn commitment_through_a_chain_of_two_pons() {
+    let (state_a, state_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cfg_b = PonsConfig::new("http://127.0.0.1:9/dicom-web", state_b.path());
+    cfg_b.ae_title = "PONSB".into();
+    let orthanc = Orthanc::start_with_modalities(&[Modality::new("PONSB", cfg_b.dimse_port)]);
+    cfg_b.pacs = vec![PacsEntry::new("pacs", orthanc.aet(), orthanc.dicom_port())];
+    let b = Pons::start(&cfg_b.to_toml());
+    let cfg_a = PonsConfig::new(
+        &format!("{}/dicom-web", b.web_url().unwrap()),
+        state_a.path(),
+    );
+    let a = Pons::start(
+        &cfg_a
+            .to_toml()
+            .replace("[upstream]\n", "[upstream]\ncommitment = \"dicomweb\"\n"),
+    );
+
+    let ct = testdata().ct(200);
+    let stored = &ct.instances[150..160];
+    store(&a, stored);
+    assert_eq!(orthanc.wait_for_instances(10, Duration::from_secs(60)), 10);
+    let mut refs = refs_of(stored);
+    refs.push((CT.into(), "1.2.826.0.1.3680043.10.1055.9.8".into()));
+    let txn = "1.2.826.0.1.3680043.10.1055.9";
+    let out = request(&a, &refs, txn, &["--wait", "60"]);
+    assert_eq!(out["status"], 0, "{out}");
+    let reports = out["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 1, "{out}\nA:\n{}\nB:\n{}", a.log(), b.log());
+    let r = &reports[0];
+    assert_eq!(r["via"], "same");
+    assert_eq!(r["event_type"], 2);
+    assert_eq!(r["transaction_uid"], txn);
+    assert_eq!(
+        pairs(&r["committed"]),
+        refs_of(stored).into_iter().collect()
+    );
+    assert_eq!(
+        failures(&r["failed"]),
+        [(CT.to_owned(), refs[10].1.clone(), 0x0112)]
+            .into_iter()
+            .collect()
+    );
+    // B asked Orthanc, which reported to B on a new association.
+    assert!(b.log().contains("\"new association\""), "{}", b.log());
+}
