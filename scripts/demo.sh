@@ -14,6 +14,7 @@
 #   getscu           --C-GET----> pons --QIDO-RS + WADO-RS-> Orthanc /dicom-web
 #                    <-C-STORE--- pons  (same association)
 #   dicomweb-client  --STOW/QIDO/WADO-RS--> pons --C-STORE/C-FIND/C-GET--> Orthanc LEGACY (DIMSE)
+#   urllib           --/commitment-requests--> pons --N-ACTION--> Orthanc LEGACY (reports back to PONS)
 #
 # Installs the peers, builds Pons (release), starts a private Orthanc, Pons and
 # a DCMTK storescp (the C-MOVE destination, listed in Pons's [[ae]]) on free

@@ -6,6 +6,8 @@ while the images live in a DIMSE-only PACS.
     dicomweb-client --STOW-RS--> pons --C-STORE--> PACS
                     --QIDO-RS--> pons --C-FIND---> PACS
                     --WADO-RS--> pons --C-GET----> PACS  (study, metadata, rendered)
+                    --POST /commitment-requests--> pons --N-ACTION--> PACS
+                                                   pons <-N-EVENT-REPORT-- PACS
 
 Usage: demo_web.py PONS_DICOMWEB_URL PACS_REST_URL OUT_DIR FILE...
 Prints what happened; exits non-zero when anything is missing or different.
@@ -28,6 +30,24 @@ def say(msg: str) -> None:
 def pacs_instance_count(rest: str) -> int:
     with urllib.request.urlopen(f"{rest}/statistics", timeout=10) as r:
         return int(json.load(r)["CountInstances"])
+
+
+def commitment(url: str, uid: str, refs) -> dict:
+    """POST a storage commitment request, then GET until the PACS settled it."""
+    body = {"00081199": {"vr": "SQ", "Value": [
+        {"00081150": {"vr": "UI", "Value": [str(c)]}, "00081155": {"vr": "UI", "Value": [str(i)]}}
+        for c, i in refs]}}
+    target = f"{url}/commitment-requests/{uid}"
+    req = urllib.request.Request(target, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/dicom+json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        status, text = r.status, r.read()
+    deadline = time.monotonic() + 60
+    while status == 202 and time.monotonic() < deadline:
+        time.sleep(float(r.headers.get("Retry-After", "1")))
+        with urllib.request.urlopen(target, timeout=30) as r:
+            status, text = r.status, r.read()
+    return json.loads(text) if status == 200 else {}
 
 
 def elements(ds) -> dict:
@@ -99,6 +119,22 @@ def main() -> int:
         return 1
     (out / "rendered.jpg").write_bytes(jpeg)
     lines.append(f"WADO-RS rendered:        {len(jpeg)} byte JPEG ({out / 'rendered.jpg'}, kept with KEEP=1)")
+
+    say("storage commitment: POST /commitment-requests (-> N-ACTION to the PACS)")
+    never = "1.2.826.0.1.3680043.10.1055.405"
+    refs = [(d.SOPClassUID, d.SOPInstanceUID) for d in datasets] + [(datasets[0].SOPClassUID, never)]
+    t0 = time.monotonic()
+    result = commitment(url, "1.2.826.0.1.3680043.10.1055.406", refs)
+    commit_s = time.monotonic() - t0
+    committed = result.get("00081199", {}).get("Value", [])
+    failed = result.get("00081198", {}).get("Value", [])
+    reasons = {f["00081197"]["Value"][0] for f in failed}
+    if len(committed) != len(datasets) or len(failed) != 1 or reasons != {0x0112}:
+        say(f"commitment result unexpected: {json.dumps(result)[:400]}")
+        return 1
+    lines.append(
+        f"commitment -> N-ACTION:  {len(committed)} committed, 1 failed (0112 no such instance) in {commit_s:.2f} s"
+    )
 
     print("\nPons demo, direction B (DICOMweb app -> Pons -> DIMSE PACS)")
     for line in lines:
