@@ -11,9 +11,14 @@ sending N-ACTION to receiving the N-EVENT-REPORT.
       time includes waiting for Pons's spool to reach the archive;
   (d) direct: N-ACTION to Orthanc's own storage commitment SCP (it always
       reports on a new association).
+  (e) direction B: POST /commitment-requests to a Pons whose [[pacs]] is that
+      Orthanc, then GET every 100 ms until 200: Pons sends N-ACTION, Orthanc
+      reports to Pons on a new association;
+  (f) the chain: the SCU -> Pons A (direction A, `auto` finds B's
+      /commitment-requests and polls it as Retry-After says) -> Pons B -> Orthanc.
 
-Every report is checked: Event Type 1 and exactly the N instances. (a), (b)
-and (d) are the median of ROUNDS runs. Run it through bench/run.sh, which
+Every report and result is checked: exactly the N instances committed.
+(a), (b), (d), (e), (f) are the median of ROUNDS runs. Run it through bench/run.sh, which
 builds Pons in release mode; any build works:
 
     commit.py PONS_BINARY CT_DIR [--rounds 3]
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import pydicom
 
@@ -61,6 +67,29 @@ def check(out, refs, via):
     return out["seconds"]
 
 
+def commit_web(base, refs, txn):
+    """(e): POST, then GET until 200; its seconds, after checking the result."""
+    items = [{"00081150": {"vr": "UI", "Value": [c]}, "00081155": {"vr": "UI", "Value": [i]}}
+             for c, i in refs]
+    url = f"{base}/commitment-requests/{txn}"
+    start = time.monotonic()
+    req = urllib.request.Request(url, data=json.dumps({"00081199": {"vr": "SQ", "Value": items}})
+                                 .encode(), headers={"Content-Type": "application/dicom+json"})
+    with urllib.request.urlopen(req) as r:
+        status, body = r.status, r.read()
+    while status == 202:
+        time.sleep(0.1)
+        with urllib.request.urlopen(url) as r:
+            status, body = r.status, r.read()
+    seconds = time.monotonic() - start
+    result = json.loads(body)
+    got = sorted((i["00081150"]["Value"][0], i["00081155"]["Value"][0])
+                 for i in result.get("00081199", {}).get("Value", []))
+    if got != sorted(map(tuple, refs)) or "00081198" in result:
+        raise SystemExit(f"wrong result: {len(got)} committed, body {str(body)[:300]}")
+    return seconds
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("binary")
@@ -81,10 +110,17 @@ def main():
         with open(refs_file, "w") as f:
             json.dump(refs, f)
         listen = free_port()
-        orthanc = Orthanc(root, {"MODALITY": ["MODALITY", "127.0.0.1", listen]})
+        b_dimse = free_port()
+        orthanc = Orthanc(root, {"MODALITY": ["MODALITY", "127.0.0.1", listen],
+                                 "PONSB": ["PONS", "127.0.0.1", b_dimse]})
+        dicomweb = f"http://127.0.0.1:{orthanc.http}/dicom-web"
         ae = f'[[ae]]\ntitle = "MODALITY"\nhost = "127.0.0.1"\nport = {listen}\n'
-        pons = Pons(args.binary, root, f"http://127.0.0.1:{orthanc.http}/dicom-web",
-                    "pons", extra=ae)
+        pons = Pons(args.binary, root, dicomweb, "pons", extra=ae)
+        pacs = (f'[cache]\ndir = "{root}/cache-b"\n[[pacs]]\nname = "orthanc"\n'
+                f'ae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = {orthanc.dicom}\n')
+        pons_b = Pons(args.binary, root, dicomweb, "pons-b", extra=pacs, dimse=b_dimse)
+        base_b = f"http://127.0.0.1:{pons_b.web}/dicom-web"
+        pons_a = Pons(args.binary, root, base_b, "pons-a", extra=ae)
         txn = iter(f"1.2.826.0.1.3680043.10.1055.77.{i}" for i in range(1, 1000))
         try:
             run_storescu(pons.dimse, "PONS", [files], root)
@@ -96,8 +132,12 @@ def main():
                    for _ in range(args.rounds)]
             t_d = [check(commit(orthanc.dicom, "ORTHANC", refs_file, next(txn), listen), refs,
                          "new") for _ in range(args.rounds)]
+            t_e = [commit_web(base_b, refs, next(txn)) for _ in range(args.rounds)]
+            t_f = [check(commit(pons_a.dimse, "PONS", refs_file, next(txn)), refs, "same")
+                   for _ in range(args.rounds)]
         finally:
-            pons.stop()
+            for p in (pons, pons_a, pons_b):
+                p.stop()
             orthanc.stop()
 
     print(f"\nStorage commitment of {n} instances, N-ACTION to N-EVENT-REPORT "
@@ -109,6 +149,8 @@ def main():
         ("(b) Pons, verify with QIDO-RS, new association", statistics.median(t_b)),
         ("(c) Pons, N-ACTION right after storing (spool drains first)", t_c),
         ("(d) Orthanc's own SCP over DIMSE (new association)", statistics.median(t_d)),
+        ("(e) POST /commitment-requests to Pons -> N-ACTION to Orthanc", statistics.median(t_e)),
+        ("(f) SCU -> Pons A -> Pons B -> Orthanc (the chain)", statistics.median(t_f)),
     ):
         print(f"| {name} | {t:.2f} | {n / t:.0f} |")
 
