@@ -9,7 +9,7 @@ use crate::dimse::message::{Command, CommandField, SubOperations};
 use crate::dimse::request::{DataSource, RequestContext};
 use crate::dimse::status;
 use crate::dimse::status::query_retrieve::{
-    IDENTIFIER_MISMATCH, MOVE_DESTINATION_UNKNOWN, NONE_SUCCEEDED, SOME_FAILED, UNABLE_TO_PROCESS,
+    IDENTIFIER_MISMATCH, MOVE_DESTINATION_UNKNOWN, NONE_SUCCEEDED, SOME_FAILED,
 };
 use crate::dimse_to_web::upstream_comment;
 use crate::translate::query::Level;
@@ -19,10 +19,13 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use resolve::{instances_path, Plan, Resource, Target};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+mod resolve;
 
 const PENDING_EVERY: Duration = Duration::from_secs(1);
 
@@ -57,20 +60,14 @@ pub struct Retrieve {
     pub max_pdu: u32,
 }
 
-/// One instance to send, as QIDO described it.
-#[derive(Debug, Clone)]
-struct Target {
-    study: String,
-    series: String,
-    instance: String,
-    class: String,
-}
-
 /// Where sub-operations go.
 enum Sink<'a> {
     Move {
         assoc: Box<ScuAssociation>,
         originator: (String, u16),
+        cfg: ScuConfig,
+        /// The classes proposed on `assoc`.
+        classes: BTreeSet<String>,
     },
     Get(&'a RequestContext),
 }
@@ -90,7 +87,9 @@ impl Tally {
             (true, true) => c.warning = c.warning.saturating_add(1),
             _ => {
                 c.failed = c.failed.saturating_add(1);
-                self.failed_uids.push(uid.to_owned());
+                if !uid.is_empty() {
+                    self.failed_uids.push(uid.to_owned());
+                }
             }
         }
     }
@@ -163,33 +162,16 @@ impl Retrieve {
             }
             _ => None,
         };
-        let targets = self.resolve(&identifier, level).await?;
-        info!(
-            level = level.code(),
-            instances = targets.len(),
-            "retrieve resolved"
-        );
-        tally.left = targets.len();
+        let plan = self.plan(&identifier, level, destination.is_some()).await?;
+        let total: usize = plan.resources.iter().map(|r| r.count).sum();
+        info!(level = level.code(), instances = total, "retrieve resolved");
+        tally.left = total;
         tally.counts.remaining = Some(us(tally.left));
-        if targets.is_empty() {
+        if plan.resources.is_empty() {
             return Ok(status::SUCCESS);
         }
         let mut sink = match destination {
             Some(ae) => {
-                let classes: BTreeSet<&str> = targets.iter().map(|t| t.class.as_str()).collect();
-                // One context per (class, syntax): an SCP accepts or refuses
-                // each, and we send every instance in a syntax it accepted.
-                let per_class = (120 / classes.len().max(1)).clamp(1, PROPOSED.len());
-                let proposals: Vec<Proposal> = classes
-                    .iter()
-                    .take(120)
-                    .flat_map(|c| {
-                        PROPOSED[..per_class].iter().map(move |t| Proposal {
-                            abstract_syntax: (*c).to_owned(),
-                            transfer_syntaxes: vec![(*t).to_owned()],
-                        })
-                    })
-                    .collect();
                 let cfg = ScuConfig {
                     calling_ae: self.our_ae.clone(),
                     called_ae: ae.title.clone(),
@@ -197,24 +179,17 @@ impl Retrieve {
                     max_pdu: self.max_pdu,
                     timeout: Duration::from_secs(60),
                 };
-                let assoc = ScuAssociation::connect(&cfg, &proposals)
-                    .await
-                    .map_err(|e| {
-                        (
-                            NONE_SUCCEEDED,
-                            format!("cannot reach {}: {}", ae.title, short(&e.to_string())),
-                        )
-                    })?;
+                let assoc = connect_for(&cfg, &plan.classes).await?;
                 Sink::Move {
                     assoc: Box::new(assoc),
                     originator: (calling_ae.to_owned(), rq.message_id.unwrap_or(0)),
+                    cfg,
+                    classes: plan.classes.clone(),
                 }
             }
             None => Sink::Get(ctx),
         };
-        let outcome = self
-            .send_all(&targets, level, &mut sink, rq, ctx, tally)
-            .await;
+        let outcome = self.send_all(plan, &mut sink, rq, ctx, tally).await;
         if let Sink::Move { assoc, .. } = sink {
             let _ = assoc.release().await;
         }
@@ -228,151 +203,31 @@ impl Retrieve {
         })
     }
 
-    /// Every instance the identifier names, through QIDO.
-    async fn resolve(
-        &self,
-        identifier: &InMemDicomObject,
-        level: Level,
-    ) -> Result<Vec<Target>, (u16, String)> {
-        let list = |tag| -> Vec<String> {
-            identifier
-                .get(tag)
-                .and_then(|e| e.to_str().ok())
-                .map(|v| {
-                    v.split('\\')
-                        .map(|s| s.trim().to_owned())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let mut queries: Vec<(String, Vec<(String, String)>)> = Vec::new();
-        match level {
-            Level::Patient => {
-                let ids = list(tags::PATIENT_ID);
-                if ids.is_empty() {
-                    return Err((
-                        IDENTIFIER_MISMATCH,
-                        "PATIENT level needs a PatientID".into(),
-                    ));
-                }
-                for id in ids {
-                    let params = vec![("00100020".to_owned(), id)];
-                    for study in self.qido_all("studies", &params).await? {
-                        if let Some(s) = string(&study, tags::STUDY_INSTANCE_UID) {
-                            queries.push((format!("studies/{s}/instances"), vec![]));
-                        }
-                    }
-                }
-            }
-            Level::Study => {
-                for s in list(tags::STUDY_INSTANCE_UID) {
-                    queries.push((format!("studies/{s}/instances"), vec![]));
-                }
-            }
-            Level::Series => {
-                let studies = list(tags::STUDY_INSTANCE_UID);
-                for se in list(tags::SERIES_INSTANCE_UID) {
-                    match studies.as_slice() {
-                        [s] => queries.push((format!("studies/{s}/series/{se}/instances"), vec![])),
-                        _ => queries.push(("instances".into(), vec![("0020000E".into(), se)])),
-                    }
-                }
-            }
-            Level::Image => {
-                for i in list(tags::SOP_INSTANCE_UID) {
-                    queries.push(("instances".into(), vec![("00080018".into(), i)]));
-                }
-            }
-        }
-        if queries.is_empty() {
-            return Err((
-                IDENTIFIER_MISMATCH,
-                format!("{} level needs its unique key", level.code()),
-            ));
-        }
-        let mut targets = Vec::new();
-        for (path, mut params) in queries {
-            for tag in ["0020000D", "0020000E", "00080016", "00080018"] {
-                params.push(("includefield".into(), tag.into()));
-            }
-            for r in self.qido_all(&path, &params).await? {
-                let t = Target {
-                    study: string(&r, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
-                    series: string(&r, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
-                    instance: string(&r, tags::SOP_INSTANCE_UID).unwrap_or_default(),
-                    class: string(&r, tags::SOP_CLASS_UID).unwrap_or_default(),
-                };
-                if !t.instance.is_empty() && !t.study.is_empty() && !t.series.is_empty() {
-                    targets.push(t);
-                }
-            }
-        }
-        Ok(targets)
-    }
-
-    async fn qido_all(
-        &self,
-        path: &str,
-        params: &[(String, String)],
-    ) -> Result<Vec<InMemDicomObject>, (u16, String)> {
-        let mut all = Vec::new();
-        loop {
-            let page = self
-                .upstream
-                .qido_page(path, params, all.len(), self.page_size)
-                .await
-                .map_err(|e| {
-                    warn!(error = %e, "QIDO-RS failed");
-                    (UNABLE_TO_PROCESS, upstream_comment(&e))
-                })?;
-            let n = page.len();
-            all.extend(page);
-            if n < self.page_size {
-                return Ok(all);
-            }
-        }
-    }
-
     async fn send_all(
         &self,
-        targets: &[Target],
-        level: Level,
+        plan: Plan,
         sink: &mut Sink<'_>,
         rq: &Command,
         ctx: &RequestContext,
         tally: &mut Tally,
     ) -> Result<(), (u16, String)> {
-        // The widest WADO-RS resource per group of targets.
-        let mut resources: Vec<(String, Vec<&Target>)> = Vec::new();
-        for t in targets {
-            let path = match level {
-                Level::Patient | Level::Study => format!("studies/{}", t.study),
-                Level::Series => format!("studies/{}/series/{}", t.study, t.series),
-                Level::Image => format!(
-                    "studies/{}/series/{}/instances/{}",
-                    t.study, t.series, t.instance
-                ),
-            };
-            match resources.iter_mut().find(|(p, _)| *p == path) {
-                Some((_, v)) => v.push(t),
-                None => resources.push((path, vec![t])),
-            }
-        }
         let mut last_pending = Instant::now();
-        let mut transcode: Vec<(&Target, String)> = Vec::new();
-        for (path, expected) in resources {
-            let mut wanted: BTreeSet<&str> = expected.iter().map(|t| t.instance.as_str()).collect();
-            let mut parts = match self.upstream.retrieve(&path, None).await {
+        // (path of the instance's series, instance) the sink cannot take as stored.
+        let mut transcode: Vec<(Option<Target>, String, String)> = Vec::new();
+        for resource in plan.resources {
+            let mut wanted: Option<BTreeSet<String>> = resource
+                .listed
+                .as_ref()
+                .map(|l| l.iter().map(|t| t.instance.clone()).collect());
+            let mut delivered: BTreeSet<String> = BTreeSet::new();
+            let mut parts = match self.upstream.retrieve(&resource.path, None).await {
                 Ok(p) => p,
                 Err(e) => {
                     warn!(error = %e, "WADO-RS failed");
                     tally
                         .note
                         .get_or_insert_with(|| format!("WADO-RS: {}", upstream_comment(&e)));
-                    for t in &expected {
-                        tally.record(&t.instance, false, false);
-                    }
+                    self.record_undelivered(&resource, &delivered, tally).await;
                     continue;
                 }
             };
@@ -380,7 +235,7 @@ impl Retrieve {
                 if ctx.cancelled.is_cancelled() {
                     return Err((status::CANCEL, String::new()));
                 }
-                let part = match parts.next_part().await {
+                let mut part = match parts.next_part().await {
                     Ok(Some(p)) => p,
                     Ok(None) => break,
                     Err(e) => {
@@ -388,7 +243,6 @@ impl Retrieve {
                         break;
                     }
                 };
-                let mut part = part;
                 let meta = match part.file_meta().await {
                     Ok(m) => m,
                     Err(e) => {
@@ -396,32 +250,35 @@ impl Retrieve {
                         continue;
                     }
                 };
-                if !wanted.remove(meta.sop_instance_uid.as_str()) {
-                    continue; // not asked for (or a duplicate)
+                let uid = meta.sop_instance_uid.clone();
+                let asked = wanted.as_mut().is_none_or(|w| w.remove(&uid));
+                if !asked || !delivered.insert(uid.clone()) {
+                    continue; // not asked for, or a duplicate
                 }
-                match sink.context_for(&meta) {
+                let mut pc = sink.context_for(&meta);
+                if pc.is_none() && sink.reopen_for(&meta.sop_class_uid).await {
+                    pc = sink.context_for(&meta);
+                }
+                match pc {
                     Some(pc) => {
                         let ok = self.send_one(sink, pc, &meta, part, rq).await;
-                        tally.record(&meta.sop_instance_uid, ok.0, ok.1);
+                        tally.record(&uid, ok.0, ok.1);
                     }
-                    None => {
-                        let target = expected
-                            .iter()
-                            .find(|t| t.instance == meta.sop_instance_uid)
-                            .copied();
-                        match (target, sink.uncompressed_for(&meta.sop_class_uid)) {
-                            (Some(t), Some(ts)) => transcode.push((t, ts)),
-                            _ => {
-                                tally.note.get_or_insert_with(|| {
-                                    format!(
-                                        "no accepted context for SOP class {}",
-                                        meta.sop_class_uid
-                                    )
-                                });
-                                tally.record(&meta.sop_instance_uid, false, false)
-                            }
+                    None => match sink.uncompressed_for(&meta.sop_class_uid) {
+                        Some(ts) => {
+                            let target = resource
+                                .listed
+                                .as_ref()
+                                .and_then(|l| l.iter().find(|t| t.instance == uid).cloned());
+                            transcode.push((target, uid, ts));
                         }
-                    }
+                        None => {
+                            tally.note.get_or_insert_with(|| {
+                                format!("no accepted context for SOP class {}", meta.sop_class_uid)
+                            });
+                            tally.record(&uid, false, false)
+                        }
+                    },
                 }
                 if last_pending.elapsed() >= PENDING_EVERY {
                     last_pending = Instant::now();
@@ -429,22 +286,26 @@ impl Retrieve {
                     let _ = ctx.respond(pending, None).await;
                 }
             }
-            // Announced by QIDO but not delivered by WADO-RS.
-            for missing in wanted {
-                tally.record(missing, false, false);
-            }
+            self.record_undelivered(&resource, &delivered, tally).await;
         }
         // Instances the destination cannot take as stored: ask the origin
         // for an uncompressed encoding the destination accepted.
-        for (t, ts) in transcode {
+        for (target, uid, ts) in transcode {
             if ctx.cancelled.is_cancelled() {
                 return Err((status::CANCEL, String::new()));
             }
-            let path = format!(
-                "studies/{}/series/{}/instances/{}",
-                t.study, t.series, t.instance
-            );
             let sent = async {
+                let t = match target {
+                    Some(t) => t,
+                    None => {
+                        let params = vec![("00080018".to_owned(), uid.clone())];
+                        self.instances("instances", params).await.ok()?.pop()?
+                    }
+                };
+                let path = format!(
+                    "studies/{}/series/{}/instances/{}",
+                    t.study, t.series, t.instance
+                );
                 let mut parts = self.upstream.retrieve(&path, Some(&ts)).await.ok()?;
                 let mut part = parts.next_part().await.ok()??;
                 let meta = part.file_meta().await.ok()?;
@@ -453,9 +314,44 @@ impl Retrieve {
             }
             .await;
             let (ok, warning) = sent.unwrap_or((false, false));
-            tally.record(&t.instance, ok, warning);
+            tally.record(&uid, ok, warning);
         }
         Ok(())
+    }
+
+    /// Instances QIDO announced for `resource` that WADO-RS did not deliver
+    /// are failed: listed by UID (an unlisted resource is listed now, since
+    /// the Failed SOP Instance UID List must name them).
+    async fn record_undelivered(
+        &self,
+        resource: &Resource,
+        delivered: &BTreeSet<String>,
+        tally: &mut Tally,
+    ) {
+        if delivered.len() >= resource.count {
+            return;
+        }
+        let listed = match &resource.listed {
+            Some(l) => Some(l.clone()),
+            None => self
+                .instances(&instances_path(&resource.path), vec![])
+                .await
+                .ok(),
+        };
+        let mut missing: Vec<String> = listed
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.instance)
+            .filter(|i| !delivered.contains(i))
+            .collect();
+        // Counted but not listable: failures without a UID to name.
+        let shortfall = resource.count - delivered.len();
+        if missing.len() < shortfall {
+            missing.resize(shortfall, String::new());
+        }
+        for uid in missing {
+            tally.record(&uid, false, false);
+        }
     }
 
     /// One C-STORE sub-operation; (stored, with warning).
@@ -470,7 +366,9 @@ impl Retrieve {
         let id = rq.message_id.unwrap_or(1);
         let mut store = Command::c_store_rq(id, &meta.sop_class_uid, &meta.sop_instance_uid);
         let rsp = match sink {
-            Sink::Move { assoc, originator } => {
+            Sink::Move {
+                assoc, originator, ..
+            } => {
                 store.message_id = Some(assoc.next_message_id());
                 store.move_originator = Some(originator.clone());
                 match assoc
@@ -504,7 +402,57 @@ impl Retrieve {
     }
 }
 
+/// An association to a move destination proposing `classes`: one context
+/// per (class, syntax), since an SCP accepts or refuses each and we send
+/// every instance in a syntax it accepted.
+async fn connect_for(
+    cfg: &ScuConfig,
+    classes: &BTreeSet<String>,
+) -> Result<ScuAssociation, (u16, String)> {
+    let per_class = (120 / classes.len().max(1)).clamp(1, PROPOSED.len());
+    let proposals: Vec<Proposal> = classes
+        .iter()
+        .take(120)
+        .flat_map(|c| {
+            PROPOSED[..per_class].iter().map(move |t| Proposal {
+                abstract_syntax: c.clone(),
+                transfer_syntaxes: vec![(*t).to_owned()],
+            })
+        })
+        .collect();
+    ScuAssociation::connect(cfg, &proposals).await.map_err(|e| {
+        (
+            NONE_SUCCEEDED,
+            format!("cannot reach {}: {}", cfg.called_ae, short(&e.to_string())),
+        )
+    })
+}
+
 impl Sink<'_> {
+    /// A move destination's association lacks `class` (the origin's series
+    /// counts named one class per series): reopen it proposing that class
+    /// too. Whether it did.
+    async fn reopen_for(&mut self, class: &str) -> bool {
+        let Sink::Move {
+            assoc,
+            cfg,
+            classes,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        if !classes.insert(class.to_owned()) {
+            return false; // proposed already, and refused
+        }
+        let Ok(fresh) = connect_for(cfg, classes).await else {
+            return false;
+        };
+        let old = std::mem::replace(assoc, Box::new(fresh));
+        let _ = old.release().await;
+        true
+    }
+
     /// An accepted context for this class in this transfer syntax.
     fn context_for(&self, meta: &FileMetaInfo) -> Option<u8> {
         match self {
@@ -557,10 +505,6 @@ fn failed_list(uids: &[String], ts: &str) -> Vec<u8> {
         let _ = obj.write_dataset_with_ts(&mut out, ts);
     }
     out
-}
-
-fn string(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    obj.get(tag)?.to_str().ok().map(|s| s.trim().to_owned())
 }
 
 fn short(s: &str) -> String {
