@@ -13,18 +13,20 @@ use crate::dimse::status::query_retrieve::{
 };
 use crate::dimse_to_web::upstream_comment;
 use crate::translate::query::Level;
-use crate::web::client::{FileMetaInfo, Part, UpstreamClient};
+use crate::web::client::{FileMetaInfo, UpstreamClient};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use read_ahead::{Next, ReadAhead};
 use resolve::{instances_path, Plan, Resource, Target};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+mod read_ahead;
 mod resolve;
 
 const PENDING_EVERY: Duration = Duration::from_secs(1);
@@ -221,7 +223,7 @@ impl Retrieve {
                 .map(|l| l.iter().map(|t| t.instance.clone()).collect());
             let mut delivered: BTreeSet<String> = BTreeSet::new();
             let mut parts = match self.upstream.retrieve(&resource.path, None).await {
-                Ok(p) => p,
+                Ok(p) => ReadAhead::start(p),
                 Err(e) => {
                     warn!(error = %e, "WADO-RS failed");
                     tally
@@ -235,20 +237,17 @@ impl Retrieve {
                 if ctx.cancelled.is_cancelled() {
                     return Err((status::CANCEL, String::new()));
                 }
-                let mut part = match parts.next_part().await {
-                    Ok(Some(p)) => p,
-                    Ok(None) => break,
-                    Err(e) => {
-                        warn!(error = %e, "WADO-RS stream broke off");
-                        break;
-                    }
-                };
-                let meta = match part.file_meta().await {
-                    Ok(m) => m,
-                    Err(e) => {
+                let meta = match parts.next_part().await {
+                    Next::Part(Ok(m)) => m,
+                    Next::Part(Err(e)) => {
                         warn!(error = %e, "WADO-RS part is not a PS3.10 instance");
                         continue;
                     }
+                    Next::Broken(e) => {
+                        warn!(error = %e, "WADO-RS stream broke off");
+                        break;
+                    }
+                    Next::End => break,
                 };
                 let uid = meta.sop_instance_uid.clone();
                 let asked = wanted.as_mut().is_none_or(|w| w.remove(&uid));
@@ -261,7 +260,7 @@ impl Retrieve {
                 }
                 match pc {
                     Some(pc) => {
-                        let ok = self.send_one(sink, pc, &meta, part, rq).await;
+                        let ok = self.send_one(sink, pc, &meta, parts.body(), rq).await;
                         tally.record(&uid, ok.0, ok.1);
                     }
                     None => match sink.uncompressed_for(&meta.sop_class_uid) {
@@ -310,7 +309,10 @@ impl Retrieve {
                 let mut part = parts.next_part().await.ok()??;
                 let meta = part.file_meta().await.ok()?;
                 let pc = sink.context_for(&meta)?;
-                Some(self.send_one(sink, pc, &meta, part, rq).await)
+                Some(
+                    self.send_one(sink, pc, &meta, part.into_async_read(), rq)
+                        .await,
+                )
             }
             .await;
             let (ok, warning) = sent.unwrap_or((false, false));
@@ -360,7 +362,7 @@ impl Retrieve {
         sink: &mut Sink<'_>,
         pc: u8,
         meta: &FileMetaInfo,
-        part: Part,
+        body: impl tokio::io::AsyncRead + Send + Unpin + 'static,
         rq: &Command,
     ) -> (bool, bool) {
         let id = rq.message_id.unwrap_or(1);
@@ -371,21 +373,14 @@ impl Retrieve {
             } => {
                 store.message_id = Some(assoc.next_message_id());
                 store.move_originator = Some(originator.clone());
-                match assoc
-                    .send_streamed(pc, &store, part.into_async_read())
-                    .await
-                {
+                match assoc.send_streamed(pc, &store, body).await {
                     Ok(()) => assoc.receive().await.map(|r| r.command),
                     Err(e) => Err(e),
                 }
             }
             Sink::Get(ctx) => {
-                ctx.store_sub_operation(
-                    pc,
-                    store,
-                    DataSource::Stream(Box::new(part.into_async_read())),
-                )
-                .await
+                ctx.store_sub_operation(pc, store, DataSource::Stream(Box::new(body)))
+                    .await
             }
         };
         if let Err(e) = &rsp {
