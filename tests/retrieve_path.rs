@@ -18,7 +18,10 @@ struct Setup {
 }
 
 fn setup(scp_args: &[&str]) -> Setup {
-    let orthanc = Orthanc::start();
+    setup_with(Orthanc::start(), scp_args)
+}
+
+fn setup_with(orthanc: Orthanc, scp_args: &[&str]) -> Setup {
     let data = tempfile::tempdir().unwrap();
     let files = load_archive(&orthanc, data.path());
     let scp = StoreScp::start_with_args("STORESCP", scp_args);
@@ -322,4 +325,39 @@ fn c_move_transcodes_for_a_destination_that_takes_only_uncompressed() {
         jpeg.sop_instance
     );
     assert_eq!(got.meta().transfer_syntax(), "1.2.840.10008.1.2.1");
+}
+
+/// The archive counts an instance (its index has it) whose file is gone:
+/// Orthanc then fails the series's WADO-RS, and even the listing of its
+/// instances (it reads every file), with a 500. Nothing is claimed: the
+/// C-GET ends in A702 counting both instances failed, with an Error Comment
+/// that says why. (An origin that can still list the instances gets each
+/// fetched on its own, and only the lost one failed.)
+#[test]
+fn an_archive_that_lost_a_file_gets_no_success_claimed() {
+    // No storage cache: a lost file must stay lost.
+    let orthanc = Orthanc::start_with(OrthancOptions {
+        extra: serde_json::json!({"MaximumStorageCacheSize": 0}),
+        ..Default::default()
+    });
+    let s = setup_with(orthanc, &[]);
+    let lost = uid("1.2.2.2");
+    s.orthanc.lose_file(&lost);
+    let out = tempfile::tempdir().unwrap();
+    let study = format!("StudyInstanceUID={}", uid("1.2"));
+    let series = format!("SeriesInstanceUID={}", uid("1.2.2"));
+    let log = run(
+        "getscu",
+        &s.pons,
+        &["-S", "-od", out.path().to_str().unwrap()],
+        &["QueryRetrieveLevel=SERIES".into(), study, series],
+    );
+    assert!(final_status(&log).contains("0xa702"), "{log}");
+    assert!(log.contains("WADO-RS: archive answered HTTP 500"), "{log}");
+    let failed = log
+        .lines()
+        .rfind(|l| l.contains("Failed Suboperations"))
+        .unwrap();
+    assert!(failed.trim_end().ends_with(": 2"), "{log}");
+    assert!(received(out.path()).is_empty());
 }

@@ -214,8 +214,9 @@ impl Retrieve {
         tally: &mut Tally,
     ) -> Result<(), (u16, String)> {
         let mut last_pending = Instant::now();
-        // (path of the instance's series, instance) the sink cannot take as stored.
-        let mut transcode: Vec<(Option<Target>, String, String)> = Vec::new();
+        // Instances to fetch one by one: those the sink cannot take as stored
+        // (with the uncompressed syntax to ask for), those a resource did not deliver.
+        let mut singles: Vec<(Option<Target>, String, Option<String>)> = Vec::new();
         for resource in plan.resources {
             let mut wanted: Option<BTreeSet<String>> = resource
                 .listed
@@ -229,7 +230,7 @@ impl Retrieve {
                     tally
                         .note
                         .get_or_insert_with(|| format!("WADO-RS: {}", upstream_comment(&e)));
-                    self.record_undelivered(&resource, &delivered, tally).await;
+                    singles.extend(self.undelivered(&resource, &delivered).await);
                     continue;
                 }
             };
@@ -269,7 +270,7 @@ impl Retrieve {
                                 .listed
                                 .as_ref()
                                 .and_then(|l| l.iter().find(|t| t.instance == uid).cloned());
-                            transcode.push((target, uid, ts));
+                            singles.push((target, uid, Some(ts)));
                         }
                         None => {
                             tally.note.get_or_insert_with(|| {
@@ -285,74 +286,93 @@ impl Retrieve {
                     let _ = ctx.respond(pending, None).await;
                 }
             }
-            self.record_undelivered(&resource, &delivered, tally).await;
+            singles.extend(self.undelivered(&resource, &delivered).await);
         }
-        // Instances the destination cannot take as stored: ask the origin
-        // for an uncompressed encoding the destination accepted.
-        for (target, uid, ts) in transcode {
+        for (target, uid, ts) in singles {
             if ctx.cancelled.is_cancelled() {
                 return Err((status::CANCEL, String::new()));
             }
-            let sent = async {
-                let t = match target {
-                    Some(t) => t,
-                    None => {
-                        let params = vec![("00080018".to_owned(), uid.clone())];
-                        self.instances("instances", params).await.ok()?.pop()?
-                    }
-                };
-                let path = format!(
-                    "studies/{}/series/{}/instances/{}",
-                    t.study, t.series, t.instance
-                );
-                let mut parts = self.upstream.retrieve(&path, Some(&ts)).await.ok()?;
-                let mut part = parts.next_part().await.ok()??;
-                let meta = part.file_meta().await.ok()?;
-                let pc = sink.context_for(&meta)?;
-                Some(
-                    self.send_one(sink, pc, &meta, part.into_async_read(), rq)
-                        .await,
-                )
-            }
-            .await;
+            let target = match target {
+                Some(t) => Some(t),
+                None if uid.is_empty() => None,
+                None => {
+                    let params = vec![("00080018".to_owned(), uid.clone())];
+                    self.instances_with("instances", params, false)
+                        .await
+                        .ok()
+                        .and_then(|mut v| v.pop())
+                }
+            };
+            let sent = match target {
+                Some(t) => self.send_single(&t, ts, sink, rq).await,
+                None => None,
+            };
             let (ok, warning) = sent.unwrap_or((false, false));
             tally.record(&uid, ok, warning);
         }
         Ok(())
     }
 
-    /// Instances QIDO announced for `resource` that WADO-RS did not deliver
-    /// are failed: listed by UID (an unlisted resource is listed now, since
-    /// the Failed SOP Instance UID List must name them).
-    async fn record_undelivered(
+    /// Instances QIDO announced for `resource` that its WADO-RS answer did
+    /// not deliver, to fetch one by one: one lost file must not fail the
+    /// rest of a series. Listed by UID (an unlisted resource is listed now);
+    /// what cannot be listed comes with an empty UID, and fails.
+    async fn undelivered(
         &self,
         resource: &Resource,
         delivered: &BTreeSet<String>,
-        tally: &mut Tally,
-    ) {
+    ) -> Vec<(Option<Target>, String, Option<String>)> {
         if delivered.len() >= resource.count {
-            return;
+            return Vec::new();
         }
         let listed = match &resource.listed {
             Some(l) => Some(l.clone()),
             None => self
-                .instances(&instances_path(&resource.path), vec![])
+                .instances_with(&instances_path(&resource.path), vec![], false)
                 .await
                 .ok(),
         };
-        let mut missing: Vec<String> = listed
+        let mut missing: Vec<(Option<Target>, String, Option<String>)> = listed
             .unwrap_or_default()
             .into_iter()
-            .map(|t| t.instance)
-            .filter(|i| !delivered.contains(i))
+            .filter(|t| !delivered.contains(&t.instance))
+            .map(|t| {
+                let uid = t.instance.clone();
+                (Some(t), uid, None)
+            })
             .collect();
-        // Counted but not listable: failures without a UID to name.
         let shortfall = resource.count - delivered.len();
         if missing.len() < shortfall {
-            missing.resize(shortfall, String::new());
+            missing.resize(shortfall, (None, String::new(), None));
         }
-        for uid in missing {
-            tally.record(&uid, false, false);
+        missing
+    }
+
+    /// One instance by itself, in `ts` (as stored when None; then, if the
+    /// receiver cannot take that, in an uncompressed syntax it accepted).
+    async fn send_single(
+        &self,
+        t: &Target,
+        mut ts: Option<String>,
+        sink: &mut Sink<'_>,
+        rq: &Command,
+    ) -> Option<(bool, bool)> {
+        let path = format!(
+            "studies/{}/series/{}/instances/{}",
+            t.study, t.series, t.instance
+        );
+        loop {
+            let mut parts = self.upstream.retrieve(&path, ts.as_deref()).await.ok()?;
+            let mut part = parts.next_part().await.ok()??;
+            let meta = part.file_meta().await.ok()?;
+            if let Some(pc) = sink.context_for(&meta) {
+                let body = part.into_async_read();
+                return Some(self.send_one(sink, pc, &meta, body, rq).await);
+            }
+            if ts.is_some() {
+                return None;
+            }
+            ts = Some(sink.uncompressed_for(&meta.sop_class_uid)?);
         }
     }
 

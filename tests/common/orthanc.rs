@@ -283,6 +283,24 @@ impl Orthanc {
         .body
     }
 
+    /// Removes an instance's file behind Orthanc's back (its index still
+    /// lists it): an archive that announces what it cannot deliver.
+    pub fn lose_file(&self, sop_uid: &str) {
+        let id = self
+            .instance_id(sop_uid)
+            .unwrap_or_else(|| panic!("Orthanc has no instance {sop_uid}"));
+        let info = self.get_json(&format!("/instances/{id}/attachments/dicom/info"));
+        let uuid = info["Uuid"].as_str().expect("attachment uuid");
+        let path = self
+            .dir
+            .path()
+            .join("storage")
+            .join(&uuid[..2])
+            .join(&uuid[2..4])
+            .join(uuid);
+        fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
     /// Polls until at least `n` instances are stored; returns the last count.
     pub fn wait_for_instances(&self, n: usize, timeout: Duration) -> usize {
         let mut count = 0;

@@ -76,21 +76,21 @@ impl Retrieve {
                     let params = vec![("00100020".to_owned(), id)];
                     for study in self.qido_all("studies", &params).await? {
                         if let Some(s) = string(&study, tags::STUDY_INSTANCE_UID) {
-                            self.plan_study(&s, &mut plan).await?;
+                            self.plan_study(&s, need_classes, &mut plan).await?;
                         }
                     }
                 }
             }
             Level::Study => {
                 for s in list(tags::STUDY_INSTANCE_UID) {
-                    self.plan_study(&s, &mut plan).await?;
+                    self.plan_study(&s, need_classes, &mut plan).await?;
                 }
             }
             Level::Series => {
                 let studies = list(tags::STUDY_INSTANCE_UID);
                 for se in list(tags::SERIES_INSTANCE_UID) {
                     match studies.as_slice() {
-                        [s] => self.plan_series(s, &se, &mut plan).await?,
+                        [s] => self.plan_series(s, &se, need_classes, &mut plan).await?,
                         _ => {
                             let params = vec![("0020000E".to_owned(), se)];
                             let found = self.instances("instances", params).await?;
@@ -138,13 +138,18 @@ impl Retrieve {
     }
 
     /// A study: counted per series, fetched whole.
-    async fn plan_study(&self, study: &str, plan: &mut Plan) -> Result<(), Failure> {
+    async fn plan_study(
+        &self,
+        study: &str,
+        need_classes: bool,
+        plan: &mut Plan,
+    ) -> Result<(), Failure> {
         let path = format!("studies/{study}/series");
-        let series = self.qido_all(&path, &series_fields()).await?;
+        let series = self.qido_all(&path, &series_fields(need_classes)).await?;
         let counts: Option<usize> = series.iter().map(series_count).sum();
         match counts {
             Some(count) => {
-                note_classes(&series, plan);
+                note_classes(&series, need_classes, plan);
                 if count > 0 {
                     plan.resources.push(Resource {
                         path: format!("studies/{study}"),
@@ -163,8 +168,14 @@ impl Retrieve {
         Ok(())
     }
 
-    async fn plan_series(&self, study: &str, series: &str, plan: &mut Plan) -> Result<(), Failure> {
-        let mut params = series_fields();
+    async fn plan_series(
+        &self,
+        study: &str,
+        series: &str,
+        need_classes: bool,
+        plan: &mut Plan,
+    ) -> Result<(), Failure> {
+        let mut params = series_fields(need_classes);
         params.push(("0020000E".into(), series.to_owned()));
         let found = self
             .qido_all(&format!("studies/{study}/series"), &params)
@@ -172,7 +183,7 @@ impl Retrieve {
         let path = format!("studies/{study}/series/{series}");
         match found.iter().map(series_count).sum::<Option<usize>>() {
             Some(count) => {
-                note_classes(&found, plan);
+                note_classes(&found, need_classes, plan);
                 if count > 0 {
                     plan.resources.push(Resource {
                         path,
@@ -193,9 +204,24 @@ impl Retrieve {
     pub(super) async fn instances(
         &self,
         path: &str,
-        mut params: Vec<(String, String)>,
+        params: Vec<(String, String)>,
     ) -> Result<Vec<Target>, Failure> {
-        for tag in ["0020000D", "0020000E", "00080016", "00080018"] {
+        self.instances_with(path, params, true).await
+    }
+
+    /// The same, without the SOP Class UID when `with_class` is false (an
+    /// origin may read each file for it, and fail on one it lost).
+    pub(super) async fn instances_with(
+        &self,
+        path: &str,
+        mut params: Vec<(String, String)>,
+        with_class: bool,
+    ) -> Result<Vec<Target>, Failure> {
+        let class = with_class.then_some("00080016");
+        for tag in ["0020000D", "0020000E", "00080018"]
+            .into_iter()
+            .chain(class)
+        {
             params.push(("includefield".into(), tag.into()));
         }
         let found = self.qido_all(path, &params).await?;
@@ -242,10 +268,14 @@ pub(super) fn instances_path(resource: &str) -> String {
     format!("{resource}/instances")
 }
 
-fn series_fields() -> Vec<(String, String)> {
-    [SERIES_COUNT, "00080016", "0020000E"]
-        .iter()
-        .map(|t| ("includefield".to_owned(), (*t).to_owned()))
+/// A series's SOP Class UID costs Orthanc a file read: asked for only when
+/// a C-MOVE must propose the classes.
+fn series_fields(with_class: bool) -> Vec<(String, String)> {
+    let class = with_class.then_some("00080016");
+    [SERIES_COUNT, "0020000E"]
+        .into_iter()
+        .chain(class)
+        .map(|t| ("includefield".to_owned(), t.to_owned()))
         .collect()
 }
 
@@ -257,7 +287,11 @@ fn series_count(series: &InMemDicomObject) -> Option<usize> {
 /// A series's SOP Class UID, when the origin gives one (Orthanc does; it is
 /// not a standard series attribute, so a part of another class is still
 /// taken: the move association is reopened for it).
-fn note_classes(series: &[InMemDicomObject], plan: &mut Plan) {
+fn note_classes(series: &[InMemDicomObject], need_classes: bool, plan: &mut Plan) {
+    if !need_classes {
+        plan.classes_known = false;
+        return;
+    }
     for s in series {
         match string(s, tags::SOP_CLASS_UID) {
             Some(c) if !c.is_empty() => {
