@@ -178,6 +178,30 @@ pub trait JobTable: Send + Sync {
     async fn count(&self, kind: &str, state: JobState) -> Result<u64, JobError>;
 }
 
+/// Run `work` while renewing job `id`'s lease for `owner` every third of
+/// `lease`: the lease can be short (a job whose process died is soon taken
+/// over) whatever the work takes.
+pub async fn while_leased<T>(
+    jobs: &dyn JobTable,
+    id: JobId,
+    owner: &str,
+    lease: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let keep = async {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            if let Err(e) = jobs.renew(id, owner, lease).await {
+                tracing::warn!(error = %e, job = id, "cannot renew a job's lease");
+            }
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        _ = keep => unreachable!("the lease loop never ends"),
+    }
+}
+
 /// Open the table named by `[jobs] url` (`memory`, `sqlite:///path`,
 /// `postgres://...`) as node `node`.
 pub async fn open(url: &str, node: &str) -> Result<Arc<dyn JobTable>, JobError> {

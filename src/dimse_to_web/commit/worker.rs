@@ -116,22 +116,9 @@ impl Worker {
         }
     }
 
-    /// [`Self::step`] while renewing the lease: it can be short (a job
-    /// whose process died is soon taken over) whatever a step takes.
     async fn step_leased(&self, job: Job) {
-        let id = job.id;
-        let keep = async {
-            loop {
-                tokio::time::sleep(self.cfg.lease / 3).await;
-                if let Err(e) = self.jobs.renew(id, &self.owner, self.cfg.lease).await {
-                    warn!(error = %e, "cannot renew the lease of a commitment job");
-                }
-            }
-        };
-        tokio::select! {
-            _ = self.step(job) => {}
-            _ = keep => {}
-        }
+        let (id, lease) = (job.id, self.cfg.lease);
+        crate::jobs::while_leased(self.jobs.as_ref(), id, &self.owner, lease, self.step(job)).await
     }
 
     /// Take one job as far as it goes now.

@@ -91,22 +91,12 @@ impl Worker {
         }
     }
 
-    /// [`Self::step`], renewing the lease meanwhile: a short lease lets
-    /// another Pons take over soon when this one dies.
+    /// [`Self::step`], renewing the lease meanwhile.
     async fn step_leased(&self, job: Job) {
-        let id = job.id;
-        let keep = async {
-            loop {
-                tokio::time::sleep(self.cfg.lease / 3).await;
-                if let Err(e) = self.c.jobs.renew(id, &self.owner, self.cfg.lease).await {
-                    warn!(error = %e, "cannot renew the lease of a commitment job");
-                }
-            }
-        };
-        let outcome = tokio::select! {
-            r = self.step(job) => r,
-            _ = keep => unreachable!("the lease loop never ends"),
-        };
+        let (id, lease) = (job.id, self.cfg.lease);
+        let work = self.step(job);
+        let outcome =
+            crate::jobs::while_leased(self.c.jobs.as_ref(), id, &self.owner, lease, work).await;
         let done = match outcome {
             Ok(Next::Done) => self.c.jobs.complete(id).await,
             Ok(Next::Later(delay, why)) => self.c.jobs.retry_later(id, delay, &why).await,
