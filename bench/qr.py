@@ -22,6 +22,7 @@ tables. Run it through bench/run.sh, which installs the peers, builds Pons in
 release mode and makes the CT data.
 
     qr.py PONS_BINARY CT_DIR [--studies 1000] [--retrieve 500] [--queries 50] [--reps 3]
+          [--no-find]
 """
 
 import argparse
@@ -223,6 +224,8 @@ def main():
     ap.add_argument("--retrieve", type=int, default=500)
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--no-find", action="store_true",
+                    help="skip the C-FIND part (retrieve only)")
     args = ap.parse_args()
 
     ct = sorted(os.path.join(args.ct_dir, f) for f in os.listdir(args.ct_dir)
@@ -270,9 +273,9 @@ def main():
                 ("PatientID=QR01*", min(100, max(0, args.studies - 100))),
                 ("PatientID=QR*", args.studies),
             ]
-            pons = new_pons("pons-find")
-            find_rows = []
-            for query, expect in queries:
+            find_rows, find_rss = [], 0.0
+            pons = None if args.no_find else new_pons("pons-find")
+            for query, expect in queries if pons else []:
                 times = {"direct": [], "pons": [], "qido": []}
                 # Round 0 (verbose, not timed) warms up and checks the matches;
                 # the last check runs after the timed rounds.
@@ -289,8 +292,9 @@ def main():
                     if 0 < i <= args.queries:
                         times["qido"].append(t)
                 find_rows.append((query, expect, times))
-            find_rss = pons.stop()
-            pons = None
+            if pons:
+                find_rss = pons.stop()
+                pons = None
 
             # --- C-MOVE and C-GET -----------------------------------------------
             get_dir = os.path.join(root, "getscu")
@@ -330,7 +334,12 @@ def main():
             scp.terminate()
             scp.wait()
 
-    mb = statistics.median(s for _, s in retrieve_rows[0][1]["direct"]) / 1e6
+    if find_rows:
+        print_find(args, find_rows, find_rss)
+    print_retrieve(args, n_ret, retrieve_rows)
+
+
+def print_find(args, find_rows, find_rss):
     print(f"\nC-FIND, study level, against {args.studies + 1} studies in Orthanc: "
           f"{args.queries} findscu runs per query and path (process start to exit)\n")
     head = ("query", "matches", "direct median ms", "direct p95 ms", "Pons median ms",
@@ -348,6 +357,9 @@ def main():
               f"<= {FIND_TARGET}x: {verdict} | {statistics.median(times['qido']) * 1e3:.1f} | "
               f"{find_rss:.0f} MB |")
 
+
+def print_retrieve(args, n_ret, retrieve_rows):
+    mb = statistics.median(s for _, s in retrieve_rows[0][1]["direct"]) / 1e6
     print(f"\nRetrieve of one {n_ret}-instance CT study ({mb:.0f} MB as received), "
           f"median of {args.reps} runs per path\n")
     head = ("operation", "path", "seconds", "inst/s", "MB/s", "Pons/direct throughput",

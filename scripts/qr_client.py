@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """pynetdicom Query/Retrieve SCU for the cases DCMTK cannot produce.
 
+  qr_client.py move HOST PORT CALLED DEST LEVEL UID
+      C-MOVE one study (LEVEL STUDY) or instance (LEVEL IMAGE).
   qr_client.py move-cancel HOST PORT CALLED DEST STUDY_UID DELAY_S
       C-MOVE a study, send C-CANCEL after DELAY_S seconds.
   qr_client.py get-only-mr HOST PORT CALLED STUDY_UID
@@ -23,10 +25,13 @@ from pynetdicom.sop_class import (
 from pydicom.dataset import Dataset
 
 
-def identifier(study_uid):
+def identifier(study_uid, level="STUDY"):
     ds = Dataset()
-    ds.QueryRetrieveLevel = "STUDY"
-    ds.StudyInstanceUID = study_uid
+    ds.QueryRetrieveLevel = level
+    if level == "IMAGE":
+        ds.SOPInstanceUID = study_uid
+    else:
+        ds.StudyInstanceUID = study_uid
     return ds
 
 
@@ -53,7 +58,14 @@ def final(responses):
 def main():
     cmd, host, port, called = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     ae = AE(ae_title="MODALITY")
-    if cmd == "move-cancel":
+    if cmd == "move":
+        dest, level, uid = sys.argv[5], sys.argv[6], sys.argv[7]
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        assoc = ae.associate(host, port, ae_title=called)
+        assert assoc.is_established, "association refused"
+        result = final(assoc.send_c_move(identifier(uid, level), dest,
+                                         StudyRootQueryRetrieveInformationModelMove))
+    elif cmd == "move-cancel":
         dest, study, delay = sys.argv[5], sys.argv[6], float(sys.argv[7])
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         assoc = ae.associate(host, port, ae_title=called)

@@ -306,25 +306,31 @@ fn c_move_transcodes_for_a_destination_that_takes_only_uncompressed() {
         &[],
     )
     .assert_success();
-    let image = format!("SOPInstanceUID={}", jpeg.sop_instance);
-    let log = run(
-        "movescu",
-        &s.pons,
-        &["-S", "-aem", "STORESCP"],
-        &["QueryRetrieveLevel=IMAGE".into(), image],
-    );
-    assert!(final_status(&log).contains("0x0000"), "{log}");
-    let files: Vec<_> = std::fs::read_dir(s.scp.out_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(files.len(), 1);
-    let got = dicom_object::open_file(&files[0]).unwrap();
-    assert_eq!(
-        got.meta().media_storage_sop_instance_uid(),
-        jpeg.sop_instance
-    );
-    assert_eq!(got.meta().transfer_syntax(), "1.2.840.10008.1.2.1");
+    let (study, _, _, _) = file_uids(&jpeg.path);
+    // By its UID, and within its study (where the origin is asked which
+    // series it is in).
+    for key in [
+        format!(
+            "QueryRetrieveLevel=IMAGE\nSOPInstanceUID={}",
+            jpeg.sop_instance
+        ),
+        format!("QueryRetrieveLevel=STUDY\nStudyInstanceUID={study}"),
+    ] {
+        for f in s.scp.files() {
+            std::fs::remove_file(f).unwrap();
+        }
+        let keys: Vec<String> = key.lines().map(str::to_owned).collect();
+        let log = run("movescu", &s.pons, &["-S", "-aem", "STORESCP"], &keys);
+        assert!(final_status(&log).contains("0x0000"), "{log}");
+        let files = s.scp.files();
+        assert_eq!(files.len(), 1, "{key}");
+        let got = dicom_object::open_file(&files[0]).unwrap();
+        assert_eq!(
+            got.meta().media_storage_sop_instance_uid(),
+            jpeg.sop_instance
+        );
+        assert_eq!(got.meta().transfer_syntax(), "1.2.840.10008.1.2.1");
+    }
 }
 
 /// The archive counts an instance (its index has it) whose file is gone:
@@ -360,4 +366,160 @@ fn an_archive_that_lost_a_file_gets_no_success_claimed() {
         .unwrap();
     assert!(failed.trim_end().ends_with(": 2"), "{log}");
     assert!(received(out.path()).is_empty());
+}
+
+/// scripts/faulty_origin.py in front of Orthanc's DICOMweb, failing one
+/// instance in every WADO-RS answer that holds it (`drop`: left out;
+/// `break`: the connection closes in the middle of it). Killed on drop.
+struct FaultyOrigin {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FaultyOrigin {
+    fn start(orthanc: &Orthanc, uid: &str, mode: &str) -> FaultyOrigin {
+        let port = free_port();
+        let child = std::process::Command::new(venv_python())
+            .arg(repo_root().join("scripts/faulty_origin.py"))
+            .args([&port.to_string(), &orthanc.dicomweb_url(), uid, mode])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_for_port(port, std::time::Duration::from_secs(20)));
+        FaultyOrigin { child, port }
+    }
+
+    /// A Pons whose upstream is this origin, moving to `s`'s storescp.
+    fn pons(&self, s: &Setup, state: &Path) -> Pons {
+        let url = s.orthanc.dicomweb_url();
+        let path = url.splitn(4, '/').nth(3).unwrap_or_default();
+        let mut cfg = PonsConfig::new(&format!("http://127.0.0.1:{}/{path}", self.port), state);
+        cfg.known_aes = vec![s.scp.known_ae()];
+        Pons::start(&cfg.to_toml())
+    }
+}
+
+impl Drop for FaultyOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn uids(v: &serde_json::Value) -> BTreeSet<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn an_instance_the_archive_lists_but_does_not_deliver_is_failed_and_listed() {
+    let s = setup(&[]);
+    let lost = uid("1.1.1.1");
+    let origin = FaultyOrigin::start(&s.orthanc, &lost, "drop");
+    let state = tempfile::tempdir().unwrap();
+    let pons = origin.pons(&s, state.path());
+    let port = pons.dimse_port().to_string();
+
+    // Study 1.1: a CT and an MR series; all but the lost instance arrive.
+    let r = qr_client(&[
+        "move",
+        "127.0.0.1",
+        &port,
+        "PONS",
+        "STORESCP",
+        "STUDY",
+        &uid("1.1"),
+    ]);
+    assert_eq!(r["status"], "0xB000", "{r}");
+    assert_eq!(
+        uids(&r["failed_uids"]),
+        BTreeSet::from([lost.clone()]),
+        "{r}"
+    );
+    assert_eq!(
+        (r["completed"].as_u64(), r["failed"].as_u64()),
+        (Some(3), Some(1)),
+        "{r}"
+    );
+    assert!(
+        r["comment"].as_str().unwrap().contains("did not deliver"),
+        "{r}"
+    );
+    let mut expected = instances_of(&["1.1.1", "1.1.2"]);
+    expected.remove(&lost);
+    assert_eq!(received(&s.scp.out_dir()), expected);
+    assert_same_as_loaded(&s, &s.scp.out_dir());
+
+    // Asked for alone, nothing moves.
+    let r = qr_client(&[
+        "move",
+        "127.0.0.1",
+        &port,
+        "PONS",
+        "STORESCP",
+        "IMAGE",
+        &lost,
+    ]);
+    assert_eq!(r["status"], "0xA702", "{r}");
+    assert_eq!(uids(&r["failed_uids"]), BTreeSet::from([lost]), "{r}");
+    assert_eq!(r["completed"], 0, "{r}");
+}
+
+/// An answer that breaks off in the middle of an instance leaves the
+/// C-STORE of it half sent: that association is aborted (the destination
+/// must not take the next command for the rest of the data set) and the
+/// other instances go on a new one.
+#[test]
+fn an_answer_that_breaks_off_mid_instance_fails_that_instance_alone() {
+    let s = setup(&[]);
+    // Instances of ~0.5 MB: many P-DATA PDUs each.
+    let ct = testdata().ct(200);
+    let files = ct.files(5);
+    storescu(
+        "LOADER",
+        s.orthanc.aet(),
+        s.orthanc.dicom_port(),
+        &files,
+        &[],
+    )
+    .assert_success();
+    let (study, _, broken, _) = file_uids(&files[0]);
+    let origin = FaultyOrigin::start(&s.orthanc, &broken, "break");
+    let state = tempfile::tempdir().unwrap();
+    let pons = origin.pons(&s, state.path());
+    let port = pons.dimse_port().to_string();
+    let r = qr_client(&[
+        "move",
+        "127.0.0.1",
+        &port,
+        "PONS",
+        "STORESCP",
+        "STUDY",
+        &study,
+    ]);
+    assert_eq!(r["status"], "0xB000", "{r}");
+    assert_eq!(
+        uids(&r["failed_uids"]),
+        BTreeSet::from([broken.clone()]),
+        "{r}"
+    );
+    assert_eq!(r["completed"], 4, "{r}");
+    let pairs: Vec<(PathBuf, Vec<u8>)> = files[1..]
+        .iter()
+        .map(|f| {
+            let (_, _, sop, _) = file_uids(f);
+            let got = s
+                .scp
+                .files()
+                .into_iter()
+                .find(|p| p.file_name().unwrap().to_string_lossy().ends_with(&sop));
+            let got = got.unwrap_or_else(|| panic!("{sop} did not arrive"));
+            (f.clone(), std::fs::read(got).unwrap())
+        })
+        .collect();
+    compare_datasets(&pairs).unwrap();
+    assert_eq!(s.scp.files().len(), 4, "only whole instances are stored");
 }

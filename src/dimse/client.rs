@@ -13,6 +13,7 @@ use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::pdu::{PDataValueType, Pdu, PresentationContextResultReason};
 use dicom_ul::ClientAssociationOptions;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Where and as whom to associate.
@@ -215,6 +216,17 @@ impl ScuAssociation {
     /// A-ABORT.
     pub async fn abort(self) -> Result<(), DimseError> {
         self.assoc.abort().await.map_err(DimseError::send)
+    }
+
+    /// A-ABORT, keeping the (now dead: every send fails) association: for
+    /// a holder that must end it before it has a replacement (a peer may
+    /// take one association at a time).
+    pub async fn abort_in_place(&mut self) {
+        // A-ABORT-RQ: type 7, length 4, source 0 (service user), reason 0.
+        const A_ABORT: [u8; 10] = [7, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+        let stream = self.assoc.inner_stream();
+        let _ = stream.write_all(&A_ABORT).await;
+        let _ = stream.shutdown().await;
     }
 
     /// Read the next response (command plus data set when it has one).

@@ -303,10 +303,17 @@ impl Retrieve {
                         .and_then(|mut v| v.pop())
                 }
             };
+            let transcode = ts.is_some();
             let sent = match target {
                 Some(t) => self.send_single(&t, ts, sink, rq).await,
                 None => None,
             };
+            if sent.is_none() {
+                tally.note.get_or_insert_with(|| match transcode {
+                    true => "the archive could not transcode for the destination".into(),
+                    false => "WADO-RS did not deliver every instance QIDO-RS announced".into(),
+                });
+            }
             let (ok, warning) = sent.unwrap_or((false, false));
             tally.record(&uid, ok, warning);
         }
@@ -389,14 +396,28 @@ impl Retrieve {
         let mut store = Command::c_store_rq(id, &meta.sop_class_uid, &meta.sop_instance_uid);
         let rsp = match sink {
             Sink::Move {
-                assoc, originator, ..
+                assoc,
+                originator,
+                cfg,
+                classes,
             } => {
                 store.message_id = Some(assoc.next_message_id());
                 store.move_originator = Some(originator.clone());
-                match assoc.send_streamed(pc, &store, body).await {
+                let rsp = match assoc.send_streamed(pc, &store, body).await {
                     Ok(()) => assoc.receive().await.map(|r| r.command),
                     Err(e) => Err(e),
+                };
+                if rsp.is_err() {
+                    // Mid-message (a body that broke off, a peer that went
+                    // away): the destination must not read the next command
+                    // as the rest of this data set. A new association for the
+                    // rest; if none can be had, sends on the old one fail.
+                    assoc.abort_in_place().await;
+                    if let Ok(fresh) = connect_for(cfg, classes).await {
+                        **assoc = fresh;
+                    }
                 }
+                rsp
             }
             Sink::Get(ctx) => {
                 ctx.store_sub_operation(pc, store, DataSource::Stream(Box::new(body)))
