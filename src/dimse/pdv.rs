@@ -72,12 +72,35 @@ where
     Ok(())
 }
 
-/// Send a data set held in memory (identifiers, commitment lists).
+/// Send a data set held in memory (identifiers, commitment lists): its
+/// PDUs in one write, in a buffer of its size.
 pub async fn send_data_set<A>(assoc: &mut A, pc_id: u8, bytes: &[u8]) -> Result<(), DimseError>
 where
     A: AsyncAssociation<TcpStream> + Send,
 {
-    send_data_stream(assoc, pc_id, bytes, None).await
+    let max = max_fragment(assoc.peer_max_pdu_length());
+    let fragments: Vec<&[u8]> = match bytes.is_empty() {
+        true => vec![bytes],
+        false => bytes.chunks(max).collect(),
+    };
+    let mut pdus = Vec::with_capacity(bytes.len() + fragments.len() * PDATA_HEADER);
+    for (i, f) in fragments.iter().enumerate() {
+        let control = if i + 1 == fragments.len() {
+            LAST_FRAGMENT
+        } else {
+            0
+        };
+        pdus.extend_from_slice(&[PDATA_TF, 0]);
+        pdus.extend_from_slice(&(PDV_HEADER + f.len() as u32).to_be_bytes());
+        pdus.extend_from_slice(&(2 + f.len() as u32).to_be_bytes());
+        pdus.extend_from_slice(&[pc_id, control]);
+        pdus.extend_from_slice(f);
+    }
+    assoc
+        .inner_stream()
+        .write_all(&pdus)
+        .await
+        .map_err(|e| DimseError::Send(e.to_string()))
 }
 
 /// P-DATA-TF PDU header (type, reserved, length) and PDV item header.
@@ -87,11 +110,17 @@ const PDATA_TF: u8 = 0x04;
 /// PDV message control header: last fragment (PS3.8 E.2); data, not command.
 const LAST_FRAGMENT: u8 = 0x02;
 
-/// Stream a data set from `reader` to the peer, one fragment in memory at a
-/// time. The P-DATA-TF PDUs go straight to the socket, each with one write:
-/// dicom-ul's `send` copies every fragment twice into buffers of its own,
-/// which was a third of the CPU of a C-STORE stream. `write_timeout` bounds
-/// each write (dicom-ul's own timeout does not apply here).
+/// Bytes of P-DATA-TF PDUs gathered into one socket write: with a peer's
+/// 16 KiB max PDU, one write per PDU was a write system call (and a wake-up
+/// of the receiver) every 16 KiB, a third of a retrieve's CPU.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Stream a data set from `reader` to the peer, a batch of fragments in
+/// memory at a time. The P-DATA-TF PDUs go straight to the socket, several
+/// per write: dicom-ul's `send` copies every fragment twice into buffers of
+/// its own, which was a third of the CPU of a C-STORE stream.
+/// `write_timeout` bounds each write (dicom-ul's own timeout does not apply
+/// here).
 pub async fn send_data_stream<A, R>(
     assoc: &mut A,
     pc_id: u8,
@@ -103,25 +132,10 @@ where
     R: AsyncRead + Unpin,
 {
     let max = max_fragment(assoc.peer_max_pdu_length());
-    // Read ahead one fragment so that the last one carries the last flag.
-    let mut current = vec![0u8; PDATA_HEADER + max];
-    let mut next = vec![0u8; PDATA_HEADER + max];
-    let mut len = fill(&mut reader, &mut current[PDATA_HEADER..]).await?;
+    let mut batches = PduBatches::new(pc_id, max, WRITE_BATCH);
     loop {
-        let next_len = if len == max {
-            fill(&mut reader, &mut next[PDATA_HEADER..]).await?
-        } else {
-            0
-        };
-        let is_last = next_len == 0;
-        let pdu = &mut current[..PDATA_HEADER + len];
-        pdu[0] = PDATA_TF;
-        pdu[1] = 0;
-        pdu[2..6].copy_from_slice(&(PDV_HEADER + len as u32).to_be_bytes());
-        pdu[6..10].copy_from_slice(&(2 + len as u32).to_be_bytes());
-        pdu[10] = pc_id;
-        pdu[11] = if is_last { LAST_FRAGMENT } else { 0 };
-        let write = assoc.inner_stream().write_all(pdu);
+        let (pdus, ended) = batches.next(&mut reader).await?;
+        let write = assoc.inner_stream().write_all(pdus);
         match write_timeout {
             Some(t) => tokio::time::timeout(t, write).await.map_err(|_| {
                 DimseError::Send(format!("no progress writing for {} s", t.as_secs()))
@@ -129,11 +143,82 @@ where
             None => write.await,
         }
         .map_err(|e| DimseError::Send(e.to_string()))?;
-        if is_last {
+        if ended {
             return Ok(());
         }
-        std::mem::swap(&mut current, &mut next);
-        len = next_len;
+    }
+}
+
+/// A data set read into P-DATA-TF PDUs (one PDV each), a batch at a time.
+struct PduBatches {
+    pc_id: u8,
+    max: usize,
+    slots: usize,
+    /// PDUs laid out back to back: every fragment but the last is full.
+    buf: Vec<u8>,
+    /// One byte read past a full batch, to know whether its last fragment
+    /// is the data set's last.
+    carry: Option<u8>,
+}
+
+impl PduBatches {
+    fn new(pc_id: u8, max: usize, batch: usize) -> PduBatches {
+        let slots = (batch / (PDATA_HEADER + max)).max(1);
+        PduBatches {
+            pc_id,
+            max,
+            slots,
+            buf: vec![0u8; slots * (PDATA_HEADER + max)],
+            carry: None,
+        }
+    }
+
+    /// The next batch of PDUs, and whether it ends the data set.
+    async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+    ) -> Result<(&[u8], bool), DimseError> {
+        let (max, slot) = (self.max, PDATA_HEADER + self.max);
+        let mut lens = Vec::with_capacity(self.slots);
+        let mut ended = false;
+        for i in 0..self.slots {
+            let data = &mut self.buf[i * slot + PDATA_HEADER..(i + 1) * slot];
+            let mut at = 0;
+            if let Some(b) = self.carry.take() {
+                data[0] = b;
+                at = 1;
+            }
+            let n = at + fill(reader, &mut data[at..]).await?;
+            lens.push(n);
+            if n < max {
+                ended = true;
+                break;
+            }
+        }
+        if !ended {
+            let mut one = [0u8; 1];
+            match fill(reader, &mut one).await? {
+                0 => ended = true,
+                _ => self.carry = Some(one[0]),
+            }
+        }
+        // Data that ended on a fragment boundary: no empty fragment after it
+        // (an empty data set still gets its one, empty, last fragment).
+        if ended && lens.len() > 1 && lens.last() == Some(&0) {
+            lens.pop();
+        }
+        for (i, &len) in lens.iter().enumerate() {
+            let is_last = ended && i + 1 == lens.len();
+            let pdu = &mut self.buf[i * slot..i * slot + PDATA_HEADER];
+            pdu[0] = PDATA_TF;
+            pdu[1] = 0;
+            pdu[2..6].copy_from_slice(&(PDV_HEADER + len as u32).to_be_bytes());
+            pdu[6..10].copy_from_slice(&(2 + len as u32).to_be_bytes());
+            pdu[10] = self.pc_id;
+            pdu[11] = if is_last { LAST_FRAGMENT } else { 0 };
+        }
+        let end = (lens.len() - 1) * slot + PDATA_HEADER + lens[lens.len() - 1];
+        Ok((&self.buf[..end], ended))
     }
 }
 
@@ -355,6 +440,44 @@ mod tests {
         let wire = [4u8, 0, 0, 0, 0, 8, 0, 0, 0, 9, 1, 3, 0, 0];
         let mut r = PduReader::default();
         assert!(r.next(&mut &wire[..]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn batches_pdus_with_the_last_flag_on_the_last_fragment_only() {
+        // max 4, batches of 3 PDUs: lengths around every boundary.
+        let batch = 3 * (PDATA_HEADER + 4);
+        for n in 0..40usize {
+            let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let mut reader = &data[..];
+            let mut batches = PduBatches::new(5, 4, batch);
+            let mut wire = Vec::new();
+            loop {
+                let (pdus, ended) = batches.next(&mut reader).await.unwrap();
+                assert!(pdus.len() <= batch);
+                wire.extend_from_slice(pdus);
+                if ended {
+                    break;
+                }
+            }
+            let mut r = PduReader::default();
+            let (mut got, mut lasts) = (Vec::new(), Vec::new());
+            let mut rest = &wire[..];
+            // It reads ahead: the PDUs end where it finds the input closed.
+            while let Ok(pdu) = r.next(&mut rest).await {
+                let RawPdu::PData(values) = pdu else {
+                    panic!("not P-DATA");
+                };
+                for (pc, is_command, is_last, d) in values {
+                    assert_eq!((pc, is_command), (5, false));
+                    assert!(!d.is_empty() || n == 0, "an empty fragment for {n} bytes");
+                    got.extend_from_slice(&d);
+                    lasts.push(is_last);
+                }
+            }
+            assert_eq!(got, data, "{n} bytes");
+            let expected: Vec<bool> = (0..lasts.len()).map(|i| i + 1 == lasts.len()).collect();
+            assert_eq!(lasts, expected, "{n} bytes");
+        }
     }
 
     #[test]
