@@ -4,9 +4,8 @@
 use crate::cache::Cache;
 use crate::config::{Config, SpoolMode, UpstreamConfig};
 use crate::dimse::client::ScuConfig;
-use crate::dimse::listener::{
-    self, AssociationInfo, ListenerConfig, Refusal, ScpHandler, StoreSink,
-};
+use crate::dimse::handler::{AssociationInfo, Refusal, ScpHandler, StoreSink};
+use crate::dimse::listener::{self, ListenerConfig};
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::move_inbox::MoveInbox;
 use crate::dimse::request::RequestContext;
@@ -15,8 +14,9 @@ use crate::dimse_to_web::commit::{self, Commit, OpenAssociations};
 use crate::dimse_to_web::{find::Find, retrieve::Retrieve, store::Store, DimseToWeb};
 use crate::jobs::JobTable;
 use crate::spool::Spool;
+use crate::web::admin::{AdminState, Probe};
 use crate::web::client::UpstreamClient;
-use crate::web::server::{router, WebState};
+use crate::web::server::router;
 use crate::web_to_dimse::commitment::{self, Commitments};
 use crate::web_to_dimse::PacsService;
 use anyhow::Context;
@@ -92,12 +92,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let web = axum::serve(
         web_listener,
         router(
-            WebState {
-                upstream: direction_a.as_ref().map(|a| a.upstream.clone()),
+            AdminState {
                 jobs: jobs.clone(),
+                upstream: direction_a
+                    .as_ref()
+                    .map(|a| upstream_probe(a.upstream.clone())),
                 pacs: pacs_services
                     .iter()
-                    .map(|p| (p.name.clone(), p.scu.clone()))
+                    .map(|p| (p.name.clone(), echo_probe(p.scu.clone())))
                     .collect(),
             },
             dicomweb,
@@ -357,7 +359,27 @@ impl ScpHandler for Gateway {
         }
         match &self.direction_a {
             Some(a) => a.request(assoc, rq, data_set, ctx).await,
-            None => listener::refuse_unsupported(&rq, &ctx).await,
+            None => crate::dimse::handler::refuse_unsupported(&rq, &ctx).await,
         }
     }
+}
+
+/// /readyz asks the upstream for one study.
+fn upstream_probe(upstream: Arc<UpstreamClient>) -> Probe {
+    Arc::new(move || {
+        let upstream = upstream.clone();
+        Box::pin(async move { upstream.ping().await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// /readyz sends each PACS a C-ECHO, quickly.
+fn echo_probe(scu: ScuConfig) -> Probe {
+    Arc::new(move || {
+        let scu = scu.clone();
+        Box::pin(async move {
+            crate::dimse::client::echo_once(&scu, Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })
 }

@@ -498,9 +498,14 @@ impl Config {
     }
 
     pub fn find_ae(&self, title: &str) -> Option<&AeConfig> {
-        let title = title.trim();
-        self.ae.iter().find(|ae| ae.title.trim() == title)
+        find_ae(&self.ae, title)
     }
+}
+
+/// The `[[ae]]` entry with this title; titles compare without padding.
+pub fn find_ae<'a>(aes: &'a [AeConfig], title: &str) -> Option<&'a AeConfig> {
+    let title = title.trim();
+    aes.iter().find(|ae| ae.title.trim() == title)
 }
 
 fn check_ae_title(key: &str, title: &str, problems: &mut Vec<String>) {

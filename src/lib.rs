@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod dicom;
 pub mod dimse;
 pub mod dimse_to_web;
 pub mod jobs;

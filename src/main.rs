@@ -136,7 +136,8 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    // Multi-thread: dicom-ul must not run on a current-thread runtime (DESIGN.md).
+    // Multi-thread: parts of dicom-ul call block_in_place, which panics on a
+    // current-thread runtime.
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,12 +7,11 @@ use async_trait::async_trait;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use pons::dicom::scan::DatasetScanner;
 use pons::dimse::client::{Proposal, ScuAssociation, ScuConfig};
-use pons::dimse::listener::{
-    serve, AssociationInfo, ListenerConfig, Refusal, ScpHandler, StoreOutcome, StoreSink,
-};
+use pons::dimse::handler::{AssociationInfo, Refusal, ScpHandler, StoreOutcome, StoreSink};
+use pons::dimse::listener::{serve, ListenerConfig};
 use pons::dimse::message::Command;
-use pons::dimse::scan::DatasetScanner;
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::{Arc, Mutex};

@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use dicom_dictionary_std::tags;
+use pons::dicom::part10::split_part10_header;
 use pons::web::multipart::{new_boundary, related_content_type};
-use pons::web::part10::split_part10_header;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::TcpListener;

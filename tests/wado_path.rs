@@ -6,7 +6,7 @@ mod common;
 
 use common::multipart::{find, parts, Part};
 use common::*;
-use pons::web::part10::split_part10_header;
+use pons::dicom::part10::split_part10_header;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};

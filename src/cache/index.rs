@@ -1,7 +1,8 @@
 //! The cache's in-memory index: entries by (SOP Instance UID, variant),
 //! recency order, total size, and the known members of studies and series.
 
-use super::{is_uid, InstanceUids, Variant};
+use super::{InstanceUids, Variant};
+use crate::dicom::uid;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -217,7 +218,7 @@ fn read_members(path: &Path) -> Option<Vec<InstanceUids>> {
     text.lines()
         .map(|l| {
             let (series, sop) = l.split_once(' ')?;
-            (is_uid(series) && is_uid(sop)).then(|| InstanceUids {
+            (uid::is_valid(series) && uid::is_valid(sop)).then(|| InstanceUids {
                 study: study_uid.clone(),
                 series: series.to_owned(),
                 sop_instance: sop.to_owned(),
@@ -235,7 +236,7 @@ fn read_entry(
     let name = path.file_name()?.to_str()?.strip_suffix(".dcm")?;
     let (sop, variant) = name.rsplit_once('.')?;
     let variant = Variant::from_suffix(variant)?;
-    if !is_uid(sop) || !is_uid(study) || !is_uid(series) {
+    if !uid::is_valid(sop) || !uid::is_valid(study) || !uid::is_valid(series) {
         return None;
     }
     let file = std::fs::File::open(path).ok()?;
@@ -250,12 +251,8 @@ fn read_entry(
     };
     let entry = Entry::new(
         uids,
-        meta.media_storage_sop_class_uid()
-            .trim_end_matches(['\0', ' '])
-            .to_owned(),
-        meta.transfer_syntax()
-            .trim_end_matches(['\0', ' '])
-            .to_owned(),
+        uid::trim(meta.media_storage_sop_class_uid()).to_owned(),
+        uid::trim(meta.transfer_syntax()).to_owned(),
         md.len(),
     );
     Some((

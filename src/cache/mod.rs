@@ -12,6 +12,7 @@
 
 mod index;
 
+use crate::dicom::uid;
 use crate::write_behind::WriteBehind;
 use index::{Entry, Index};
 use std::path::PathBuf;
@@ -70,16 +71,6 @@ pub struct Cache {
     pub dir: PathBuf,
     pub max_bytes: u64,
     index: Mutex<Index>,
-}
-
-/// A UID is digits and dots: safe as a file name, and nothing else is accepted.
-pub fn is_uid(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && !s.starts_with('.')
-        && !s.ends_with('.')
-        && !s.contains("..")
 }
 
 impl Cache {
@@ -180,7 +171,10 @@ impl Cache {
         transfer_syntax: String,
         variant: Variant,
     ) -> std::io::Result<CachedInstance> {
-        if !is_uid(&uids.study) || !is_uid(&uids.series) || !is_uid(&uids.sop_instance) {
+        if !uid::is_valid(&uids.study)
+            || !uid::is_valid(&uids.series)
+            || !uid::is_valid(&uids.sop_instance)
+        {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "instance has an invalid study, series or SOP instance UID",
@@ -231,7 +225,7 @@ impl Cache {
     /// Remember the instances of a study (or of one series) as a full
     /// retrieval found them: (series, SOP instance) pairs.
     pub fn record_members(&self, study: &str, series: Option<&str>, members: Vec<InstanceUids>) {
-        if !is_uid(study) || series.is_some_and(|s| !is_uid(s)) {
+        if !uid::is_valid(study) || series.is_some_and(|s| !uid::is_valid(s)) {
             return;
         }
         let file = self.members_file(study, series);
@@ -259,7 +253,7 @@ impl Cache {
     /// Forget what a study holds (it changed: a STOW added to it).
     pub fn forget_members(&self, study: &str) {
         let series = self.lock().forget_members(study);
-        if is_uid(study) {
+        if uid::is_valid(study) {
             let _ = std::fs::remove_file(self.members_file(study, None));
             for se in series {
                 let _ = std::fs::remove_file(self.members_file(study, Some(&se)));

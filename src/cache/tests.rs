@@ -1,5 +1,5 @@
 use super::*;
-use crate::web::part10::file_header;
+use crate::dicom::part10::file_header;
 
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
 const ELE: &str = "1.2.840.10008.1.2.1";

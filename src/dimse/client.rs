@@ -9,6 +9,7 @@ pub use qr::RetrieveOutcome;
 use super::message::Command;
 use super::pdv::{self, CommandAssembler};
 use super::DimseError;
+use crate::dicom::uid;
 use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::pdu::{PDataValueType, Pdu, PresentationContextResultReason};
 use dicom_ul::ClientAssociationOptions;
@@ -134,7 +135,7 @@ impl ScuAssociation {
             .iter()
             .find(|pc| {
                 pc.reason == PresentationContextResultReason::Acceptance
-                    && pc.abstract_syntax.trim_end_matches('\0') == abstract_syntax
+                    && uid::trim(&pc.abstract_syntax) == abstract_syntax
             })
             .map(|pc| (pc.id, pc.transfer_syntax.clone()))
     }
@@ -148,8 +149,8 @@ impl ScuAssociation {
             .map(|pc| {
                 (
                     pc.id,
-                    pc.abstract_syntax.trim_end_matches('\0').to_owned(),
-                    pc.transfer_syntax.trim_end_matches('\0').to_owned(),
+                    uid::trim(&pc.abstract_syntax).to_owned(),
+                    uid::trim(&pc.transfer_syntax).to_owned(),
                 )
             })
             .collect()
@@ -324,6 +325,23 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// One C-ECHO on a fresh association, within `timeout` (readiness checks).
+pub async fn echo_once(scu: &ScuConfig, timeout: Duration) -> Result<(), DimseError> {
+    let scu = ScuConfig {
+        timeout: scu.timeout.min(timeout),
+        ..scu.clone()
+    };
+    let mut assoc = ScuAssociation::connect(&scu, &[verification_proposal()]).await?;
+    let status = assoc.echo().await;
+    let _ = assoc.release().await;
+    match status? {
+        0 => Ok(()),
+        s => Err(DimseError::Protocol(format!(
+            "C-ECHO answered status {s:04X}"
+        ))),
+    }
 }
 
 /// The everyday proposal for Verification.

@@ -2,12 +2,10 @@
 //! association, and the per-association state machine that turns PDUs into
 //! calls on an [`ScpHandler`].
 
-use super::message::Command;
-use super::request::RequestContext;
-use super::session::{failure_response, Session};
-use super::status;
+use super::handler::{AssociationInfo, ScpHandler};
+use super::session::Session;
 use super::DimseError;
-use async_trait::async_trait;
+use crate::dicom::syntaxes;
 use dicom_dictionary_std::uids;
 use dicom_ul::association::server::{AccessControl, Negotiation};
 use dicom_ul::pdu::{
@@ -27,152 +25,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-/// Who is on the other end of an association.
-#[derive(Debug, Clone)]
-pub struct AssociationInfo {
-    pub id: u64,
-    pub calling_ae: String,
-    pub called_ae: String,
-    pub peer: SocketAddr,
-}
-
-/// A failure status with the Error Comment that explains it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: u16,
-    pub comment: String,
-}
-
-impl Refusal {
-    pub fn new(status: u16, comment: impl Into<String>) -> Refusal {
-        Refusal {
-            status,
-            comment: comment.into(),
-        }
-    }
-}
-
-/// The final word on one C-STORE.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreOutcome {
-    pub status: u16,
-    pub comment: Option<String>,
-}
-
-impl From<Refusal> for StoreOutcome {
-    fn from(r: Refusal) -> Self {
-        StoreOutcome {
-            status: r.status,
-            comment: Some(r.comment),
-        }
-    }
-}
-
-/// Where the bytes of one incoming C-STORE data set go.
-#[async_trait]
-pub trait StoreSink: Send {
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal>;
-    /// The last byte is in: make it durable (or deliver it) and say how it went.
-    async fn finish(self: Box<Self>) -> StoreOutcome;
-    /// The transfer broke off: nothing of it may be kept.
-    async fn abort(self: Box<Self>);
-}
-
-/// The Affected SOP Class and Instance UIDs of a C-STORE-RQ: every sink
-/// names its file by them and checks the data set against them.
-pub fn store_uids(rq: &Command) -> Result<(&str, &str), Refusal> {
-    match (&rq.sop_class_uid, &rq.sop_instance_uid) {
-        (Some(class), Some(instance)) => Ok((class, instance)),
-        _ => Err(Refusal::new(
-            status::storage::CANNOT_UNDERSTAND,
-            "C-STORE-RQ lacks the Affected SOP Class or Instance UID",
-        )),
-    }
-}
-
-/// One C-STORE data set arriving, on our SCP side or as a C-GET/C-MOVE
-/// sub-operation: its sink, or once refused, why (the rest is drained).
-pub struct IncomingStore {
-    pub pc_id: u8,
-    pub rq: Command,
-    sink: Result<Box<dyn StoreSink>, Refusal>,
-}
-
-impl IncomingStore {
-    pub fn new(pc_id: u8, rq: Command, sink: Result<Box<dyn StoreSink>, Refusal>) -> Self {
-        IncomingStore { pc_id, rq, sink }
-    }
-
-    /// The next bytes; a sink that refuses them is aborted.
-    pub async fn write(&mut self, chunk: &[u8]) {
-        let Ok(sink) = &mut self.sink else { return };
-        if let Err(r) = sink.write(chunk).await {
-            if let Ok(s) = std::mem::replace(&mut self.sink, Err(r)) {
-                s.abort().await;
-            }
-        }
-    }
-
-    /// The transfer broke off: nothing of it is kept.
-    pub async fn abort(self) {
-        if let Ok(s) = self.sink {
-            s.abort().await;
-        }
-    }
-
-    /// The last byte is in: the C-STORE-RSP to send, on `pc_id`.
-    pub async fn finish(self) -> (u8, Command) {
-        let outcome = match self.sink {
-            Ok(sink) => sink.finish().await,
-            Err(refusal) => refusal.into(),
-        };
-        let rsp = Command::c_store_rsp(&self.rq, outcome.status, outcome.comment);
-        (self.pc_id, rsp)
-    }
-}
-
-/// Where the C-STORE sub-operations of one retrieval of ours go: back on
-/// our C-GET association, or into our listener for a C-MOVE to our own AE.
-#[async_trait]
-pub trait StoreTarget: Send + Sync {
-    async fn begin_store(
-        &self,
-        rq: &Command,
-        transfer_syntax_uid: &str,
-    ) -> Result<Box<dyn StoreSink>, Refusal>;
-}
-
-/// What a direction plugs into the listener.
-#[async_trait]
-pub trait ScpHandler: Send + Sync + 'static {
-    async fn begin_store(
-        &self,
-        assoc: &AssociationInfo,
-        rq: &Command,
-        transfer_syntax_uid: &str,
-    ) -> Result<Box<dyn StoreSink>, Refusal>;
-
-    /// C-FIND, C-GET, C-MOVE, N-ACTION…: runs as its own task; answers
-    /// through `ctx`. The default refuses clearly, so nothing hangs.
-    async fn request(
-        &self,
-        assoc: &AssociationInfo,
-        rq: Command,
-        data_set: Vec<u8>,
-        ctx: RequestContext,
-    ) {
-        let _ = (assoc, data_set);
-        refuse_unsupported(&rq, &ctx).await;
-    }
-}
-
-/// Answer a request this gateway does not implement with a clear failure.
-pub async fn refuse_unsupported(rq: &Command, ctx: &RequestContext) {
-    let comment = format!("{:?} is not supported by this gateway yet", rq.field);
-    let rsp = failure_response(rq, status::general::UNRECOGNIZED_OPERATION, comment);
-    let _ = ctx.respond(rsp, None).await;
-}
-
 pub struct ListenerConfig {
     pub ae_title: String,
     pub known_callers: HashSet<String>,
@@ -183,37 +35,6 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
 }
-
-/// Transfer syntaxes we accept: data sets are stored as received, so every
-/// standard one a modality is likely to send.
-#[allow(deprecated)]
-pub const TRANSFER_SYNTAXES: &[&str] = &[
-    uids::EXPLICIT_VR_LITTLE_ENDIAN,
-    uids::IMPLICIT_VR_LITTLE_ENDIAN,
-    uids::EXPLICIT_VR_BIG_ENDIAN,
-    uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-    uids::JPEG_BASELINE8_BIT,
-    uids::JPEG_EXTENDED12_BIT,
-    uids::JPEG_LOSSLESS,
-    uids::JPEG_LOSSLESS_SV1,
-    uids::JPEGLS_LOSSLESS,
-    uids::JPEGLS_NEAR_LOSSLESS,
-    uids::JPEG2000_LOSSLESS,
-    uids::JPEG2000,
-    uids::JPEG2000MC_LOSSLESS,
-    uids::JPEG2000MC,
-    uids::HTJ2K_LOSSLESS,
-    uids::HTJ2K_LOSSLESS_RPCL,
-    uids::HTJ2K,
-    uids::RLE_LOSSLESS,
-    uids::MPEG2MPML,
-    uids::MPEG2MPHL,
-    uids::MPEG4HP41,
-    uids::MPEG4HP41BD,
-    uids::HEVCMP51,
-    uids::HEVCM10P51,
-    uids::ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LITTLE_ENDIAN,
-];
 
 /// Non-storage SOP classes we accept.
 pub const SERVICE_SOP_CLASSES: &[&str] = &[
@@ -263,7 +84,7 @@ impl Negotiation for StorageRoles {
         scu_role: bool,
         scp_role: bool,
     ) -> Option<dicom_ul::pdu::RequestorRoles> {
-        let uid = sop_class_uid.trim_end_matches('\0');
+        let uid = crate::dicom::uid::trim(sop_class_uid);
         (super::sop_classes::STORAGE_SOP_CLASSES.contains(&uid)
             || uid == uids::STORAGE_COMMITMENT_PUSH_MODEL)
             .then_some(dicom_ul::pdu::RequestorRoles {
@@ -303,7 +124,7 @@ pub async fn serve(
     {
         options = options.with_abstract_syntax(*uid);
     }
-    for ts in TRANSFER_SYNTAXES {
+    for ts in syntaxes::ACCEPTED {
         options = options.with_transfer_syntax(*ts);
     }
     let options: Arc<Options> = Arc::new(options);

@@ -1,6 +1,7 @@
 //! Typed DIMSE command sets (PS3.7 §9.3, §10.3) to and from their Implicit VR
 //! Little Endian encoding. The only home of command field numbers.
 
+use crate::dicom::uid;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
@@ -45,6 +46,20 @@ impl CommandField {
         (CommandField::NActionRsp, 0x8130),
         (CommandField::CCancelRq, 0x0FFF),
     ];
+
+    /// The response field that answers this request field. Anything else
+    /// gets C-STORE-RSP: a peer that sent nonsense reads only the status.
+    pub fn response(self) -> CommandField {
+        match self {
+            CommandField::CFindRq => CommandField::CFindRsp,
+            CommandField::CGetRq => CommandField::CGetRsp,
+            CommandField::CMoveRq => CommandField::CMoveRsp,
+            CommandField::NActionRq => CommandField::NActionRsp,
+            CommandField::NEventReportRq => CommandField::NEventReportRsp,
+            CommandField::CEchoRq => CommandField::CEchoRsp,
+            _ => CommandField::CStoreRsp,
+        }
+    }
 
     pub fn code(self) -> u16 {
         Self::TABLE
@@ -158,6 +173,14 @@ impl Command {
             sop_class_uid: rq.sop_class_uid.clone(),
             status: Some(status),
             ..Command::bare(field)
+        }
+    }
+
+    /// The matching response with a failure status and Error Comment.
+    pub fn failure_response(rq: &Command, status: u16, comment: String) -> Command {
+        Command {
+            error_comment: Some(comment),
+            ..Command::response(rq.field.response(), rq, status)
         }
     }
 
@@ -448,7 +471,7 @@ fn get_us(obj: &InMemDicomObject, tag: Tag) -> Option<u16> {
 
 fn get_str(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let s = obj.get(tag)?.to_str().ok()?;
-    Some(s.trim_end_matches(['\0', ' ']).trim_start().to_owned())
+    Some(uid::trim(&s).to_owned())
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! DICOM Upper Layer and DIMSE messages. Knows nothing of HTTP.
 pub mod client;
+pub mod handler;
 pub mod listener;
 pub mod message;
 pub mod move_inbox;
 pub mod pdv;
 pub mod request;
-pub mod scan;
 pub mod session;
 pub mod sop_classes;
 pub mod status;
@@ -16,9 +16,9 @@ pub enum DimseError {
     #[error(transparent)]
     Message(#[from] message::MessageError),
     #[error("sending to the peer failed: {0}")]
-    Send(String),
+    Send(#[source] Cause),
     #[error("receiving from the peer failed: {0}")]
-    Receive(String),
+    Receive(#[source] Cause),
     #[error("protocol violation: {0}")]
     Protocol(String),
     #[error("the peer aborted the association")]
@@ -40,11 +40,14 @@ pub enum DimseError {
     Listen(std::io::Error),
 }
 
+/// What broke a transfer: the UL or socket error, or our own words.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 impl DimseError {
-    pub(crate) fn send(e: dicom_ul::association::Error) -> DimseError {
-        DimseError::Send(e.to_string())
+    pub(crate) fn send(e: impl Into<Cause>) -> DimseError {
+        DimseError::Send(e.into())
     }
-    pub(crate) fn receive(e: dicom_ul::association::Error) -> DimseError {
-        DimseError::Receive(e.to_string())
+    pub(crate) fn receive(e: impl Into<Cause>) -> DimseError {
+        DimseError::Receive(e.into())
     }
 }

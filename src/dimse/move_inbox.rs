@@ -4,7 +4,7 @@
 //! we send waits here under a message id unique among the waiting ones, so
 //! the sub-operations find their way to the request that asked for them.
 
-use super::listener::StoreTarget;
+use super::handler::StoreTarget;
 use super::message::Command;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -101,7 +101,7 @@ impl MoveInbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dimse::listener::{Refusal, StoreSink};
+    use crate::dimse::handler::{Refusal, StoreSink};
     use async_trait::async_trait;
 
     struct Named(&'static str);

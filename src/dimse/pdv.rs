@@ -100,7 +100,7 @@ where
         .inner_stream()
         .write_all(&pdus)
         .await
-        .map_err(|e| DimseError::Send(e.to_string()))
+        .map_err(DimseError::send)
 }
 
 /// P-DATA-TF PDU header (type, reserved, length) and PDV item header.
@@ -138,11 +138,11 @@ where
         let write = assoc.inner_stream().write_all(pdus);
         match write_timeout {
             Some(t) => tokio::time::timeout(t, write).await.map_err(|_| {
-                DimseError::Send(format!("no progress writing for {} s", t.as_secs()))
+                DimseError::send(format!("no progress writing for {} s", t.as_secs()))
             })?,
             None => write.await,
         }
-        .map_err(|e| DimseError::Send(e.to_string()))?;
+        .map_err(DimseError::send)?;
         if ended {
             return Ok(());
         }
@@ -298,9 +298,9 @@ impl PduReader {
             let got = r
                 .read_buf(&mut self.buf)
                 .await
-                .map_err(|e| DimseError::Receive(e.to_string()))?;
+                .map_err(DimseError::receive)?;
             if got == 0 {
-                return Err(DimseError::Receive("the peer closed the connection".into()));
+                return Err(DimseError::receive("the peer closed the connection"));
             }
         }
         Ok(())

@@ -70,10 +70,10 @@ impl RequestContext {
         self.out
             .send(msg)
             .await
-            .map_err(|_| DimseError::Send("association closed".into()))?;
+            .map_err(|_| DimseError::send("association closed"))?;
         done.await
-            .map_err(|_| DimseError::Send("association closed".into()))?
-            .map_err(DimseError::Send)
+            .map_err(|_| DimseError::send("association closed"))?
+            .map_err(DimseError::send)
     }
 
     /// Send a response (pending or final) to the request.
@@ -97,7 +97,7 @@ impl RequestContext {
         self.push(pc_id, rq, Some(data), Some(reply)).await?;
         response
             .await
-            .map_err(|_| DimseError::Receive("association closed before the C-STORE-RSP".into()))
+            .map_err(|_| DimseError::receive("association closed before the C-STORE-RSP"))
     }
 }
 
@@ -140,7 +140,7 @@ impl AssociationHandle {
         data_set: Vec<u8>,
         timeout: Duration,
     ) -> Result<Command, DimseError> {
-        let closed = || DimseError::Send("association closed".into());
+        let closed = || DimseError::send("association closed");
         let (sent, done) = oneshot::channel();
         let (reply, response) = oneshot::channel();
         let msg = Outgoing {
@@ -153,11 +153,11 @@ impl AssociationHandle {
         self.out.send(msg).await.map_err(|_| closed())?;
         done.await
             .map_err(|_| closed())?
-            .map_err(DimseError::Send)?;
+            .map_err(DimseError::send)?;
         match tokio::time::timeout(timeout, response).await {
             Ok(Ok(rsp)) => Ok(rsp),
-            Ok(Err(_)) => Err(DimseError::Receive(
-                "association closed before the response".into(),
+            Ok(Err(_)) => Err(DimseError::receive(
+                "association closed before the response",
             )),
             Err(_) => Err(DimseError::Timeout {
                 peer: "the requester".into(),

@@ -5,11 +5,12 @@
 //! of our own (N-EVENT-REPORT) come in through an [`AssociationHandle`] at
 //! any time.
 
-use super::listener::{AssociationInfo, IncomingStore, Refusal, ScpHandler};
+use super::handler::{AssociationInfo, IncomingStore, Refusal, ScpHandler};
 use super::message::{Command, CommandField};
 use super::pdv::{self, CommandAssembler};
 use super::request::{AssociationHandle, Context, DataSource, Outgoing, RequestContext};
 use super::{status, DimseError};
+use crate::dicom::uid;
 use dicom_ul::association::server::AsyncServerAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
 use std::collections::HashMap;
@@ -263,7 +264,7 @@ impl Session {
                 refusal,
             }) => match refusal {
                 Some(r) => {
-                    let rsp = failure_response(&rq, r.status, r.comment);
+                    let rsp = Command::failure_response(&rq, r.status, r.comment);
                     pdv::send_command(&mut self.assoc, pc_id, &rsp).await
                 }
                 None => {
@@ -285,8 +286,8 @@ impl Session {
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
             .map(|pc| Context {
                 id: pc.id,
-                abstract_syntax: pc.abstract_syntax.trim_end_matches('\0').to_owned(),
-                transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_owned(),
+                abstract_syntax: uid::trim(&pc.abstract_syntax).to_owned(),
+                transfer_syntax: uid::trim(&pc.transfer_syntax).to_owned(),
             })
             .collect::<Vec<_>>();
         let transfer_syntax = contexts
@@ -357,7 +358,7 @@ impl Session {
                     return pdv::send_command(&mut self.assoc, pc_id, &rsp).await;
                 }
                 let result = if cmd.sop_class_uid.as_deref().map(str::trim)
-                    != Some(context.abstract_syntax.trim_end_matches('\0').trim())
+                    != Some(uid::trim(&context.abstract_syntax))
                 {
                     Err(Refusal::new(
                         status::general::SOP_CLASS_NOT_SUPPORTED,
@@ -365,11 +366,7 @@ impl Session {
                     ))
                 } else {
                     self.handler
-                        .begin_store(
-                            &self.info,
-                            &cmd,
-                            context.transfer_syntax.trim_end_matches('\0'),
-                        )
+                        .begin_store(&self.info, &cmd, uid::trim(&context.transfer_syntax))
                         .await
                 };
                 self.incoming = Some(Incoming::Store(IncomingStore::new(pc_id, cmd, result)));
@@ -394,7 +391,7 @@ impl Session {
                 }
                 match refusal {
                     Some(r) => {
-                        let rsp = failure_response(&cmd, r.status, r.comment);
+                        let rsp = Command::failure_response(&cmd, r.status, r.comment);
                         pdv::send_command(&mut self.assoc, pc_id, &rsp).await
                     }
                     None => {
@@ -405,20 +402,4 @@ impl Session {
             }
         }
     }
-}
-
-/// The matching response command with a failure status and Error Comment.
-pub fn failure_response(rq: &Command, status: u16, comment: String) -> Command {
-    let mut rsp = Command::c_store_rsp(rq, status, Some(comment));
-    rsp.sop_instance_uid = None;
-    rsp.field = match rq.field {
-        CommandField::CFindRq => CommandField::CFindRsp,
-        CommandField::CGetRq => CommandField::CGetRsp,
-        CommandField::CMoveRq => CommandField::CMoveRsp,
-        CommandField::NActionRq => CommandField::NActionRsp,
-        CommandField::NEventReportRq => CommandField::NEventReportRsp,
-        CommandField::CEchoRq => CommandField::CEchoRsp,
-        _ => CommandField::CStoreRsp,
-    };
-    rsp
 }

@@ -4,7 +4,6 @@
 
 use crate::dimse::message::Command;
 use crate::dimse::request::RequestContext;
-use crate::dimse::session::failure_response;
 use crate::dimse::status;
 use crate::dimse::status::query_retrieve::{
     IDENTIFIER_MISMATCH, OUT_OF_RESOURCES, UNABLE_TO_PROCESS,
@@ -37,7 +36,7 @@ impl Find {
         let (status, comment) = self.answer(&rq, &data_set, &ctx).await;
         let rsp = match comment {
             None => Command::c_find_rsp(&rq, status, false),
-            Some(c) => failure_response(&rq, status, c),
+            Some(c) => Command::failure_response(&rq, status, c),
         };
         let _ = ctx.respond(rsp, None).await;
     }

@@ -6,7 +6,7 @@ pub mod find;
 pub mod retrieve;
 pub mod store;
 
-use crate::dimse::listener::{refuse_unsupported, AssociationInfo, Refusal, ScpHandler, StoreSink};
+use crate::dimse::handler::{refuse_unsupported, AssociationInfo, Refusal, ScpHandler, StoreSink};
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::request::RequestContext;
 use crate::dimse::status;

@@ -4,6 +4,7 @@
 //! destination on one association, or back on the C-GET association.
 
 use crate::config::AeConfig;
+use crate::dicom::syntaxes;
 use crate::dimse::client::{Proposal, ScuAssociation, ScuConfig};
 use crate::dimse::message::{Command, CommandField, SubOperations};
 use crate::dimse::request::{DataSource, RequestContext};
@@ -15,7 +16,7 @@ use crate::dimse_to_web::upstream_comment;
 use crate::translate::query::Level;
 use crate::web::client::{FileMetaInfo, UpstreamClient};
 use dicom_core::{DataElement, PrimitiveValue, VR};
-use dicom_dictionary_std::{tags, uids};
+use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -30,29 +31,6 @@ mod read_ahead;
 mod resolve;
 
 const PENDING_EVERY: Duration = Duration::from_secs(1);
-
-/// Uncompressed syntaxes any storage SCP accepts; the fallback for transcoding.
-#[allow(deprecated)]
-const UNCOMPRESSED: &[&str] = &[
-    uids::EXPLICIT_VR_LITTLE_ENDIAN,
-    uids::IMPLICIT_VR_LITTLE_ENDIAN,
-    uids::EXPLICIT_VR_BIG_ENDIAN,
-];
-
-/// Syntaxes proposed to a move destination for each SOP class, so that most
-/// instances go as stored.
-const PROPOSED: &[&str] = &[
-    uids::EXPLICIT_VR_LITTLE_ENDIAN,
-    uids::IMPLICIT_VR_LITTLE_ENDIAN,
-    uids::JPEG_BASELINE8_BIT,
-    uids::JPEG_EXTENDED12_BIT,
-    uids::JPEG_LOSSLESS_SV1,
-    uids::JPEG2000_LOSSLESS,
-    uids::JPEG2000,
-    uids::JPEGLS_LOSSLESS,
-    uids::RLE_LOSSLESS,
-    uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-];
 
 pub struct Retrieve {
     pub upstream: Arc<UpstreamClient>,
@@ -152,14 +130,10 @@ impl Retrieve {
         let destination = match rq.field {
             CommandField::CMoveRq => {
                 let dest = rq.move_destination.clone().unwrap_or_default();
-                let ae = self
-                    .destinations
-                    .iter()
-                    .find(|a| a.title.trim() == dest.trim())
-                    .ok_or((
-                        MOVE_DESTINATION_UNKNOWN,
-                        format!("move destination {dest} is not in [[ae]]"),
-                    ))?;
+                let ae = crate::config::find_ae(&self.destinations, &dest).ok_or((
+                    MOVE_DESTINATION_UNKNOWN,
+                    format!("move destination {dest} is not in [[ae]]"),
+                ))?;
                 Some(ae.clone())
             }
             _ => None,
@@ -445,15 +419,17 @@ async fn connect_for(
     cfg: &ScuConfig,
     classes: &BTreeSet<String>,
 ) -> Result<ScuAssociation, (u16, String)> {
-    let per_class = (120 / classes.len().max(1)).clamp(1, PROPOSED.len());
+    let per_class = (120 / classes.len().max(1)).clamp(1, syntaxes::AS_STORED.len());
     let proposals: Vec<Proposal> = classes
         .iter()
         .take(120)
         .flat_map(|c| {
-            PROPOSED[..per_class].iter().map(move |t| Proposal {
-                abstract_syntax: c.clone(),
-                transfer_syntaxes: vec![(*t).to_owned()],
-            })
+            syntaxes::AS_STORED[..per_class]
+                .iter()
+                .map(move |t| Proposal {
+                    abstract_syntax: c.clone(),
+                    transfer_syntaxes: vec![(*t).to_owned()],
+                })
         })
         .collect();
     ScuAssociation::connect(cfg, &proposals).await.map_err(|e| {
@@ -522,7 +498,7 @@ impl Sink<'_> {
                 .map(|c| (c.abstract_syntax.clone(), c.transfer_syntax.clone()))
                 .collect(),
         };
-        UNCOMPRESSED
+        syntaxes::NATIVE
             .iter()
             .find(|ts| accepted.iter().any(|(a, t)| a == class && t == *ts))
             .map(|ts| (*ts).to_owned())

@@ -5,14 +5,14 @@
 //! archive's verdict).
 
 use crate::config::SpoolMode;
-use crate::dimse::listener::{store_uids, AssociationInfo, Refusal, StoreOutcome, StoreSink};
+use crate::dicom::part10;
+use crate::dicom::scan::DatasetScanner;
+use crate::dimse::handler::{store_uids, AssociationInfo, Refusal, StoreOutcome, StoreSink};
 use crate::dimse::message::Command;
-use crate::dimse::scan::DatasetScanner;
 use crate::dimse::status;
 use crate::spool::{InstanceMeta, Spool};
 use crate::translate::stow::{dimse_status_for_failure, failure_reason_meaning};
 use crate::web::client::{InstanceOutcome, StowItem, UpstreamClient};
-use crate::web::part10;
 use crate::write_behind::WriteBehind;
 use async_trait::async_trait;
 use std::sync::Arc;

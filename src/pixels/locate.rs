@@ -2,7 +2,8 @@
 //! native value starts, or where each frame's fragments lie.
 
 use super::{compressed_media_type, PixelError};
-use crate::web::part10::{parse_part10_header, Part10Head};
+use crate::dicom::part10::{parse_part10_header, Part10Head};
+use crate::dicom::uid;
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
@@ -44,7 +45,7 @@ pub(super) fn data_set_start(path: &Path) -> Result<(u64, String), PixelError> {
         head.extend_from_slice(&chunk[..n]);
         match parse_part10_header(&head) {
             Part10Head::Complete(at, meta) => {
-                let ts = meta.transfer_syntax_uid.trim_end_matches('\0').to_owned();
+                let ts = uid::trim(&meta.transfer_syntax_uid).to_owned();
                 return Ok((at as u64, ts));
             }
             Part10Head::Invalid(why) => return Err(PixelError::Malformed(why.to_owned())),

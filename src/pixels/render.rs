@@ -187,7 +187,7 @@ pub(super) fn decode(
             return Err(PixelError::Unsupported(format!(
                 "{} ({}): this build has no codec for it",
                 ts.name(),
-                uid.trim_end_matches('\0')
+                crate::dicom::uid::trim(uid)
             )))
         }
         None => {

@@ -7,7 +7,7 @@
 
 pub mod json;
 
-use crate::translate::qido_params::is_uid;
+use crate::dicom::uid;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -262,7 +262,7 @@ fn transaction_uid(obj: &InMemDicomObject) -> Result<String, RequestError> {
 pub(crate) fn check_transaction_uid(uid: &str) -> Result<(), RequestError> {
     if uid.is_empty() {
         Err(RequestError::MissingTransactionUid)
-    } else if !is_uid(uid) {
+    } else if !uid::is_valid(uid) {
         Err(RequestError::BadTransactionUid)
     } else {
         Ok(())
@@ -308,7 +308,7 @@ pub(crate) fn checked_ref(
     ) else {
         return Err(RequestError::ItemWithoutUids { sequence, index });
     };
-    if !is_uid(&class) || !is_uid(&instance) {
+    if !uid::is_valid(&class) || !uid::is_valid(&instance) {
         return Err(RequestError::BadUid { sequence, index });
     }
     Ok(SopRef::new(&class, &instance))
@@ -317,11 +317,7 @@ pub(crate) fn checked_ref(
 /// A UID-like value without its padding (trailing NUL or space).
 fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let v = obj.get(tag)?.to_str().ok()?;
-    Some(trim(&v).to_owned())
-}
-
-pub(crate) fn trim(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+    Some(uid::trim(&v).to_owned())
 }
 
 fn ref_item(r: &SopRef) -> InMemDicomObject {

@@ -6,6 +6,7 @@
 //! without one. Every problem names the parameter that caused it.
 
 use super::query::Level;
+use crate::dicom::uid;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -201,17 +202,6 @@ fn attribute_path(param: &str, name: &str) -> Result<(Option<Tag>, Tag, VR), Par
     Ok((seq, tag, vr))
 }
 
-/// A valid UID (PS3.5 §9.1): dot-separated numbers, at most 64 characters.
-pub fn is_uid(s: &str) -> bool {
-    s.len() <= 64
-        && !s.is_empty()
-        && s.split('.').all(|c| {
-            !c.is_empty()
-                && c.bytes().all(|b| b.is_ascii_digit())
-                && (c == "0" || !c.starts_with('0'))
-        })
-}
-
 /// `a`, `a-`, `-b` or `a-b`, each side checked by `valid`.
 fn range_ok(v: &str, valid: impl Fn(&str) -> bool) -> bool {
     match v.split_once('-') {
@@ -268,7 +258,7 @@ fn matching_value(param: &str, vr: VR, value: &str) -> Result<PrimitiveValue, Pa
     match vr {
         VR::UI => {
             let uids: Vec<&str> = value.split([',', '\\']).map(str::trim).collect();
-            if let Some(u) = uids.iter().find(|u| !is_uid(u)) {
+            if let Some(u) = uids.iter().find(|u| !uid::is_valid(u)) {
                 return Err(bad(param, format!("'{u}' is not a valid UID")));
             }
             Ok(PrimitiveValue::Strs(
@@ -329,7 +319,7 @@ pub fn qido_to_cfind(
         ("study UID in the path", study),
         ("series UID in the path", series),
     ] {
-        if let Some(u) = uid.filter(|u| !is_uid(u)) {
+        if let Some(u) = uid.filter(|u| !uid::is_valid(u)) {
             return Err(bad(what, format!("'{u}' is not a valid UID")));
         }
     }

@@ -4,6 +4,7 @@
 //! QIDO parameter carries it) or a return key (empty: `includefield`). The
 //! response identifier carries exactly the requested keys.
 
+use crate::dicom::uid;
 use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -149,7 +150,7 @@ fn is_control_key(tag: Tag) -> bool {
 /// A single, non-empty UID value that can go into a QIDO path.
 fn single_uid(identifier: &InMemDicomObject, tag: Tag) -> Option<String> {
     let v = identifier.get(tag)?.to_str().ok()?;
-    let v = v.trim_end_matches(['\0', ' ']).trim();
+    let v = uid::trim(&v);
     (!v.is_empty() && !v.contains('\\') && !v.contains('*') && !v.contains('?'))
         .then(|| v.to_owned())
 }
@@ -205,7 +206,7 @@ pub fn cfind_to_qido(
         }
         let value = element
             .to_str()
-            .map(|v| v.trim_end_matches(['\0', ' ']).trim_start().to_owned())
+            .map(|v| uid::trim(&v).to_owned())
             .unwrap_or_default();
         if value.is_empty() {
             params.push(("includefield".into(), tag_param(tag)));

@@ -79,7 +79,7 @@ pub fn parse_stow_response(
         .iter()
         .map(|uid| {
             verdicts
-                .get(trim_uid(uid))
+                .get(crate::dicom::uid::trim(uid))
                 .cloned()
                 .unwrap_or(InstanceOutcome::NotAcknowledged)
         })
@@ -104,11 +104,7 @@ fn item_uid(item: &serde_json::Map<String, serde_json::Value>) -> Option<String>
         .get(REFERENCED_SOP_INSTANCE_UID)?
         .get("Value")?
         .get(0)?;
-    Some(trim_uid(v.as_str()?).to_owned())
-}
-
-fn trim_uid(uid: &str) -> &str {
-    uid.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+    Some(crate::dicom::uid::trim(v.as_str()?).to_owned())
 }
 
 /// A US value: a JSON number per PS3.18 F.2.3, but tolerate a decimal string.

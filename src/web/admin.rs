@@ -1,27 +1,74 @@
-//! Operator routes: the job table as JSON. `GET /jobs?kind=&state=&limit=`
-//! (newest first) and `GET /jobs/{id}`. Payloads hold UIDs, file paths and
-//! AE titles, never patient names.
+//! Operator routes: `GET /readyz`, and the job table as JSON:
+//! `GET /jobs?kind=&state=&limit=` (newest first) and `GET /jobs/{id}`.
+//! Payloads hold UIDs, file paths and AE titles, never patient names.
 
-use super::server::WebState;
-use crate::jobs::{JobError, JobState};
+use crate::jobs::{JobError, JobState, JobTable, KIND_STOW};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::future::BoxFuture;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
-pub fn routes() -> Router<WebState> {
+/// One dependency /readyz checks; the error says what is wrong. The web
+/// room knows no associations: the app hands in how each peer is probed.
+pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub jobs: Arc<dyn JobTable>,
+    pub upstream: Option<Probe>,
+    /// Direction B's PACS by name.
+    pub pacs: Vec<(String, Probe)>,
+}
+
+pub fn routes() -> Router<AdminState> {
     Router::new()
+        .route("/readyz", get(readyz))
         .route("/jobs", get(list))
         .route("/jobs/{id}", get(one))
 }
 
+/// Ready when the upstream and every PACS answer and the job table can be read.
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let upstream = match &state.upstream {
+        None => Ok(()),
+        Some(probe) => probe().await,
+    };
+    let pacs = futures::future::join_all(state.pacs.iter().map(|(name, probe)| async move {
+        let answer = probe().await.err().unwrap_or_else(|| "ok".into());
+        (name.clone(), answer)
+    }))
+    .await;
+    let pacs_ok = pacs.iter().all(|(_, a)| a == "ok");
+    let spooled = state
+        .jobs
+        .count(KIND_STOW, JobState::Pending)
+        .await
+        .map_err(|e| e.to_string());
+    let ready = upstream.is_ok() && spooled.is_ok() && pacs_ok;
+    let body = serde_json::json!({
+        "ready": ready,
+        "upstream": upstream.err().unwrap_or_else(|| "ok".into()),
+        "jobs": match &spooled { Ok(_) => "ok".to_owned(), Err(e) => e.clone() },
+        "spooled_instances": spooled.ok(),
+        "pacs": pacs.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}
+
 async fn list(
-    State(state): State<WebState>,
+    State(state): State<AdminState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let (mut kind, mut job_state, mut limit) = (None, None, DEFAULT_LIMIT);
@@ -58,7 +105,7 @@ async fn list(
     }
 }
 
-async fn one(State(state): State<WebState>, Path(id): Path<String>) -> Response {
+async fn one(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse() else {
         return bad_request(format!("job id {id:?} is not a number"));
     };

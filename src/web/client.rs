@@ -13,7 +13,7 @@ mod commitment;
 mod qido;
 mod wado;
 
-pub use crate::web::part10::FileMetaInfo;
+pub use crate::dicom::part10::FileMetaInfo;
 pub use commitment::CommitmentAnswer;
 pub use wado::{Part, RetrievedParts};
 

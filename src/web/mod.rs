@@ -2,5 +2,4 @@
 pub mod admin;
 pub mod client;
 pub mod multipart;
-pub mod part10;
 pub mod server;

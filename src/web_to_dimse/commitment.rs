@@ -9,10 +9,10 @@ mod worker;
 pub use worker::{run_worker, WorkerConfig};
 
 use super::{PacsService, WebError};
-use crate::dimse::listener::{AssociationInfo, Refusal};
+use crate::dicom::uid;
+use crate::dimse::handler::{AssociationInfo, Refusal};
 use crate::dimse::message::Command;
 use crate::dimse::request::RequestContext;
-use crate::dimse::session::failure_response;
 use crate::dimse::status;
 use crate::jobs::{now_ms, JobError, JobTable, KIND_PACS_COMMIT, KIND_PACS_COMMIT_RESULT};
 use crate::translate::commitment::json::{request_from_json, result_to_json};
@@ -151,7 +151,7 @@ impl Commitments {
             .await
         {
             Ok(()) => Command::n_event_report_rsp(&rq, status::SUCCESS),
-            Err(r) => failure_response(&rq, r.status, r.comment),
+            Err(r) => Command::failure_response(&rq, r.status, r.comment),
         };
         let _ = ctx.respond(rsp, None).await;
     }
@@ -216,7 +216,7 @@ impl Commitments {
 /// The result an N-EVENT-REPORT-RQ data set carries.
 fn decode_report(data_set: &[u8], transfer_syntax: &str) -> Result<CommitResult, String> {
     let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
-        .get(transfer_syntax.trim_end_matches('\0'))
+        .get(uid::trim(transfer_syntax))
         .ok_or_else(|| format!("unsupported transfer syntax {transfer_syntax}"))?;
     let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(data_set, ts)
         .map_err(|e| format!("event information unreadable: {e}"))?;

@@ -6,8 +6,9 @@ mod pacs;
 mod sink;
 
 use super::{PacsService, WebError};
-use crate::cache::{is_uid, CachedInstance, InstanceUids, Variant};
+use crate::cache::{CachedInstance, InstanceUids, Variant};
 use crate::config::RetrieveMode;
+use crate::dicom::uid;
 use crate::dimse::client::RetrieveOutcome;
 use crate::dimse::status::{self, StatusKind};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -68,7 +69,7 @@ impl Scope {
             ("instance", self.instance()),
         ];
         for (what, uid) in named {
-            if let Some(u) = uid.filter(|u| !is_uid(u)) {
+            if let Some(u) = uid.filter(|u| !uid::is_valid(u)) {
                 return Err(WebError::BadRequest(format!(
                     "{what} UID {u:?} is not a valid UID (digits and dots, at most 64)"
                 )));

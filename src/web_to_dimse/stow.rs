@@ -14,6 +14,7 @@ mod part;
 mod scu;
 
 use super::{PacsService, WebError};
+use crate::dicom::uid;
 use crate::translate::stow::{stow_response_body, InstanceOutcome, InstanceReport};
 use crate::web::multipart::{related_params, YieldEvery};
 use axum::body::Body;
@@ -52,11 +53,6 @@ async fn store_study_instances(
     body: Body,
 ) -> Result<Response, WebError> {
     store(&svc, Some(&study), &headers, &uri, body).await
-}
-
-/// 1 to 64 digits and dots (PS3.5 9.1).
-fn is_uid(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
 /// The media type without parameters, lower-cased.
@@ -111,7 +107,7 @@ async fn store(
     body: Body,
 ) -> Result<Response, WebError> {
     let boundary = match study {
-        Some(s) if !is_uid(s) => Err(WebError::BadRequest(format!(
+        Some(s) if !uid::is_valid(s) => Err(WebError::BadRequest(format!(
             "{s:?} in the URL is not a Study Instance UID"
         ))),
         _ => boundary_of(headers),

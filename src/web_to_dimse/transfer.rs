@@ -3,23 +3,12 @@
 
 use super::WebError;
 use crate::cache::{CachedInstance, Variant};
+use crate::dicom::syntaxes::{is_native, NATIVE};
 use axum::http::{header, HeaderMap};
 use dicom_dictionary_std::uids;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::path::Path;
-
-/// Uncompressed syntaxes: any of them can be rewritten into any other.
-pub const NATIVE: &[&str] = &[
-    uids::EXPLICIT_VR_LITTLE_ENDIAN,
-    uids::IMPLICIT_VR_LITTLE_ENDIAN,
-    #[allow(deprecated)]
-    uids::EXPLICIT_VR_BIG_ENDIAN,
-];
-
-pub fn is_native(ts: &str) -> bool {
-    NATIVE.contains(&ts)
-}
 
 /// What the client gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,9 @@
 use super::frames::blocking;
 use super::rendered::{self, parse_quality, MAX_SIDE};
 use super::retrieve::{self, Scope};
-use super::transfer::{Want, NATIVE};
+use super::transfer::Want;
 use super::{wado, PacsService, WebError};
+use crate::dicom::syntaxes::NATIVE;
 use crate::pixels::{Format, PixelError, PixelFile, RenderOptions, Window, WindowFunction};
 use crate::web::multipart::PartBody;
 use axum::body::Body;

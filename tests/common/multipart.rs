@@ -1,7 +1,7 @@
 //! Reading multipart/related answers (WADO-RS) in tests.
 
 use super::HttpResponse;
-use pons::web::part10::split_part10_header;
+use pons::dicom::part10::split_part10_header;
 
 /// One part of a multipart/related body.
 pub struct Part {

@@ -2,6 +2,7 @@
 //! that the caller can stop early (C-CANCEL) without holding them all.
 
 use super::{Proposal, ScuAssociation};
+use crate::dicom::uid;
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::status::{self, StatusKind};
 use crate::dimse::DimseError;
@@ -36,7 +37,7 @@ impl ScuAssociation {
             DimseError::Protocol(format!("the peer refused C-FIND for {sop_class}"))
         })?;
         let ts = TransferSyntaxRegistry
-            .get(ts_uid.trim_end_matches('\0'))
+            .get(uid::trim(&ts_uid))
             .ok_or_else(|| DimseError::Protocol(format!("unknown transfer syntax {ts_uid}")))?;
         let mut bytes = Vec::new();
         identifier

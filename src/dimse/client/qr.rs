@@ -3,7 +3,8 @@
 //! [`StoreTarget`]) and C-MOVE (they go to the move destination).
 
 use super::ScuAssociation;
-use crate::dimse::listener::{IncomingStore, StoreTarget};
+use crate::dicom::uid;
+use crate::dimse::handler::{IncomingStore, StoreTarget};
 use crate::dimse::message::{Command, CommandField, SubOperations};
 use crate::dimse::pdv::{self, CommandAssembler, PduReader, RawPdu};
 use crate::dimse::status::{self, StatusKind};
@@ -49,7 +50,7 @@ impl ScuAssociation {
             .accepted_context(model)
             .ok_or_else(|| DimseError::Protocol(format!("the peer refused SOP class {model}")))?;
         let ts = TransferSyntaxRegistry
-            .get(ts.trim_end_matches('\0'))
+            .get(uid::trim(&ts))
             .ok_or_else(|| DimseError::Protocol(format!("unknown transfer syntax {ts}")))?;
         let mut out = Vec::with_capacity(256);
         identifier

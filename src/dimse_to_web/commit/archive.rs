@@ -6,6 +6,7 @@
 
 use super::{ArchiveMode, CommitJob};
 use crate::config::CommitmentMode;
+use crate::dicom::uid;
 use crate::translate::commitment::json::{request_to_json, result_from_json};
 use crate::translate::commitment::{reason, CommitResult};
 use crate::web::client::{CommitmentAnswer, UpstreamClient, UpstreamError};
@@ -193,7 +194,7 @@ impl Archive {
                     let text = |tag| {
                         m.get(tag)
                             .and_then(|e| e.to_str().ok())
-                            .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+                            .map(|s| uid::trim(&s).to_owned())
                     };
                     if let Some(uid) = text(tags::SOP_INSTANCE_UID) {
                         found.insert(uid, text(tags::SOP_CLASS_UID).unwrap_or_default());

@@ -14,10 +14,9 @@ mod worker;
 
 pub use worker::{run_commit_worker, CommitWorkerConfig};
 
-use crate::dimse::listener::{AssociationInfo, Refusal};
+use crate::dimse::handler::{AssociationInfo, Refusal};
 use crate::dimse::message::Command;
 use crate::dimse::request::{AssociationHandle, RequestContext};
-use crate::dimse::session::failure_response;
 use crate::dimse::status::{self, general};
 use crate::jobs::{JobTable, KIND_COMMIT};
 use crate::translate::commitment::{
@@ -148,7 +147,7 @@ impl Commit {
             Ok(_) => Command::n_action_rsp(&rq, status::SUCCESS),
             Err(r) => {
                 info!(status = format_args!("{:04X}", r.status), comment = %r.comment, "N-ACTION refused");
-                failure_response(&rq, r.status, r.comment.clone())
+                Command::failure_response(&rq, r.status, r.comment.clone())
             }
         };
         if ctx.respond(rsp, None).await.is_ok() {

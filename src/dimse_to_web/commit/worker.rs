@@ -220,17 +220,12 @@ impl Worker {
             }
             self.open.remove(uid);
         }
-        let ae = self
-            .cfg
-            .peers
-            .iter()
-            .find(|a| a.title.trim() == p.calling_ae.trim())
-            .ok_or_else(|| {
-                format!(
-                    "{} is not in [[ae]]: no address for a new association",
-                    p.calling_ae
-                )
-            })?;
+        let ae = crate::config::find_ae(&self.cfg.peers, &p.calling_ae).ok_or_else(|| {
+            format!(
+                "{} is not in [[ae]]: no address for a new association",
+                p.calling_ae
+            )
+        })?;
         let scu = ScuConfig {
             calling_ae: self.cfg.our_ae.clone(),
             called_ae: ae.title.clone(),

@@ -12,9 +12,10 @@
 //! Transaction UID is in the URL, not in the body.
 
 use super::{
-    check_transaction_uid, checked_ref, reason, trim, CommitRequest, CommitResult, FailedRef,
+    check_transaction_uid, checked_ref, reason, CommitRequest, CommitResult, FailedRef,
     RequestError, SopRef, FAILED_SOP, REFERENCED_SOP,
 };
+use crate::dicom::uid;
 use serde_json::{json, Map, Value};
 
 const REFERENCED_SOP_SEQUENCE: &str = "00081199";
@@ -41,7 +42,7 @@ pub fn request_from_json(
     body: &Value,
     transaction_uid: &str,
 ) -> Result<CommitRequest, RequestError> {
-    let transaction_uid = trim(transaction_uid).to_owned();
+    let transaction_uid = uid::trim(transaction_uid).to_owned();
     check_transaction_uid(&transaction_uid)?;
     let obj = dataset(body)?;
     let mut instances = flat(obj, REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?
@@ -144,7 +145,7 @@ pub fn result_from_json(body: &Value, transaction_uid: &str) -> Result<CommitRes
         });
     }
     Ok(CommitResult {
-        transaction_uid: trim(transaction_uid).to_owned(),
+        transaction_uid: uid::trim(transaction_uid).to_owned(),
         committed,
         failed,
     })
@@ -180,7 +181,7 @@ fn items<'a>(obj: &'a Object, key: &str, name: &str) -> Result<Vec<&'a Object>, 
 /// The first value of a string attribute, unpadded.
 fn string(obj: &Object, key: &str) -> Option<String> {
     let v = obj.get(key)?.get("Value")?.get(0)?.as_str()?;
-    Some(trim(v).to_owned())
+    Some(uid::trim(v).to_owned())
 }
 
 /// A US value: a number per PS3.18 F.2.3; a decimal string is tolerated.
@@ -266,7 +267,7 @@ fn hierarchy(
                         INSTANCE_SEQ,
                         n,
                     )?;
-                    if !super::is_uid(&study_uid) || !super::is_uid(&series_uid) {
+                    if !uid::is_valid(&study_uid) || !uid::is_valid(&series_uid) {
                         return Err(RequestError::BadUid {
                             sequence: INSTANCE_SEQ,
                             index: n,

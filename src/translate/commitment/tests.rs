@@ -86,7 +86,7 @@ fn bad_requests_say_what_is_wrong() {
             RequestError::BadTransactionUid,
         ),
         (
-            raw(vec![ui(tags::TRANSACTION_UID, "1.02.3"), seq(vec![good()])]),
+            raw(vec![ui(tags::TRANSACTION_UID, "1.2.3a"), seq(vec![good()])]),
             RequestError::BadTransactionUid,
         ),
         (

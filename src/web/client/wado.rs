@@ -4,8 +4,8 @@
 
 use super::DICOM;
 use super::{refusal, UpstreamClient, UpstreamError};
+use crate::dicom::part10::{parse_part10_header, FileMetaInfo, Part10Head};
 use crate::web::multipart::{related_boundary, YieldEvery, POLL_BUDGET};
-use crate::web::part10::{parse_part10_header, FileMetaInfo, Part10Head};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};

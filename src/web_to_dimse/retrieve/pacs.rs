@@ -4,10 +4,11 @@
 
 use super::sink::CacheTarget;
 use super::{text, Scope};
-use crate::cache::{is_uid, Variant};
+use crate::cache::Variant;
 use crate::config::RetrieveMode;
+use crate::dicom::{syntaxes, uid};
 use crate::dimse::client::{Proposal, RetrieveOutcome, ScuAssociation};
-use crate::dimse::listener::StoreTarget;
+use crate::dimse::handler::StoreTarget;
 use crate::dimse::status;
 use crate::web_to_dimse::WebError;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -28,27 +29,6 @@ pub(super) struct Job {
     pub(super) variant: Variant,
     pub(super) cancel: CancellationToken,
 }
-
-/// Syntaxes proposed, one context each, when the instances should come as
-/// stored: the PACS picks the context that matches what it holds.
-#[allow(deprecated)]
-const AS_STORED: &[&str] = &[
-    uids::EXPLICIT_VR_LITTLE_ENDIAN,
-    uids::IMPLICIT_VR_LITTLE_ENDIAN,
-    uids::JPEG_BASELINE8_BIT,
-    uids::JPEG_EXTENDED12_BIT,
-    uids::JPEG_LOSSLESS_SV1,
-    uids::JPEG_LOSSLESS,
-    uids::JPEG2000_LOSSLESS,
-    uids::JPEG2000,
-    uids::JPEGLS_LOSSLESS,
-    uids::JPEGLS_NEAR_LOSSLESS,
-    uids::RLE_LOSSLESS,
-    uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-    uids::EXPLICIT_VR_BIG_ENDIAN,
-    uids::HTJ2K_LOSSLESS,
-    uids::HTJ2K,
-];
 
 /// When the PACS names no SOP classes: the ones most studies hold.
 const COMMON_CLASSES: &[&str] = &[
@@ -240,8 +220,8 @@ fn strings(obj: &InMemDicomObject, tag: Tag) -> BTreeSet<String> {
         .and_then(|e| e.to_multi_str().ok())
         .map(|v| {
             v.iter()
-                .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_owned())
-                .filter(|s| is_uid(s))
+                .map(|s| uid::trim(s).to_owned())
+                .filter(|s| uid::is_valid(s))
                 .collect()
         })
         .unwrap_or_default()
@@ -260,7 +240,7 @@ async fn finish(assoc: ScuAssociation, ok: bool) {
 /// VR LE context per class when the PACS is to convert them.
 fn storage_proposals(classes: &[String], variant: Variant) -> Vec<Proposal> {
     let syntaxes: &[&str] = match variant {
-        Variant::Stored => AS_STORED,
+        Variant::Stored => syntaxes::AS_STORED,
         Variant::ExplicitLe => &[uids::EXPLICIT_VR_LITTLE_ENDIAN],
     };
     let room = MAX_CONTEXTS - 1; // the C-GET context

@@ -4,11 +4,11 @@
 
 use super::{Event, Scope};
 use crate::cache::{InstanceUids, Variant};
-use crate::dimse::listener::{store_uids, Refusal, StoreOutcome, StoreSink, StoreTarget};
+use crate::dicom::part10;
+use crate::dicom::scan::DatasetScanner;
+use crate::dimse::handler::{store_uids, Refusal, StoreOutcome, StoreSink, StoreTarget};
 use crate::dimse::message::Command;
-use crate::dimse::scan::DatasetScanner;
 use crate::dimse::status;
-use crate::web::part10;
 use crate::write_behind::WriteBehind;
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, Ordering};

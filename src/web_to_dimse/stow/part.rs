@@ -3,14 +3,14 @@
 
 use super::scu::Context;
 use super::{body_error, Stow, DICOM};
-use crate::dimse::scan::{DatasetScanner, ScanResult};
+use crate::dicom::part10::{parse_part10_header, FileMetaInfo, Part10Head};
+use crate::dicom::scan::{DatasetScanner, ScanResult};
 use crate::dimse::status::{self, StatusKind};
 use crate::translate::stow::{
     failure_for_dimse_status, warning_for_dimse_status, InstanceOutcome, InstanceReport,
     FAILURE_PROCESSING, FAILURE_SOP_CLASS_NOT_SUPPORTED, FAILURE_STUDY_MISMATCH,
     FAILURE_TRANSFER_SYNTAX_NOT_SUPPORTED, STORE_CANNOT_UNDERSTAND,
 };
-use crate::web::part10::{parse_part10_header, FileMetaInfo, Part10Head};
 use crate::web_to_dimse::WebError;
 use bytes::{Bytes, BytesMut};
 

@@ -112,7 +112,7 @@ pub fn parse_part10_header(b: &[u8]) -> Part10Head {
         if !vr.iter().all(u8::is_ascii_uppercase) {
             return Part10Head::Invalid("file meta group is not explicit VR");
         }
-        let long = crate::dimse::scan::has_long_length(&vr);
+        let long = crate::dicom::scan::has_long_length(&vr);
         let (len, header) = if long {
             if b.len() < pos + 12 {
                 return Part10Head::NeedMore;
