@@ -3,13 +3,13 @@
 
 use crate::cache::Cache;
 use crate::config::{Config, SpoolMode, UpstreamConfig};
+use crate::dicom::status;
 use crate::dimse::client::ScuConfig;
 use crate::dimse::handler::{AssociationInfo, Refusal, ScpHandler, StoreSink};
 use crate::dimse::listener::{self, ListenerConfig};
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::move_inbox::MoveInbox;
 use crate::dimse::request::RequestContext;
-use crate::dimse::status;
 use crate::dimse_to_web::commit::{self, Commit, OpenAssociations};
 use crate::dimse_to_web::{find::Find, retrieve::Retrieve, store::Store, DimseToWeb};
 use crate::jobs::JobTable;

@@ -3,5 +3,6 @@
 //! both directions, the spool, the cache and pixels use them.
 pub mod part10;
 pub mod scan;
+pub mod status;
 pub mod syntaxes;
 pub mod uid;

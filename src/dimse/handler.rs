@@ -3,7 +3,7 @@
 
 use super::message::Command;
 use super::request::RequestContext;
-use super::status;
+use crate::dicom::status;
 use async_trait::async_trait;
 use std::net::SocketAddr;
 

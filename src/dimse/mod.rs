@@ -8,7 +8,6 @@ pub mod pdv;
 pub mod request;
 pub mod session;
 pub mod sop_classes;
-pub mod status;
 
 /// The DIMSE room's one error type.
 #[derive(Debug, thiserror::Error)]

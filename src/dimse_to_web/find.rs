@@ -2,12 +2,12 @@
 //! pending response with exactly the requested keys. Never truncates
 //! silently: past the configured maximum the answer is a failure that says so.
 
-use crate::dimse::message::Command;
-use crate::dimse::request::RequestContext;
-use crate::dimse::status;
-use crate::dimse::status::query_retrieve::{
+use crate::dicom::status;
+use crate::dicom::status::query_retrieve::{
     IDENTIFIER_MISMATCH, OUT_OF_RESOURCES, UNABLE_TO_PROCESS,
 };
+use crate::dimse::message::Command;
+use crate::dimse::request::RequestContext;
 use crate::translate::query::{cfind_to_qido, qido_to_identifier, Level, Model};
 use crate::web::client::UpstreamClient;
 use dicom_dictionary_std::{tags, uids};

@@ -6,10 +6,10 @@ pub mod find;
 pub mod retrieve;
 pub mod store;
 
+use crate::dicom::status;
 use crate::dimse::handler::{refuse_unsupported, AssociationInfo, Refusal, ScpHandler, StoreSink};
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::request::RequestContext;
-use crate::dimse::status;
 use async_trait::async_trait;
 use std::sync::Arc;
 

@@ -4,14 +4,14 @@
 //! destination on one association, or back on the C-GET association.
 
 use crate::config::AeConfig;
+use crate::dicom::status;
+use crate::dicom::status::query_retrieve::{
+    IDENTIFIER_MISMATCH, MOVE_DESTINATION_UNKNOWN, NONE_SUCCEEDED, SOME_FAILED,
+};
 use crate::dicom::syntaxes;
 use crate::dimse::client::{Proposal, ScuAssociation, ScuConfig};
 use crate::dimse::message::{Command, CommandField, SubOperations};
 use crate::dimse::request::{DataSource, RequestContext};
-use crate::dimse::status;
-use crate::dimse::status::query_retrieve::{
-    IDENTIFIER_MISMATCH, MOVE_DESTINATION_UNKNOWN, NONE_SUCCEEDED, SOME_FAILED,
-};
 use crate::dimse_to_web::upstream_comment;
 use crate::translate::query::Level;
 use crate::web::client::{FileMetaInfo, UpstreamClient};

@@ -7,11 +7,11 @@
 use crate::config::SpoolMode;
 use crate::dicom::part10;
 use crate::dicom::scan::DatasetScanner;
+use crate::dicom::status;
 use crate::dimse::handler::{store_uids, AssociationInfo, Refusal, StoreOutcome, StoreSink};
 use crate::dimse::message::Command;
-use crate::dimse::status;
 use crate::spool::{InstanceMeta, Spool};
-use crate::translate::stow::{dimse_status_for_failure, failure_reason_meaning};
+use crate::translate::stow::dimse_status_for_failure;
 use crate::web::client::{InstanceOutcome, StowItem, UpstreamClient};
 use crate::write_behind::WriteBehind;
 use async_trait::async_trait;
@@ -131,18 +131,14 @@ impl SpoolSink {
             Ok(outcomes) => match outcomes.first() {
                 Some(InstanceOutcome::Stored) => success(),
                 Some(InstanceOutcome::StoredWithWarning(w)) => StoreOutcome {
-                    status: if (0xB000..=0xBFFF).contains(w) {
-                        *w
-                    } else {
-                        status::storage::COERCION
-                    },
+                    status: status::as_warning(*w),
                     comment: Some(format!("archive warning {w:04X}H")),
                 },
                 Some(InstanceOutcome::Failed(reason)) => StoreOutcome {
                     status: dimse_status_for_failure(*reason),
                     comment: Some(format!(
                         "archive refused: {reason:04X}H {}",
-                        failure_reason_meaning(*reason)
+                        status::meaning(*reason)
                     )),
                 },
                 Some(InstanceOutcome::NotAcknowledged) | None => Refusal::new(

@@ -2,8 +2,8 @@
 //! upstream with STOW-RS, several per request, several requests at a time.
 
 use super::StowPayload;
+use crate::dicom::status;
 use crate::jobs::{Job, JobId, JobTable, KIND_STOW};
-use crate::translate::stow::failure_reason_meaning;
 use crate::web::client::{InstanceOutcome, StowItem, UpstreamClient, UpstreamError};
 use async_trait::async_trait;
 use std::path::PathBuf;
@@ -293,7 +293,7 @@ impl Forwarder {
                         tracing::info!(
                             job = id,
                             warning = format!("0x{w:04X}"),
-                            meaning = failure_reason_meaning(w),
+                            meaning = status::meaning(w),
                             "stored upstream with a warning"
                         );
                     }
@@ -307,7 +307,7 @@ impl Forwarder {
                 InstanceOutcome::Failed(reason) => {
                     let msg = format!(
                         "upstream Failure Reason 0x{reason:04X} ({})",
-                        failure_reason_meaning(reason)
+                        status::meaning(reason)
                     );
                     if self.fail(id, &msg).await {
                         self.quarantine(&entry.payload.path).await;

@@ -22,14 +22,7 @@ pub const EVENT_ALL_COMMITTED: u16 = 1;
 pub const EVENT_FAILURES_PRESENT: u16 = 2;
 
 /// Failure Reason (0008,1197) values (PS3.3 C.14.1.1).
-pub mod reason {
-    pub const PROCESSING_FAILURE: u16 = 0x0110;
-    pub const NO_SUCH_INSTANCE: u16 = 0x0112;
-    pub const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
-    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
-    pub const DUPLICATE_TRANSACTION: u16 = 0x0131;
-    pub const RESOURCE_LIMITATION: u16 = 0x0213;
-}
+pub use crate::dicom::status::general as reason;
 
 /// One referenced instance. Study and series are known only when the
 /// request came in the DICOMweb study/series hierarchy.
@@ -171,7 +164,7 @@ pub(crate) const FAILED_SOP: &str = "Failed SOP Sequence";
 /// The commitment request of an N-ACTION-RQ (Action Type 1) data set.
 pub fn request_from_dataset(obj: &InMemDicomObject) -> Result<CommitRequest, RequestError> {
     let transaction_uid = transaction_uid(obj)?;
-    let instances = refs(obj, tags::REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?;
+    let instances = without_reasons(flat(obj, tags::REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?);
     if instances.is_empty() {
         return Err(RequestError::NoInstances);
     }
@@ -210,15 +203,7 @@ pub fn result_to_dataset(result: &CommitResult) -> InMemDicomObject {
             result
                 .failed
                 .iter()
-                .map(|f| {
-                    let mut item = ref_item(&f.sop);
-                    item.put(DataElement::new(
-                        tags::FAILURE_REASON,
-                        VR::US,
-                        PrimitiveValue::from(f.reason),
-                    ));
-                    item
-                })
+                .map(|f| with_reason(ref_item(&f.sop), Some(f.reason)))
                 .collect(),
         ));
     }
@@ -229,23 +214,8 @@ pub fn result_to_dataset(result: &CommitResult) -> InMemDicomObject {
 /// a readable Failure Reason counts as a processing failure.
 pub fn result_from_dataset(obj: &InMemDicomObject) -> Result<CommitResult, RequestError> {
     let transaction_uid = transaction_uid(obj)?;
-    let committed = refs(obj, tags::REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?;
-    let mut failed = Vec::new();
-    if let Some(items) = obj.get(tags::FAILED_SOP_SEQUENCE).and_then(|e| e.items()) {
-        for (index, item) in items.iter().enumerate() {
-            let sop = item_ref(item, FAILED_SOP, index)?;
-            let reason = match item.get(tags::FAILURE_REASON) {
-                None => reason::PROCESSING_FAILURE,
-                Some(e) => e
-                    .to_int::<u16>()
-                    .map_err(|_| RequestError::BadFailureReason {
-                        sequence: FAILED_SOP,
-                        index,
-                    })?,
-            };
-            failed.push(FailedRef { sop, reason });
-        }
-    }
+    let committed = without_reasons(flat(obj, tags::REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?);
+    let failed = with_reasons(flat(obj, tags::FAILED_SOP_SEQUENCE, FAILED_SOP)?);
     Ok(CommitResult {
         transaction_uid,
         committed,
@@ -269,30 +239,52 @@ pub(crate) fn check_transaction_uid(uid: &str) -> Result<(), RequestError> {
     }
 }
 
-/// The items of a flat reference sequence; none when it is absent.
-fn refs(
+/// The items of a flat reference sequence with their Failure Reasons, if
+/// any; none when the sequence is absent.
+pub(super) fn flat(
     obj: &InMemDicomObject,
     tag: Tag,
     sequence: &'static str,
-) -> Result<Vec<SopRef>, RequestError> {
-    let Some(items) = obj.get(tag).and_then(|e| e.items()) else {
-        return Ok(Vec::new());
-    };
-    items
+) -> Result<Vec<(SopRef, Option<u16>)>, RequestError> {
+    items(obj, tag)
         .iter()
         .enumerate()
-        .map(|(index, item)| item_ref(item, sequence, index))
+        .map(|(index, item)| {
+            let class = text(item, tags::REFERENCED_SOP_CLASS_UID);
+            let instance = text(item, tags::REFERENCED_SOP_INSTANCE_UID);
+            let sop = checked_ref(class, instance, sequence, index)?;
+            Ok((sop, failure_reason(item, sequence, index)?))
+        })
         .collect()
 }
 
-fn item_ref(
+pub(super) fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
+    obj.get(tag).and_then(|e| e.items()).unwrap_or_default()
+}
+
+pub(super) fn failure_reason(
     item: &InMemDicomObject,
     sequence: &'static str,
     index: usize,
-) -> Result<SopRef, RequestError> {
-    let class = text(item, tags::REFERENCED_SOP_CLASS_UID);
-    let instance = text(item, tags::REFERENCED_SOP_INSTANCE_UID);
-    checked_ref(class, instance, sequence, index)
+) -> Result<Option<u16>, RequestError> {
+    item.get(tags::FAILURE_REASON)
+        .map(|e| e.to_int::<u16>())
+        .transpose()
+        .map_err(|_| RequestError::BadFailureReason { sequence, index })
+}
+
+pub(super) fn without_reasons(refs: Vec<(SopRef, Option<u16>)>) -> Vec<SopRef> {
+    refs.into_iter().map(|(r, _)| r).collect()
+}
+
+/// A failed item without a readable Failure Reason is a processing failure.
+pub(super) fn with_reasons(refs: Vec<(SopRef, Option<u16>)>) -> Vec<FailedRef> {
+    refs.into_iter()
+        .map(|(sop, reason)| FailedRef {
+            sop,
+            reason: reason.unwrap_or(reason::PROCESSING_FAILURE),
+        })
+        .collect()
 }
 
 /// Both UIDs present and valid (shared with the JSON reader).
@@ -315,7 +307,7 @@ pub(crate) fn checked_ref(
 }
 
 /// A UID-like value without its padding (trailing NUL or space).
-fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+pub(super) fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let v = obj.get(tag)?.to_str().ok()?;
     Some(uid::trim(&v).to_owned())
 }
@@ -327,11 +319,22 @@ fn ref_item(r: &SopRef) -> InMemDicomObject {
     ])
 }
 
-fn ui(tag: Tag, uid: &str) -> DataElement<InMemDicomObject> {
+pub(super) fn with_reason(mut item: InMemDicomObject, reason: Option<u16>) -> InMemDicomObject {
+    if let Some(reason) = reason {
+        item.put(DataElement::new(
+            tags::FAILURE_REASON,
+            VR::US,
+            PrimitiveValue::from(reason),
+        ));
+    }
+    item
+}
+
+pub(super) fn ui(tag: Tag, uid: &str) -> DataElement<InMemDicomObject> {
     DataElement::new(tag, VR::UI, PrimitiveValue::from(uid))
 }
 
-fn sequence(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+pub(super) fn sequence(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
     DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
 }
 

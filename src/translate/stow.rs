@@ -1,11 +1,18 @@
-//! STOW-RS response (DICOM JSON) ⇄ per-instance outcome; DIMSE status ⇄
-//! Failure Reason, one table both ways.
+//! STOW-RS response (DICOM JSON) ⇄ per-instance outcome; C-STORE status ⇄
+//! Failure Reason, both ways (what codes mean is in `dicom::status`).
 //!
 //! Pure functions. Direction A: the HTTP client hands us the body bytes and
 //! the SOP Instance UIDs it sent, we say what happened to each. Direction B:
 //! the STOW-RS route hands us what the PACS said of each part, we write the
 //! response body.
 
+use crate::dicom::status::{general, storage};
+use crate::dicom::uid;
+use crate::translate::json::{from_json, to_json, Bulk};
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
 use std::collections::HashMap;
 
 /// The upstream's verdict on one instance of a STOW-RS request.
@@ -20,19 +27,6 @@ pub enum InstanceOutcome {
     NotAcknowledged,
 }
 
-// DICOM JSON keys (PS3.18 F.2: tags as 8 uppercase hex digits).
-const REFERENCED_SOP_SEQUENCE: &str = "00081199";
-const FAILED_SOP_SEQUENCE: &str = "00081198";
-const REFERENCED_SOP_CLASS_UID: &str = "00081150";
-const REFERENCED_SOP_INSTANCE_UID: &str = "00081155";
-const RETRIEVE_URL: &str = "00081190";
-const WARNING_REASON: &str = "00081196";
-const FAILURE_REASON: &str = "00081197";
-
-/// Processing failure: what we assume when a Failed SOP Sequence item has
-/// no (readable) Failure Reason.
-pub const FAILURE_PROCESSING: u16 = 0x0110;
-
 /// Read a STOW-RS response body (PS3.18 10.5.3) and give the outcome of each
 /// UID in `sent_uids`, in that order. An empty body means everything was
 /// stored (a bare 200). Some servers wrap the dataset in a one-element array.
@@ -45,19 +39,12 @@ pub fn parse_stow_response(
     }
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("response is not JSON: {e}"))?;
-    let dataset = match &value {
-        serde_json::Value::Array(items) => items.first().unwrap_or(&serde_json::Value::Null),
-        v => v,
-    };
-    let dataset = dataset
-        .as_object()
-        .ok_or("response is not a DICOM JSON dataset (object)")?;
-
-    let top_warning = dataset.get(WARNING_REASON).and_then(first_u16);
+    let dataset = from_json(value)?;
+    let top_warning = number(&dataset, tags::WARNING_REASON);
     let mut verdicts: HashMap<String, InstanceOutcome> = HashMap::new();
-    for item in sequence_items(dataset.get(REFERENCED_SOP_SEQUENCE))? {
+    for item in items(&dataset, tags::REFERENCED_SOP_SEQUENCE) {
         if let Some(uid) = item_uid(item) {
-            let warning = item.get(WARNING_REASON).and_then(first_u16).or(top_warning);
+            let warning = number(item, tags::WARNING_REASON).or(top_warning);
             let outcome = match warning {
                 Some(w) => InstanceOutcome::StoredWithWarning(w),
                 None => InstanceOutcome::Stored,
@@ -66,12 +53,9 @@ pub fn parse_stow_response(
         }
     }
     // Failures win over references if a server lists a UID in both.
-    for item in sequence_items(dataset.get(FAILED_SOP_SEQUENCE))? {
+    for item in items(&dataset, tags::FAILED_SOP_SEQUENCE) {
         if let Some(uid) = item_uid(item) {
-            let reason = item
-                .get(FAILURE_REASON)
-                .and_then(first_u16)
-                .unwrap_or(FAILURE_PROCESSING);
+            let reason = number(item, tags::FAILURE_REASON).unwrap_or(general::PROCESSING_FAILURE);
             verdicts.insert(uid, InstanceOutcome::Failed(reason));
         }
     }
@@ -79,74 +63,25 @@ pub fn parse_stow_response(
         .iter()
         .map(|uid| {
             verdicts
-                .get(crate::dicom::uid::trim(uid))
+                .get(uid::trim(uid))
                 .cloned()
                 .unwrap_or(InstanceOutcome::NotAcknowledged)
         })
         .collect())
 }
 
-/// The items of an SQ attribute; absent attribute or absent "Value" = none.
-fn sequence_items(
-    attr: Option<&serde_json::Value>,
-) -> Result<Vec<&serde_json::Map<String, serde_json::Value>>, String> {
-    let Some(values) = attr.and_then(|a| a.get("Value")) else {
-        return Ok(Vec::new());
-    };
-    let values = values
-        .as_array()
-        .ok_or("a sequence \"Value\" is not an array")?;
-    Ok(values.iter().filter_map(|v| v.as_object()).collect())
+fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
+    obj.get(tag).and_then(|e| e.items()).unwrap_or_default()
 }
 
-fn item_uid(item: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
-    let v = item
-        .get(REFERENCED_SOP_INSTANCE_UID)?
-        .get("Value")?
-        .get(0)?;
-    Some(crate::dicom::uid::trim(v.as_str()?).to_owned())
+fn item_uid(item: &InMemDicomObject) -> Option<String> {
+    let v = item.get(tags::REFERENCED_SOP_INSTANCE_UID)?.to_str().ok()?;
+    Some(uid::trim(&v).to_owned())
 }
 
-/// A US value: a JSON number per PS3.18 F.2.3, but tolerate a decimal string.
-fn first_u16(attr: &serde_json::Value) -> Option<u16> {
-    match attr.get("Value")?.get(0)? {
-        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
+fn number(obj: &InMemDicomObject, tag: Tag) -> Option<u16> {
+    obj.get(tag)?.to_int::<u16>().ok()
 }
-
-/// Human words for a Failure Reason (0008,1197) or Warning Reason (0008,1196),
-/// for logs and job errors.
-pub fn failure_reason_meaning(reason: u16) -> &'static str {
-    match reason {
-        0x0110 => "processing failure",
-        0x0112 => "no such object instance",
-        0x0119 => "class-instance conflict",
-        0x0122 => "SOP class not supported",
-        0x0124 => "refused: not authorized",
-        0x0131 => "duplicate transaction UID",
-        0x0210 => "duplicate invocation",
-        0x0211 => "unrecognized operation",
-        0x0212 => "mistyped argument",
-        0x0213 => "resource limitation",
-        0xC122 => "transfer syntax not supported",
-        0xA700..=0xA7FF => "refused: out of resources",
-        0xA900..=0xA9FF => "data set does not match SOP class",
-        0xC000..=0xCFFF => "cannot understand",
-        0xB000 => "warning: coercion of data elements",
-        0xB006 => "warning: elements discarded",
-        0xB007 => "warning: data set does not match SOP class",
-        _ => "unknown reason",
-    }
-}
-
-/// C-STORE-RSP "Refused: Out of Resources": modalities retry it later.
-pub const STORE_OUT_OF_RESOURCES: u16 = 0xA700;
-/// C-STORE-RSP "Error: Data Set does not match SOP Class".
-pub const STORE_DATA_SET_MISMATCH: u16 = 0xA900;
-/// C-STORE-RSP "Error: Cannot understand".
-pub const STORE_CANNOT_UNDERSTAND: u16 = 0xC000;
 
 /// Codes that mean the same as a C-STORE-RSP status and as a STOW-RS
 /// Failure Reason (PS3.4 Table B.2-1, PS3.7 C, PS3.18 Table I.2-2): both
@@ -176,10 +111,10 @@ pub fn dimse_status_for_failure(reason: u16) -> u16 {
         // Warnings, should an origin put one here.
         0xB000..=0xB0FF => reason,
         // The archive had trouble, not the instance: let the modality retry.
-        0x0110 | 0x0213 => STORE_OUT_OF_RESOURCES,
+        general::PROCESSING_FAILURE | general::RESOURCE_LIMITATION => storage::OUT_OF_RESOURCES,
         // The archive knows this UID under another class.
-        0x0119 => STORE_DATA_SET_MISMATCH,
-        _ => STORE_CANNOT_UNDERSTAND,
+        general::CLASS_INSTANCE_CONFLICT => storage::DATA_SET_MISMATCH,
+        _ => storage::CANNOT_UNDERSTAND,
     }
 }
 
@@ -189,8 +124,10 @@ pub fn failure_for_dimse_status(status: u16) -> u16 {
     match status {
         s if same_both_ways(s) => s,
         // A duplicate or otherwise unusable instance, as the PACS saw it.
-        0x0111 | 0x0117 | 0x0119 => STORE_DATA_SET_MISMATCH,
-        _ => FAILURE_PROCESSING,
+        general::DUPLICATE_SOP_INSTANCE
+        | general::INVALID_OBJECT_INSTANCE
+        | general::CLASS_INSTANCE_CONFLICT => storage::DATA_SET_MISMATCH,
+        _ => general::PROCESSING_FAILURE,
     }
 }
 
@@ -199,20 +136,6 @@ pub fn failure_for_dimse_status(status: u16) -> u16 {
 /// standard leaves the code to us within A9xx ("does not match"); A901 is
 /// what other origins (Microsoft's DICOM service) send.
 pub const FAILURE_STUDY_MISMATCH: u16 = 0xA901;
-/// Failure Reason "Referenced SOP Class not supported".
-pub const FAILURE_SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
-/// Failure Reason "Referenced Transfer Syntax not supported".
-pub const FAILURE_TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
-
-/// The STOW-RS Warning Reason (0008,1196) for a C-STORE-RSP warning status:
-/// C-STORE's warnings (B000, B006, B007) are the same codes; any other
-/// warning reads as coercion.
-pub fn warning_for_dimse_status(status: u16) -> u16 {
-    match status {
-        0xB000..=0xBFFF => status,
-        _ => 0xB000,
-    }
-}
 
 /// What became of one part of a STOW-RS request we answer (direction B).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,70 +156,58 @@ pub fn stow_response_body(
     study_retrieve_url: Option<&str>,
     reports: &[InstanceReport],
 ) -> serde_json::Value {
-    use serde_json::{json, Map, Value};
-    let attr = |vr: &str, value: Option<Value>| match value {
-        Some(v) => json!({"vr": vr, "Value": [v]}),
-        None => json!({"vr": vr}),
-    };
-    let reference = |r: &InstanceReport| {
-        let mut item = Map::new();
-        for (key, uid) in [
-            (REFERENCED_SOP_CLASS_UID, &r.sop_class_uid),
-            (REFERENCED_SOP_INSTANCE_UID, &r.sop_instance_uid),
-        ] {
-            if let Some(uid) = uid {
-                item.insert(key.into(), attr("UI", Some(json!(uid))));
-            }
-        }
-        item
-    };
     let (mut stored, mut failed) = (Vec::new(), Vec::new());
     for r in reports {
-        let mut item = reference(r);
-        match r.outcome {
-            InstanceOutcome::Stored | InstanceOutcome::StoredWithWarning(_) => {
-                item.insert(
-                    RETRIEVE_URL.into(),
-                    attr("UR", r.retrieve_url.as_ref().map(|u| json!(u))),
-                );
-                if let InstanceOutcome::StoredWithWarning(w) = r.outcome {
-                    item.insert(WARNING_REASON.into(), attr("US", Some(json!(w))));
-                }
-                stored.push(Value::Object(item));
-            }
-            InstanceOutcome::Failed(reason) => {
-                item.insert(FAILURE_REASON.into(), attr("US", Some(json!(reason))));
-                failed.push(Value::Object(item));
-            }
-            // We always know what the PACS said; count silence as a failure.
-            InstanceOutcome::NotAcknowledged => {
-                item.insert(
-                    FAILURE_REASON.into(),
-                    attr("US", Some(json!(FAILURE_PROCESSING))),
-                );
-                failed.push(Value::Object(item));
+        let mut item = InMemDicomObject::new_empty();
+        for (tag, uid) in [
+            (tags::REFERENCED_SOP_CLASS_UID, &r.sop_class_uid),
+            (tags::REFERENCED_SOP_INSTANCE_UID, &r.sop_instance_uid),
+        ] {
+            if let Some(uid) = uid {
+                item.put(DataElement::new(
+                    tag,
+                    VR::UI,
+                    PrimitiveValue::from(uid.as_str()),
+                ));
             }
         }
+        let reason = match r.outcome {
+            InstanceOutcome::Stored | InstanceOutcome::StoredWithWarning(_) => {
+                item.put(retrieve_url(r.retrieve_url.as_deref()));
+                if let InstanceOutcome::StoredWithWarning(w) = r.outcome {
+                    item.put(us(tags::WARNING_REASON, w));
+                }
+                stored.push(item);
+                continue;
+            }
+            InstanceOutcome::Failed(reason) => reason,
+            // We always know what the PACS said; count silence as a failure.
+            InstanceOutcome::NotAcknowledged => general::PROCESSING_FAILURE,
+        };
+        item.put(us(tags::FAILURE_REASON, reason));
+        failed.push(item);
     }
-    let mut body = Map::new();
-    body.insert(
-        RETRIEVE_URL.into(),
-        attr("UR", study_retrieve_url.map(|u| json!(u))),
-    );
+    let mut body = InMemDicomObject::from_element_iter([retrieve_url(study_retrieve_url)]);
     // 1C: present only when not empty.
-    if !failed.is_empty() {
-        body.insert(
-            FAILED_SOP_SEQUENCE.into(),
-            json!({"vr": "SQ", "Value": failed}),
-        );
+    for (tag, items) in [
+        (tags::FAILED_SOP_SEQUENCE, failed),
+        (tags::REFERENCED_SOP_SEQUENCE, stored),
+    ] {
+        if !items.is_empty() {
+            body.put(DataElement::new(tag, VR::SQ, DataSetSequence::from(items)));
+        }
     }
-    if !stored.is_empty() {
-        body.insert(
-            REFERENCED_SOP_SEQUENCE.into(),
-            json!({"vr": "SQ", "Value": stored}),
-        );
-    }
-    Value::Object(body)
+    to_json(&body, &Bulk::Inline)
+}
+
+/// Retrieve URL is type 2: empty when unknown.
+fn retrieve_url(url: Option<&str>) -> DataElement<InMemDicomObject> {
+    let value = url.map_or(PrimitiveValue::Empty, PrimitiveValue::from);
+    DataElement::new(tags::RETRIEVE_URL, VR::UR, value)
+}
+
+fn us(tag: Tag, n: u16) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::US, PrimitiveValue::from(n))
 }
 
 #[cfg(test)]
@@ -354,7 +265,7 @@ mod tests {
                 StoredWithWarning(0xB000),
                 Stored,
                 Failed(0xA900),
-                Failed(FAILURE_PROCESSING)
+                Failed(general::PROCESSING_FAILURE)
             ]
         );
     }
@@ -397,8 +308,8 @@ mod tests {
         ] {
             assert!(parse_stow_response(body, &["1"]).is_err(), "{body:?}");
         }
-        // Odd but harmless shapes are tolerated.
-        let odd = br#"{"00081199":{"Value":[7, {"00081155":{"Value":[null]}}]}}"#;
+        // Odd but harmless shapes are tolerated: no "vr", a null value.
+        let odd = br#"{"00081199":{"Value":[{"00081155":{"Value":[null]}}]}}"#;
         assert_eq!(
             parse_stow_response(odd, &["1"]).unwrap(),
             vec![NotAcknowledged]
@@ -425,12 +336,6 @@ mod tests {
         for (reason, status) in cases {
             assert_eq!(dimse_status_for_failure(reason), status, "{reason:04X}");
         }
-        assert_eq!(failure_reason_meaning(0xA7FE), "refused: out of resources");
-        assert_eq!(
-            failure_reason_meaning(0xC122),
-            "transfer syntax not supported"
-        );
-        assert_eq!(failure_reason_meaning(0x0122), "SOP class not supported");
     }
 
     #[test]

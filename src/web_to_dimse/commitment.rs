@@ -9,11 +9,11 @@ mod worker;
 pub use worker::{run_worker, WorkerConfig};
 
 use super::{PacsService, WebError};
+use crate::dicom::status;
 use crate::dicom::uid;
 use crate::dimse::handler::{AssociationInfo, Refusal};
 use crate::dimse::message::Command;
 use crate::dimse::request::RequestContext;
-use crate::dimse::status;
 use crate::jobs::{now_ms, JobError, JobTable, KIND_PACS_COMMIT, KIND_PACS_COMMIT_RESULT};
 use crate::translate::commitment::json::{request_from_json, result_to_json};
 use crate::translate::commitment::{

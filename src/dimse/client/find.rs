@@ -2,9 +2,9 @@
 //! that the caller can stop early (C-CANCEL) without holding them all.
 
 use super::{Proposal, ScuAssociation};
+use crate::dicom::status::{self, StatusKind};
 use crate::dicom::uid;
 use crate::dimse::message::{Command, CommandField};
-use crate::dimse::status::{self, StatusKind};
 use crate::dimse::DimseError;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};

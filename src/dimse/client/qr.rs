@@ -3,11 +3,11 @@
 //! [`StoreTarget`]) and C-MOVE (they go to the move destination).
 
 use super::ScuAssociation;
+use crate::dicom::status::{self, StatusKind};
 use crate::dicom::uid;
 use crate::dimse::handler::{IncomingStore, StoreTarget};
 use crate::dimse::message::{Command, CommandField, SubOperations};
 use crate::dimse::pdv::{self, CommandAssembler, PduReader, RawPdu};
-use crate::dimse::status::{self, StatusKind};
 use crate::dimse::DimseError;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;

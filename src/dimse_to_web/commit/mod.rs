@@ -14,10 +14,10 @@ mod worker;
 
 pub use worker::{run_commit_worker, CommitWorkerConfig};
 
+use crate::dicom::status::{self, general};
 use crate::dimse::handler::{AssociationInfo, Refusal};
 use crate::dimse::message::Command;
 use crate::dimse::request::{AssociationHandle, RequestContext};
-use crate::dimse::status::{self, general};
 use crate::jobs::{JobTable, KIND_COMMIT};
 use crate::translate::commitment::{
     request_from_dataset, CommitRequest, CommitResult, ACTION_REQUEST_COMMITMENT,

@@ -7,9 +7,9 @@
 use super::archive::{Archive, Asked};
 use super::{CommitJob, OpenAssociations, ReportRoute};
 use crate::config::{AeConfig, CommitmentMode};
+use crate::dicom::status::{self, StatusKind};
 use crate::dimse::client::{ScuAssociation, ScuConfig};
 use crate::dimse::message::Command;
-use crate::dimse::status::{self, StatusKind};
 use crate::jobs::{Job, JobTable, KIND_COMMIT};
 use crate::translate::commitment::{result_to_dataset, CommitResult};
 use crate::web::client::UpstreamClient;

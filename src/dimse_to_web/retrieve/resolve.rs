@@ -7,7 +7,7 @@
 //! retrieval that delivered fewer than counted.
 
 use super::Retrieve;
-use crate::dimse::status::query_retrieve::{IDENTIFIER_MISMATCH, UNABLE_TO_PROCESS};
+use crate::dicom::status::query_retrieve::{IDENTIFIER_MISMATCH, UNABLE_TO_PROCESS};
 use crate::dimse_to_web::upstream_comment;
 use crate::translate::query::Level;
 use dicom_core::Tag;

@@ -1,5 +1,8 @@
 //! Storage commitment in DICOM JSON (PS3.18 ch. 13, Annex J): the body of
-//! `POST /commitment-requests/{transactionUID}` and of its result.
+//! `POST /commitment-requests/{transactionUID}` and of its result. Bodies
+//! are read into a data set by [`crate::translate::json::from_json`] and
+//! written by [`crate::translate::json::to_json`]; this file knows only
+//! their shape.
 //!
 //! Instances come either flat (Referenced SOP Sequence / Failed SOP
 //! Sequence) or in the study/series hierarchy: Referenced Study Sequence
@@ -12,30 +15,19 @@
 //! Transaction UID is in the URL, not in the body.
 
 use super::{
-    check_transaction_uid, checked_ref, reason, CommitRequest, CommitResult, FailedRef,
-    RequestError, SopRef, FAILED_SOP, REFERENCED_SOP,
+    check_transaction_uid, checked_ref, failure_reason, flat, items, request_to_dataset,
+    result_to_dataset, sequence, text, ui, with_reason, with_reasons, without_reasons,
+    CommitRequest, CommitResult, RequestError, SopRef, FAILED_SOP, REFERENCED_SOP,
 };
 use crate::dicom::uid;
-use serde_json::{json, Map, Value};
-
-const REFERENCED_SOP_SEQUENCE: &str = "00081199";
-const FAILED_SOP_SEQUENCE: &str = "00081198";
-const REFERENCED_SOP_CLASS_UID: &str = "00081150";
-const REFERENCED_SOP_INSTANCE_UID: &str = "00081155";
-const FAILURE_REASON: &str = "00081197";
-const REFERENCED_STUDY_SEQUENCE: &str = "00081110";
-const FAILED_STUDY_SEQUENCE: &str = "0008119B";
-const REFERENCED_SERIES_SEQUENCE: &str = "00081115";
-const REFERENCED_INSTANCES_BY_CLASS: &str = "00081112";
-const REFERENCED_INSTANCE_SEQUENCE: &str = "0008114A";
-const STUDY_INSTANCE_UID: &str = "0020000D";
-const SERIES_INSTANCE_UID: &str = "0020000E";
+use crate::translate::json::{from_json, to_json, Bulk};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use serde_json::Value;
 
 const STUDY_SEQ: &str = "Referenced Study Sequence";
 const FAILED_STUDY_SEQ: &str = "Failed Study Sequence";
 const INSTANCE_SEQ: &str = "Referenced Instance Sequence";
-
-type Object = Map<String, Value>;
 
 /// The request in a POST body; `transaction_uid` comes from the URL.
 pub fn request_from_json(
@@ -44,16 +36,13 @@ pub fn request_from_json(
 ) -> Result<CommitRequest, RequestError> {
     let transaction_uid = uid::trim(transaction_uid).to_owned();
     check_transaction_uid(&transaction_uid)?;
-    let obj = dataset(body)?;
-    let mut instances = flat(obj, REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect::<Vec<_>>();
-    instances.extend(
-        hierarchy(obj, REFERENCED_STUDY_SEQUENCE, STUDY_SEQ)?
-            .into_iter()
-            .map(|(r, _)| r),
-    );
+    let obj = read(body)?;
+    let mut instances = without_reasons(flat(&obj, tags::REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?);
+    instances.extend(without_reasons(hierarchy(
+        &obj,
+        tags::REFERENCED_STUDY_SEQUENCE,
+        STUDY_SEQ,
+    )?));
     if instances.is_empty() {
         return Err(RequestError::NoInstances);
     }
@@ -65,12 +54,7 @@ pub fn request_from_json(
 
 /// A POST body for a request: the flat Referenced SOP Sequence.
 pub fn request_to_json(request: &CommitRequest) -> Value {
-    let items: Vec<Value> = request
-        .instances
-        .iter()
-        .map(|r| Value::Object(ref_item(r)))
-        .collect();
-    json!({ REFERENCED_SOP_SEQUENCE: sq(items) })
+    write(request_to_dataset(request))
 }
 
 /// A result body (the answer to POST or GET). `hierarchical` when the
@@ -81,189 +65,89 @@ pub fn result_to_json(result: &CommitResult, hierarchical: bool) -> Value {
     let hierarchical = hierarchical
         && result.committed.iter().all(placed)
         && result.failed.iter().all(|f| placed(&f.sop));
-    let mut body = Map::new();
-    if hierarchical {
-        if !result.committed.is_empty() {
-            let refs: Vec<(&SopRef, Option<u16>)> =
-                result.committed.iter().map(|r| (r, None)).collect();
-            body.insert(REFERENCED_STUDY_SEQUENCE.into(), studies(&refs));
-        }
-        if !result.failed.is_empty() {
-            let refs: Vec<(&SopRef, Option<u16>)> = result
-                .failed
-                .iter()
-                .map(|f| (&f.sop, Some(f.reason)))
-                .collect();
-            body.insert(FAILED_STUDY_SEQUENCE.into(), studies(&refs));
-        }
-    } else {
-        if !result.committed.is_empty() {
-            let items = result
-                .committed
-                .iter()
-                .map(|r| Value::Object(ref_item(r)))
-                .collect();
-            body.insert(REFERENCED_SOP_SEQUENCE.into(), sq(items));
-        }
-        if !result.failed.is_empty() {
-            let items = result
-                .failed
-                .iter()
-                .map(|f| {
-                    let mut item = ref_item(&f.sop);
-                    item.insert(FAILURE_REASON.into(), us(f.reason));
-                    Value::Object(item)
-                })
-                .collect();
-            body.insert(FAILED_SOP_SEQUENCE.into(), sq(items));
-        }
+    if !hierarchical {
+        return write(result_to_dataset(result));
     }
-    Value::Object(body)
+    let mut obj = InMemDicomObject::new_empty();
+    if !result.committed.is_empty() {
+        let refs: Vec<_> = result.committed.iter().map(|r| (r, None)).collect();
+        obj.put(studies(tags::REFERENCED_STUDY_SEQUENCE, &refs));
+    }
+    if !result.failed.is_empty() {
+        let refs: Vec<_> = result
+            .failed
+            .iter()
+            .map(|f| (&f.sop, Some(f.reason)))
+            .collect();
+        obj.put(studies(tags::FAILED_STUDY_SEQUENCE, &refs));
+    }
+    write(obj)
 }
 
 /// The result in a 200 answer; `transaction_uid` is the one we asked about.
 /// A failed item without a readable Failure Reason is a processing failure.
 pub fn result_from_json(body: &Value, transaction_uid: &str) -> Result<CommitResult, RequestError> {
-    let obj = dataset(body)?;
-    let mut committed: Vec<SopRef> = flat(obj, REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect();
-    committed.extend(
-        hierarchy(obj, REFERENCED_STUDY_SEQUENCE, STUDY_SEQ)?
-            .into_iter()
-            .map(|(r, _)| r),
-    );
-    let mut failed = Vec::new();
-    for (sop, reason) in flat(obj, FAILED_SOP_SEQUENCE, FAILED_SOP)?
-        .into_iter()
-        .chain(hierarchy(obj, FAILED_STUDY_SEQUENCE, FAILED_STUDY_SEQ)?)
-    {
-        failed.push(FailedRef {
-            sop,
-            reason: reason.unwrap_or(reason::PROCESSING_FAILURE),
-        });
-    }
+    let obj = read(body)?;
+    let mut committed = without_reasons(flat(&obj, tags::REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?);
+    committed.extend(without_reasons(hierarchy(
+        &obj,
+        tags::REFERENCED_STUDY_SEQUENCE,
+        STUDY_SEQ,
+    )?));
+    let mut failed = flat(&obj, tags::FAILED_SOP_SEQUENCE, FAILED_SOP)?;
+    failed.extend(hierarchy(
+        &obj,
+        tags::FAILED_STUDY_SEQUENCE,
+        FAILED_STUDY_SEQ,
+    )?);
     Ok(CommitResult {
         transaction_uid: uid::trim(transaction_uid).to_owned(),
         committed,
-        failed,
+        failed: with_reasons(failed),
     })
 }
 
-/// The data set of a body; some servers wrap it in a one-element array.
-fn dataset(body: &Value) -> Result<&Object, RequestError> {
-    let v = match body {
-        Value::Array(items) if items.len() == 1 => &items[0],
-        v => v,
-    };
-    v.as_object()
-        .ok_or_else(|| RequestError::Malformed("body is not a DICOM JSON object".into()))
+fn read(body: &Value) -> Result<InMemDicomObject, RequestError> {
+    from_json(body.clone()).map_err(RequestError::Malformed)
 }
 
-/// The items of an SQ attribute; an absent attribute or "Value" is none.
-fn items<'a>(obj: &'a Object, key: &str, name: &str) -> Result<Vec<&'a Object>, RequestError> {
-    let Some(attr) = obj.get(key) else {
-        return Ok(Vec::new());
-    };
-    let Some(value) = attr.get("Value") else {
-        return Ok(Vec::new());
-    };
-    let malformed = || RequestError::Malformed(format!("{name} ({key}) is not a sequence"));
-    value
-        .as_array()
-        .ok_or_else(malformed)?
-        .iter()
-        .map(|v| v.as_object().ok_or_else(malformed))
-        .collect()
-}
-
-/// The first value of a string attribute, unpadded.
-fn string(obj: &Object, key: &str) -> Option<String> {
-    let v = obj.get(key)?.get("Value")?.get(0)?.as_str()?;
-    Some(uid::trim(v).to_owned())
-}
-
-/// A US value: a number per PS3.18 F.2.3; a decimal string is tolerated.
-fn number(obj: &Object, key: &str) -> Option<Result<u16, ()>> {
-    let v = obj.get(key)?.get("Value")?.get(0)?;
-    Some(match v {
-        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or(()),
-        Value::String(s) => s.trim().parse().map_err(|_| ()),
-        _ => Err(()),
-    })
-}
-
-fn failure_reason(
-    item: &Object,
-    sequence: &'static str,
-    index: usize,
-) -> Result<Option<u16>, RequestError> {
-    number(item, FAILURE_REASON)
-        .transpose()
-        .map_err(|_| RequestError::BadFailureReason { sequence, index })
-}
-
-fn flat(
-    obj: &Object,
-    key: &str,
-    name: &'static str,
-) -> Result<Vec<(SopRef, Option<u16>)>, RequestError> {
-    items(obj, key, name)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let r = checked_ref(
-                string(item, REFERENCED_SOP_CLASS_UID),
-                string(item, REFERENCED_SOP_INSTANCE_UID),
-                name,
-                i,
-            )?;
-            Ok((r, failure_reason(item, name, i)?))
-        })
-        .collect()
+/// The Transaction UID is in the URL, never in a body.
+fn write(mut obj: InMemDicomObject) -> Value {
+    obj.remove_element(tags::TRANSACTION_UID);
+    to_json(&obj, &Bulk::Inline)
 }
 
 /// Every instance under a study sequence, with study and series filled in.
 fn hierarchy(
-    obj: &Object,
-    key: &str,
+    obj: &InMemDicomObject,
+    tag: dicom_core::Tag,
     name: &'static str,
 ) -> Result<Vec<(SopRef, Option<u16>)>, RequestError> {
     let mut out = Vec::new();
     let mut n = 0;
-    for (s, study) in items(obj, key, name)?.into_iter().enumerate() {
-        let study_uid = string(study, STUDY_INSTANCE_UID)
+    for (s, study) in items(obj, tag).iter().enumerate() {
+        let study_uid = text(study, tags::STUDY_INSTANCE_UID)
             .filter(|u| !u.is_empty())
             .ok_or_else(|| {
                 RequestError::Malformed(format!("{name} item {s} lacks its Study Instance UID"))
             })?;
-        for (e, series) in items(
-            study,
-            REFERENCED_SERIES_SEQUENCE,
-            "Referenced Series Sequence",
-        )?
-        .into_iter()
-        .enumerate()
+        for (e, series) in items(study, tags::REFERENCED_SERIES_SEQUENCE)
+            .iter()
+            .enumerate()
         {
-            let series_uid = string(series, SERIES_INSTANCE_UID)
+            let series_uid = text(series, tags::SERIES_INSTANCE_UID)
                 .filter(|u| !u.is_empty())
                 .ok_or_else(|| {
                     RequestError::Malformed(format!(
                         "{name} item {s}, series {e} lacks its Series Instance UID"
                     ))
                 })?;
-            let classes = items(
-                series,
-                REFERENCED_INSTANCES_BY_CLASS,
-                "Referenced Instances by SOP Class Sequence",
-            )?;
-            for class in classes {
-                let class_uid = string(class, REFERENCED_SOP_CLASS_UID);
-                for instance in items(class, REFERENCED_INSTANCE_SEQUENCE, INSTANCE_SEQ)? {
+            for class in items(series, tags::REFERENCED_INSTANCES_BY_SOP_CLASS_SEQUENCE) {
+                let class_uid = text(class, tags::REFERENCED_SOP_CLASS_UID);
+                for instance in items(class, tags::REFERENCED_INSTANCE_SEQUENCE) {
                     let mut r = checked_ref(
                         class_uid.clone(),
-                        string(instance, REFERENCED_SOP_INSTANCE_UID),
+                        text(instance, tags::REFERENCED_SOP_INSTANCE_UID),
                         INSTANCE_SEQ,
                         n,
                     )?;
@@ -284,27 +168,11 @@ fn hierarchy(
     Ok(out)
 }
 
-fn sq(items: Vec<Value>) -> Value {
-    json!({"vr": "SQ", "Value": items})
-}
-
-fn ui(uid: &str) -> Value {
-    json!({"vr": "UI", "Value": [uid]})
-}
-
-fn us(n: u16) -> Value {
-    json!({"vr": "US", "Value": [n]})
-}
-
-fn ref_item(r: &SopRef) -> Object {
-    let mut item = Map::new();
-    item.insert(REFERENCED_SOP_CLASS_UID.into(), ui(&r.class_uid));
-    item.insert(REFERENCED_SOP_INSTANCE_UID.into(), ui(&r.instance_uid));
-    item
-}
-
 /// Study > series > SOP class > instance, in order of first appearance.
-fn studies(refs: &[(&SopRef, Option<u16>)]) -> Value {
+fn studies(
+    tag: dicom_core::Tag,
+    refs: &[(&SopRef, Option<u16>)],
+) -> dicom_core::DataElement<InMemDicomObject> {
     type Classes<'a> = Vec<(&'a str, Vec<(&'a str, Option<u16>)>)>;
     type Series<'a> = Vec<(&'a str, Classes<'a>)>;
     fn slot<K: PartialEq, V: Default>(v: &mut Vec<(K, V)>, k: K) -> &mut V {
@@ -324,6 +192,9 @@ fn studies(refs: &[(&SopRef, Option<u16>)]) -> Value {
         slot(slot(slot(&mut tree, study), series), r.class_uid.as_str())
             .push((r.instance_uid.as_str(), *reason));
     }
+    let item = |elements: Vec<dicom_core::DataElement<InMemDicomObject>>| {
+        InMemDicomObject::from_element_iter(elements)
+    };
     let studies = tree
         .into_iter()
         .map(|(study, series)| {
@@ -336,31 +207,27 @@ fn studies(refs: &[(&SopRef, Option<u16>)]) -> Value {
                             let instances = instances
                                 .into_iter()
                                 .map(|(uid, reason)| {
-                                    let mut item = Map::new();
-                                    item.insert(REFERENCED_SOP_INSTANCE_UID.into(), ui(uid));
-                                    if let Some(reason) = reason {
-                                        item.insert(FAILURE_REASON.into(), us(reason));
-                                    }
-                                    Value::Object(item)
+                                    let i = item(vec![ui(tags::REFERENCED_SOP_INSTANCE_UID, uid)]);
+                                    with_reason(i, reason)
                                 })
                                 .collect();
-                            json!({
-                                REFERENCED_SOP_CLASS_UID: ui(class),
-                                REFERENCED_INSTANCE_SEQUENCE: sq(instances),
-                            })
+                            item(vec![
+                                ui(tags::REFERENCED_SOP_CLASS_UID, class),
+                                sequence(tags::REFERENCED_INSTANCE_SEQUENCE, instances),
+                            ])
                         })
                         .collect();
-                    json!({
-                        SERIES_INSTANCE_UID: ui(series),
-                        REFERENCED_INSTANCES_BY_CLASS: sq(classes),
-                    })
+                    item(vec![
+                        ui(tags::SERIES_INSTANCE_UID, series),
+                        sequence(tags::REFERENCED_INSTANCES_BY_SOP_CLASS_SEQUENCE, classes),
+                    ])
                 })
                 .collect();
-            json!({
-                STUDY_INSTANCE_UID: ui(study),
-                REFERENCED_SERIES_SEQUENCE: sq(series),
-            })
+            item(vec![
+                ui(tags::STUDY_INSTANCE_UID, study),
+                sequence(tags::REFERENCED_SERIES_SEQUENCE, series),
+            ])
         })
         .collect();
-    sq(studies)
+    sequence(tag, studies)
 }

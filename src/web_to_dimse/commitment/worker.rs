@@ -6,8 +6,8 @@
 //! deadline.
 
 use super::{key, Commitments, PacsCommitJob};
+use crate::dicom::status;
 use crate::dimse::client::{Proposal, ScuAssociation, ScuConfig};
-use crate::dimse::status;
 use crate::jobs::{now_ms, Job, KIND_PACS_COMMIT};
 use crate::translate::commitment::{
     reason, request_to_dataset, CommitResult, ACTION_REQUEST_COMMITMENT,

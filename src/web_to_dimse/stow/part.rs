@@ -5,11 +5,9 @@ use super::scu::Context;
 use super::{body_error, Stow, DICOM};
 use crate::dicom::part10::{parse_part10_header, FileMetaInfo, Part10Head};
 use crate::dicom::scan::{DatasetScanner, ScanResult};
-use crate::dimse::status::{self, StatusKind};
+use crate::dicom::status::{self, StatusKind};
 use crate::translate::stow::{
-    failure_for_dimse_status, warning_for_dimse_status, InstanceOutcome, InstanceReport,
-    FAILURE_PROCESSING, FAILURE_SOP_CLASS_NOT_SUPPORTED, FAILURE_STUDY_MISMATCH,
-    FAILURE_TRANSFER_SYNTAX_NOT_SUPPORTED, STORE_CANNOT_UNDERSTAND,
+    failure_for_dimse_status, InstanceOutcome, InstanceReport, FAILURE_STUDY_MISMATCH,
 };
 use crate::web_to_dimse::WebError;
 use bytes::{Bytes, BytesMut};
@@ -57,17 +55,17 @@ impl Stow<'_> {
             sop_class_uid: None,
             sop_instance_uid: None,
             retrieve_url: None,
-            outcome: InstanceOutcome::Failed(STORE_CANNOT_UNDERSTAND),
+            outcome: InstanceOutcome::Failed(status::storage::CANNOT_UNDERSTAND),
         };
         if let Some(ct) = field.content_type().map(|m| m.essence_str().to_owned()) {
             if ct != DICOM {
                 let why = format!("the part is {ct}, not {DICOM}");
-                return Ok(self.refuse(unnamed, (STORE_CANNOT_UNDERSTAND, why)));
+                return Ok(self.refuse(unnamed, (status::storage::CANNOT_UNDERSTAND, why)));
             }
         }
         let (meta, pending) = match read_head(field).await? {
             Ok(head) => head,
-            Err(why) => return Ok(self.refuse(unnamed, (STORE_CANNOT_UNDERSTAND, why))),
+            Err(why) => return Ok(self.refuse(unnamed, (status::storage::CANNOT_UNDERSTAND, why))),
         };
         let report = InstanceReport {
             sop_class_uid: Some(meta.sop_class_uid.clone()),
@@ -76,7 +74,10 @@ impl Stow<'_> {
         };
         let Some(mut scanner) = DatasetScanner::new(&meta.transfer_syntax_uid) else {
             let why = format!("unknown transfer syntax {}", meta.transfer_syntax_uid);
-            return Ok(self.refuse(report, (FAILURE_TRANSFER_SYNTAX_NOT_SUPPORTED, why)));
+            return Ok(self.refuse(
+                report,
+                (status::storage::TRANSFER_SYNTAX_NOT_SUPPORTED, why),
+            ));
         };
 
         // Look ahead for the UIDs, so that a refused part is never sent.
@@ -107,7 +108,7 @@ impl Stow<'_> {
             check.verdict(scanner);
         } else if let Some(e) = scanner.error() {
             check.refusal = Some((
-                STORE_CANNOT_UNDERSTAND,
+                status::storage::CANNOT_UNDERSTAND,
                 format!("not a valid data set: {e}"),
             ));
         } else {
@@ -122,25 +123,28 @@ impl Stow<'_> {
 
         if let Some(e) = &self.pacs_error {
             let why = format!("PACS {} is unavailable: {e}", self.svc.name);
-            return Ok(self.refuse(report, (FAILURE_PROCESSING, why)));
+            return Ok(self.refuse(report, (status::general::PROCESSING_FAILURE, why)));
         }
         let (class, ts) = (&meta.sop_class_uid, &meta.transfer_syntax_uid);
         let pc = match self.scu.context(class, ts).await {
             Ok(Context::Ready(pc)) => pc,
             Ok(Context::ClassRefused) => {
                 let why = format!("PACS {} takes no SOP class {class}", self.svc.name);
-                return Ok(self.refuse(report, (FAILURE_SOP_CLASS_NOT_SUPPORTED, why)));
+                return Ok(self.refuse(report, (status::general::SOP_CLASS_NOT_SUPPORTED, why)));
             }
             Ok(Context::SyntaxRefused) => {
                 let why = format!("PACS {} takes no {class} in {ts}", self.svc.name);
-                return Ok(self.refuse(report, (FAILURE_TRANSFER_SYNTAX_NOT_SUPPORTED, why)));
+                return Ok(self.refuse(
+                    report,
+                    (status::storage::TRANSFER_SYNTAX_NOT_SUPPORTED, why),
+                ));
             }
             Err(e) if !self.stored_any() => return Err(WebError::from_dimse(&self.svc.name, e)),
             Err(e) => {
                 tracing::warn!(pacs = %self.svc.name, error = %e, "PACS lost in mid-request");
                 self.pacs_error = Some(e.to_string());
                 let why = format!("PACS {} is unavailable: {e}", self.svc.name);
-                return Ok(self.refuse(report, (FAILURE_PROCESSING, why)));
+                return Ok(self.refuse(report, (status::general::PROCESSING_FAILURE, why)));
             }
         };
 
@@ -163,14 +167,12 @@ impl Stow<'_> {
             Err(e) => {
                 tracing::warn!(pacs = %self.svc.name, error = %e, "C-STORE failed");
                 let why = format!("C-STORE failed: {e}");
-                return Ok(self.refuse(report, (FAILURE_PROCESSING, why)));
+                return Ok(self.refuse(report, (status::general::PROCESSING_FAILURE, why)));
             }
         };
         let outcome = match status::kind(status) {
             StatusKind::Success => InstanceOutcome::Stored,
-            StatusKind::Warning => {
-                InstanceOutcome::StoredWithWarning(warning_for_dimse_status(status))
-            }
+            StatusKind::Warning => InstanceOutcome::StoredWithWarning(status::as_warning(status)),
             _ => {
                 let why = format!("the PACS answered status {status:04X}");
                 return Ok(self.refuse(report, (failure_for_dimse_status(status), why)));
@@ -233,7 +235,7 @@ fn check_uids(
     ] {
         if in_data_set.as_ref().is_some_and(|d| d != in_meta) {
             return Err((
-                STORE_CANNOT_UNDERSTAND,
+                status::storage::CANNOT_UNDERSTAND,
                 format!("the file meta group and the data set name different {what} UIDs"),
             ));
         }
@@ -288,7 +290,7 @@ impl Checked<'_> {
             },
             Err(e) => {
                 self.refusal = Some((
-                    STORE_CANNOT_UNDERSTAND,
+                    status::storage::CANNOT_UNDERSTAND,
                     format!("not a valid data set: {e}"),
                 ))
             }
@@ -343,7 +345,7 @@ impl Checked<'_> {
                 return Some(Ok(Bytes::from_static(&[0])));
             }
             self.refusal = Some((
-                STORE_CANNOT_UNDERSTAND,
+                status::storage::CANNOT_UNDERSTAND,
                 "the data set has an odd length".into(),
             ));
         }

@@ -1,4 +1,5 @@
-//! Data set → DICOM JSON (PS3.18 Annex F), with a BulkDataURI policy.
+//! Data set ⇄ DICOM JSON (PS3.18 Annex F). Writing has a BulkDataURI
+//! policy; reading ([`from_json`]) is dicom-json's, after normalisation.
 //!
 //! dicom-json writes every binary value as InlineBinary (pixel data too) and
 //! has no BulkDataURI, so the model is written here with serde_json.
@@ -17,6 +18,9 @@ use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemElement;
 use dicom_object::InMemDicomObject;
 use serde_json::{json, Map, Number, Value};
+
+mod read;
+pub use read::from_json;
 
 /// How binary values are written.
 pub enum Bulk<'a> {
@@ -219,7 +223,7 @@ pub fn find_bulk<'a>(obj: &'a InMemDicomObject, path: &str) -> Option<&'a InMemE
     }
 }
 
-fn parse_tag(s: &str) -> Option<Tag> {
+pub(super) fn parse_tag(s: &str) -> Option<Tag> {
     if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
