@@ -150,6 +150,24 @@ impl UpstreamClient {
         }
     }
 
+    /// Send a GET and keep only a success: a transport failure or any other
+    /// status is the error that says why.
+    async fn get_ok(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport_error(url, e, timeout))?;
+        if !resp.status().is_success() {
+            return Err(refusal(url, resp).await);
+        }
+        Ok(resp)
+    }
+
     /// One STOW-RS request (POST {url}/studies) carrying every item, streamed
     /// from disk; the outcome per SOP Instance UID, in the order of `items`.
     pub async fn stow(&self, items: &[StowItem]) -> Result<Vec<InstanceOutcome>, UpstreamError> {
@@ -246,17 +264,10 @@ impl UpstreamClient {
     /// Is the upstream answering at all (for /readyz)?
     pub async fn ping(&self) -> Result<(), UpstreamError> {
         let url = format!("{}/studies?limit=1", self.base);
-        let resp = self
+        let req = self
             .request(reqwest::Method::GET, &url)
-            .timeout(PING_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&url, e, PING_TIMEOUT))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(refusal(&url, resp).await)
+            .timeout(PING_TIMEOUT);
+        self.get_ok(req, &url, PING_TIMEOUT).await.map(drop)
     }
 
     fn transport_error(&self, url: &str, e: reqwest::Error, timeout: Duration) -> UpstreamError {

@@ -1,7 +1,7 @@
 //! QIDO-RS: one page of a search. The caller pages (offset/limit) until a
 //! page comes back shorter than asked, so nothing is truncated silently.
 
-use super::{read_limited, refusal, UpstreamClient, UpstreamError};
+use super::{read_limited, UpstreamClient, UpstreamError};
 use super::{DICOM_JSON, MAX_RESPONSE_BODY};
 use dicom_object::InMemDicomObject;
 use reqwest::header::ACCEPT;
@@ -26,16 +26,11 @@ impl UpstreamClient {
     ) -> Result<Vec<InMemDicomObject>, UpstreamError> {
         let url = qido_url(&self.base, path, params, offset, limit);
         let started = Instant::now();
-        let resp = self
+        let req = self
             .request(reqwest::Method::GET, &url)
-            .header(ACCEPT, DICOM_JSON)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&url, e, self.request_timeout))?;
+            .header(ACCEPT, DICOM_JSON);
+        let resp = self.get_ok(req, &url, self.request_timeout).await?;
         let status = resp.status();
-        if !status.is_success() {
-            return Err(refusal(&url, resp).await);
-        }
         if status == StatusCode::NO_CONTENT {
             return Ok(Vec::new());
         }

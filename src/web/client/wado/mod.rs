@@ -3,7 +3,7 @@
 //! the study.
 
 use super::DICOM;
-use super::{refusal, UpstreamClient, UpstreamError};
+use super::{UpstreamClient, UpstreamError};
 use crate::dicom::part10::{parse_part10_header, FileMetaInfo, Part10Head};
 use crate::web::multipart::{related_boundary, YieldEvery, POLL_BUDGET};
 use bytes::{Bytes, BytesMut};
@@ -66,16 +66,11 @@ impl UpstreamClient {
             )));
         }
         let accept = format!("multipart/related; type=\"{DICOM}\"; transfer-syntax={ts}");
-        let resp = self
+        let req = self
             .request_untimed(reqwest::Method::GET, &url)
-            .header(ACCEPT, accept)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&url, e, self.request_timeout))?;
+            .header(ACCEPT, accept);
+        let resp = self.get_ok(req, &url, self.request_timeout).await?;
         let status = resp.status();
-        if !status.is_success() {
-            return Err(refusal(&url, resp).await);
-        }
         tracing::debug!(status = status.as_u16(), "WADO-RS answered");
         if status == StatusCode::NO_CONTENT {
             return Ok(RetrievedParts {
