@@ -9,6 +9,7 @@ use crate::dimse::handler::{AssociationInfo, Refusal, ScpHandler, StoreSink};
 use crate::dimse::listener::{self, ListenerConfig};
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::move_inbox::MoveInbox;
+use crate::dimse::pool::{Pool, PoolConfig};
 use crate::dimse::request::RequestContext;
 use crate::dimse_to_web::commit::{self, Commit, OpenAssociations};
 use crate::dimse_to_web::{find::Find, retrieve::Retrieve, store::Store, DimseToWeb};
@@ -17,6 +18,7 @@ use crate::spool::Spool;
 use crate::web::admin::{AdminState, Probe};
 use crate::web::client::UpstreamClient;
 use crate::web::server::router;
+use crate::web_to_dimse::coalesce::Coalesce;
 use crate::web_to_dimse::commitment::{self, Commitments};
 use crate::web_to_dimse::PacsService;
 use anyhow::Context;
@@ -79,7 +81,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             commitment::WorkerConfig {
                 pacs: pacs_services
                     .iter()
-                    .map(|p| (p.name.clone(), p.scu.clone()))
+                    .map(|p| (p.name.clone(), p.pool.clone()))
                     .collect(),
                 lease: Duration::from_secs(config.jobs.lease_secs),
                 concurrency: 4,
@@ -99,7 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     .map(|a| upstream_probe(a.upstream.clone())),
                 pacs: pacs_services
                     .iter()
-                    .map(|p| (p.name.clone(), echo_probe(p.scu.clone())))
+                    .map(|p| (p.name.clone(), echo_probe(p.scu().clone())))
                     .collect(),
             },
             dicomweb,
@@ -301,18 +303,27 @@ fn direction_b(
             };
             Arc::new(PacsService {
                 name: p.name.clone(),
-                scu: ScuConfig {
-                    calling_ae: config.dimse.ae_title.clone(),
-                    called_ae: p.ae_title.clone(),
-                    address: format!("{}:{}", p.host, p.port),
-                    max_pdu: config.dimse.max_pdu,
-                    timeout: Duration::from_secs(p.timeout_secs),
-                },
+                pool: Pool::new(
+                    ScuConfig {
+                        calling_ae: config.dimse.ae_title.clone(),
+                        called_ae: p.ae_title.clone(),
+                        address: format!("{}:{}", p.host, p.port),
+                        max_pdu: config.dimse.max_pdu,
+                        timeout: Duration::from_secs(p.timeout_secs),
+                    },
+                    PoolConfig {
+                        max_associations: p.max_associations,
+                        idle: Duration::from_secs(p.idle_secs),
+                        queue_timeout: Duration::from_secs(p.queue_timeout_secs),
+                    },
+                ),
                 retrieve: p.retrieve,
                 base_path,
                 cache: cache.clone(),
                 moves: moves.clone(),
                 commitments: commitments.clone(),
+                qido_max_results: config.web.qido_max_results,
+                queries: Coalesce::new(Duration::from_secs(config.web.qido_cache_secs), 256),
             })
         })
         .collect())

@@ -74,6 +74,18 @@ pub struct WebConfig {
     /// How long a commitment result stays readable; then GET answers 410.
     #[serde(default = "default_commitment_retention")]
     pub commitment_retention_secs: u64,
+    /// QIDO-RS answers at most this many matches (a smaller `limit` wins);
+    /// a Warning header says when more exist.
+    #[serde(default = "default_qido_max_results")]
+    pub qido_max_results: usize,
+    /// Seconds a QIDO-RS result is reused for the same query (0: only by
+    /// requests that arrive while it is being fetched).
+    #[serde(default)]
+    pub qido_cache_secs: u64,
+}
+
+fn default_qido_max_results() -> usize {
+    1000
 }
 
 impl Default for WebConfig {
@@ -84,6 +96,8 @@ impl Default for WebConfig {
             cors_origins: Vec::new(),
             commitment_deadline_secs: default_commitment_deadline(),
             commitment_retention_secs: default_commitment_retention(),
+            qido_max_results: default_qido_max_results(),
+            qido_cache_secs: 0,
         }
     }
 }
@@ -118,6 +132,25 @@ pub struct PacsConfig {
     /// Seconds to associate, and the longest silence within one operation.
     #[serde(default = "default_pacs_timeout")]
     pub timeout_secs: u64,
+    /// Associations open to this PACS at once, for every kind of work.
+    #[serde(default = "default_pacs_max_associations")]
+    pub max_associations: usize,
+    /// An association unused this long is released.
+    #[serde(default = "default_pacs_idle")]
+    pub idle_secs: u64,
+    /// Work beyond `max_associations` waits this long, then gets 503.
+    #[serde(default = "default_pacs_queue_timeout")]
+    pub queue_timeout_secs: u64,
+}
+
+fn default_pacs_max_associations() -> usize {
+    8
+}
+fn default_pacs_idle() -> u64 {
+    20
+}
+fn default_pacs_queue_timeout() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +188,10 @@ pub struct UpstreamConfig {
     pub stow_batch: usize,
     #[serde(default = "default_stow_concurrency")]
     pub stow_concurrency: usize,
+    /// HTTP requests in flight to the origin at once, from every client
+    /// (C-FIND, C-MOVE, C-GET, commitment, STOW); more wait their turn.
+    #[serde(default = "default_upstream_max_connections")]
+    pub max_connections: usize,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     /// QIDO-RS page size (limit); C-FIND walks pages until the origin has no more.
@@ -302,6 +339,9 @@ fn default_base_path() -> String {
 fn default_stow_batch() -> usize {
     50
 }
+fn default_upstream_max_connections() -> usize {
+    32
+}
 fn default_stow_concurrency() -> usize {
     4
 }
@@ -405,6 +445,9 @@ impl Config {
                 if u.stow_batch == 0 {
                     p.push("upstream.stow_batch must be at least 1".into());
                 }
+                if u.max_connections == 0 {
+                    p.push("upstream.max_connections must be at least 1".into());
+                }
                 if u.qido_page_size == 0 {
                     p.push("upstream.qido_page_size must be at least 1".into());
                 }
@@ -478,6 +521,9 @@ impl Config {
                     "pacs[{i}].name {:?} must be non-empty letters, digits, '-' or '_' (it is part of URLs)",
                     pacs.name
                 ));
+            }
+            if pacs.max_associations == 0 {
+                p.push(format!("pacs[{i}].max_associations must be at least 1"));
             }
             if !names.insert(pacs.name.as_str()) {
                 p.push(format!("pacs[{i}].name {:?} is listed twice", pacs.name));

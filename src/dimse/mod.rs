@@ -5,6 +5,7 @@ pub mod listener;
 pub mod message;
 pub mod move_inbox;
 pub mod pdv;
+pub mod pool;
 pub mod request;
 pub mod session;
 pub mod sop_classes;
@@ -24,6 +25,10 @@ pub enum DimseError {
     Aborted,
     #[error("reading the data set to send failed: {0}")]
     DataSource(std::io::Error),
+    /// No association to the peer for now: our limit is reached and the
+    /// wait ran out, or the peer refused one as transient (A-ASSOCIATE-RJ).
+    #[error("{peer} is busy: {detail}")]
+    Busy { peer: String, detail: String },
     #[error("cannot associate with {peer}: {message}")]
     Associate { peer: String, message: String },
     #[error("{peer} did not answer within {secs} s")]
@@ -43,6 +48,14 @@ pub enum DimseError {
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 impl DimseError {
+    /// The connection broke (rather than the peer answering something).
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            DimseError::Send(_) | DimseError::Receive(_) | DimseError::Aborted
+        )
+    }
+
     pub(crate) fn send(e: impl Into<Cause>) -> DimseError {
         DimseError::Send(e.into())
     }

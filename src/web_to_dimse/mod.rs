@@ -2,6 +2,7 @@
 //! Each route turns an HTTP request into DIMSE work on the PACS; errors turn
 //! outward in exactly one place, [`WebError`]'s `IntoResponse`.
 
+pub mod coalesce;
 pub mod commitment;
 pub mod frames;
 mod metadata;
@@ -17,18 +18,21 @@ use crate::cache::Cache;
 use crate::config::RetrieveMode;
 use crate::dimse::client::ScuConfig;
 use crate::dimse::move_inbox::MoveInbox;
+use crate::dimse::pool::Pool;
 use crate::dimse::DimseError;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use coalesce::Coalesce;
 use std::sync::Arc;
 
 /// One PACS behind our DICOMweb face, and what its routes need.
 pub struct PacsService {
     /// The `[[pacs]]` name: named in every error message about it.
     pub name: String,
-    /// Calling AE = ours, called AE and address = the PACS.
-    pub scu: ScuConfig,
+    /// Every association to the PACS comes from here (calling AE = ours,
+    /// called AE and address = the PACS).
+    pub pool: Arc<Pool>,
     pub retrieve: RetrieveMode,
     /// Where this PACS's routes live ("/dicom-web" for the default,
     /// "/pacs/x/dicom-web" for the others): RetrieveURL and BulkDataURI
@@ -39,9 +43,17 @@ pub struct PacsService {
     pub moves: Arc<MoveInbox>,
     /// `/commitment-requests`, shared by every PACS.
     pub commitments: Arc<commitment::Commitments>,
+    /// A QIDO-RS answer holds at most this many matches.
+    pub qido_max_results: usize,
+    /// Identical QIDO-RS queries in flight (or kept) share one C-FIND.
+    pub queries: Coalesce<Vec<u8>, qido::Page, WebError>,
 }
 
 impl PacsService {
+    pub fn scu(&self) -> &ScuConfig {
+        self.pool.scu()
+    }
+
     /// This PACS's DICOMweb root as the client reached it, e.g.
     /// `http://pons:8080/dicom-web`: Retrieve URLs start with it. Behind a
     /// proxy, X-Forwarded-Proto and X-Forwarded-Host say what the client
@@ -68,8 +80,13 @@ impl PacsService {
     }
 }
 
+/// Retry-After (seconds) for a busy PACS: work there takes about a second.
+const BUSY_RETRY_AFTER: u64 = 2;
+/// Retry-After for a PACS that cannot be reached at all.
+const UNAVAILABLE_RETRY_AFTER: u64 = 10;
+
 /// Every way a DICOMweb request can fail, each with a message a person can act on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WebError {
     #[error("{0}")]
     BadRequest(String),
@@ -86,6 +103,10 @@ pub enum WebError {
     /// The PACS cannot be reached or refused the association.
     #[error("PACS {pacs} is unavailable: {detail}")]
     PacsUnavailable { pacs: String, detail: String },
+    /// Every association we may open to the PACS is busy, or the PACS
+    /// refused one for now: try again shortly.
+    #[error("PACS {pacs} is busy, try again shortly: {detail}")]
+    PacsBusy { pacs: String, detail: String },
     /// The PACS answered, but with a failure or something unreadable.
     #[error("PACS {pacs} failed: {detail}")]
     PacsFailed { pacs: String, detail: String },
@@ -101,6 +122,7 @@ impl WebError {
         let pacs = pacs.to_owned();
         match e {
             DimseError::Timeout { secs, .. } => WebError::PacsTimeout { pacs, secs },
+            DimseError::Busy { detail, .. } => WebError::PacsBusy { pacs, detail },
             DimseError::Associate { .. } | DimseError::Aborted => WebError::PacsUnavailable {
                 pacs,
                 detail: e.to_string(),
@@ -122,7 +144,9 @@ impl IntoResponse for WebError {
             WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::Gone(_) => StatusCode::GONE,
-            WebError::PacsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::PacsUnavailable { .. } | WebError::PacsBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             WebError::PacsFailed { .. } => StatusCode::BAD_GATEWAY,
             WebError::PacsTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,12 +155,24 @@ impl IntoResponse for WebError {
             tracing::warn!(status = status.as_u16(), error = %self, "request failed");
         }
         let body = format!("{self}\n");
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             body,
         )
-            .into_response()
+            .into_response();
+        let retry_after = match &self {
+            WebError::PacsBusy { .. } => Some(BUSY_RETRY_AFTER),
+            WebError::PacsUnavailable { .. } => Some(UNAVAILABLE_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                secs.to_string().parse().expect("digits"),
+            );
+        }
+        response
     }
 }
 

@@ -1,15 +1,18 @@
-//! QIDO-RS → C-FIND on the PACS. Matches stream into the JSON array as the
-//! PACS sends them; `offset` matches are skipped and the search is cancelled
-//! (C-CANCEL) once `limit` are in, since C-FIND has no paging.
+//! QIDO-RS → C-FIND on the PACS. C-FIND has no paging: `offset` matches are
+//! skipped, `limit` (at most `web.qido_max_results`) kept, and the search is
+//! cancelled (C-CANCEL) at the one after, which tells that more exist: the
+//! answer then says so in a Warning header. Identical concurrent queries
+//! share one C-FIND.
 
 use super::{PacsService, WebError};
 use crate::dimse::client::find::study_root_find_proposal;
 use crate::dimse::client::ScuAssociation;
+use crate::dimse::pool::Shape;
 use crate::dimse::DimseError;
 use crate::translate::json::{to_json, Bulk};
 use crate::translate::qido_params::{qido_to_cfind, FindRequest};
 use crate::translate::query::Level;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
@@ -17,10 +20,10 @@ use axum::routing::get;
 use axum::Router;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
+use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
-use futures::StreamExt;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 const DICOM_JSON: &str = "application/dicom+json";
 
@@ -120,34 +123,49 @@ async fn search(
     }
     let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map_err(|e| WebError::BadRequest(format!("query string: {e}")))?;
-    let request = qido_to_cfind(level, study.as_deref(), series.as_deref(), &params)
+    let mut request = qido_to_cfind(level, study.as_deref(), series.as_deref(), &params)
         .map_err(|e| WebError::BadRequest(e.to_string()))?;
-    let fuzzy = request.fuzzy;
+    let limit = request
+        .limit
+        .unwrap_or(svc.qido_max_results)
+        .min(svc.qido_max_results);
+    request.limit = Some(limit);
+    let key = query_key(&request)?;
+    let fetch = {
+        let svc = svc.clone();
+        let request = request.clone();
+        async move { find_page(&svc, &request, limit).await }
+    };
+    let page = svc.queries.get(key, fetch).await?;
     let base = svc.public_root(headers, uri);
-    // The search runs in its own task and hands over JSON pieces; the status
-    // is decided by the first piece, so a PACS that is down or refuses the
-    // query still gets a proper HTTP error.
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, WebError>>(16);
-    tokio::spawn(async move {
-        if let Err(e) = run(&svc, &request, &base, &tx).await {
-            tracing::warn!(pacs = %svc.name, error = %e, "C-FIND failed");
-            let _ = tx.send(Err(e)).await;
+    let mut body = Vec::with_capacity(page.matches.len() * 512 + 2);
+    body.push(b'[');
+    for (i, found) in page.matches.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
         }
-    });
-    let first = rx.recv().await.unwrap_or_else(|| {
-        Err(WebError::Internal(
-            "the search ended without an answer".into(),
-        ))
-    })?;
-    // poll_fn, unlike unfold, may be polled again after its end (hyper does).
-    let rest = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let body = futures::stream::once(async move { Ok(first) }).chain(rest);
-    let mut response = Body::from_stream(body).into_response();
+        let json = to_json(
+            &with_retrieve_url(found.clone(), request.level, &base),
+            &Bulk::Inline,
+        );
+        serde_json::to_writer(&mut body, &json).expect("a JSON value always serializes");
+    }
+    body.push(b']');
+    let mut response = Body::from(body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(DICOM_JSON));
-    if fuzzy {
+    if page.more {
+        // PS3.18 §8.3.4.2: the answer is a page; more can be asked for.
+        h.append(
+            header::WARNING,
+            HeaderValue::from_static(
+                "299 pons: \"There are additional results that can be requested\"",
+            ),
+        );
+    }
+    if request.fuzzy {
         // PS3.18 §8.3.4.5: say that only literal matching was done.
-        h.insert(
+        h.append(
             header::WARNING,
             HeaderValue::from_static(
                 "299 pons: \"The fuzzymatching parameter is not supported. Only literal matching has been performed.\"",
@@ -157,72 +175,100 @@ async fn search(
     Ok(response)
 }
 
-/// One C-FIND on its own association, each match sent down `tx` as it comes.
-async fn run(
+/// One page of matches, and whether the PACS had more.
+pub struct Page {
+    matches: Vec<InMemDicomObject>,
+    more: bool,
+}
+
+/// Identical queries (same identifier, level and page) share one C-FIND.
+fn query_key(request: &FindRequest) -> Result<Vec<u8>, WebError> {
+    let mut key = format!(
+        "{:?}/{}/{:?}/",
+        request.level, request.offset, request.limit
+    )
+    .into_bytes();
+    request
+        .identifier
+        .write_dataset_with_ts(
+            &mut key,
+            TransferSyntaxRegistry
+                .get(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                .expect("a built-in transfer syntax"),
+        )
+        .map_err(|e| WebError::Internal(format!("cannot encode the query: {e}")))?;
+    Ok(key)
+}
+
+/// The page on an association from the pool. One that sat idle may have
+/// been closed by the PACS meanwhile: if it fails before any answer, the
+/// query goes once more on a new one.
+async fn find_page(
     svc: &PacsService,
     request: &FindRequest,
-    base: &str,
-    tx: &mpsc::Sender<Result<Bytes, WebError>>,
-) -> Result<(), WebError> {
+    limit: usize,
+) -> Result<Page, WebError> {
     let pacs = |e: DimseError| WebError::from_dimse(&svc.name, e);
-    let mut assoc = ScuAssociation::connect(&svc.scu, &[study_root_find_proposal()])
-        .await
-        .map_err(pacs)?;
-    match stream_matches(&mut assoc, request, base, tx).await {
-        Ok(sent) => {
-            tracing::info!(pacs = %svc.name, level = request.level.code(), matches = sent, "QIDO-RS");
-            let _ = assoc.release().await;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = assoc.abort().await;
-            Err(pacs(e))
+    let shape = Shape::new(vec![study_root_find_proposal()]);
+    let mut retried = false;
+    loop {
+        let mut assoc = svc.pool.get(shape.clone()).await.map_err(pacs)?;
+        let mut answered = false;
+        match collect(&mut assoc, request, limit, &mut answered).await {
+            Ok(page) => {
+                assoc.done();
+                tracing::info!(
+                    pacs = %svc.name,
+                    level = request.level.code(),
+                    matches = page.matches.len(),
+                    more = page.more,
+                    "QIDO-RS"
+                );
+                return Ok(page);
+            }
+            Err(e) => {
+                let stale = assoc.reused && !answered && !retried && e.is_transport();
+                assoc.abort().await;
+                if stale {
+                    retried = true;
+                    continue;
+                }
+                tracing::warn!(pacs = %svc.name, error = %e, "C-FIND failed");
+                return Err(pacs(e));
+            }
         }
     }
 }
 
-/// Returns how many matches went out.
-async fn stream_matches(
+/// Skip `offset` matches, keep `limit`, and read one more to know whether
+/// there are more: then C-CANCEL, never the PACS's whole match list.
+async fn collect(
     assoc: &mut ScuAssociation,
     request: &FindRequest,
-    base: &str,
-    tx: &mpsc::Sender<Result<Bytes, WebError>>,
-) -> Result<usize, DimseError> {
+    limit: usize,
+    answered: &mut bool,
+) -> Result<Page, DimseError> {
     let class = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND;
     let mut find = assoc.find_stream(class, &request.identifier).await?;
-    let (mut skipped, mut sent) = (0, 0);
-    loop {
-        if request.limit == Some(sent) {
-            find.cancel().await?;
-            break;
-        }
-        let Some(found) = find.next().await? else {
-            break;
-        };
+    let (mut skipped, mut matches) = (0, Vec::new());
+    while let Some(found) = find.next().await? {
+        *answered = true;
         if skipped < request.offset {
             skipped += 1;
-            continue;
-        }
-        let mut piece = if sent == 0 {
-            b"[".to_vec()
+        } else if matches.len() < limit {
+            matches.push(found);
         } else {
-            b",".to_vec()
-        };
-        let json = to_json(
-            &with_retrieve_url(found, request.level, base),
-            &Bulk::Inline,
-        );
-        serde_json::to_writer(&mut piece, &json).expect("a JSON value always serializes");
-        if tx.send(Ok(piece.into())).await.is_err() {
-            // The client went away: stop the PACS too.
             find.cancel().await?;
-            return Ok(sent);
+            return Ok(Page {
+                matches,
+                more: true,
+            });
         }
-        sent += 1;
     }
-    let end: &[u8] = if sent == 0 { b"[]" } else { b"]" };
-    let _ = tx.send(Ok(Bytes::from_static(end))).await;
-    Ok(sent)
+    Ok(Page {
+        matches,
+        more: false,
+    })
 }
 
 /// Drop what only C-FIND needs and add RetrieveURL (0008,1190).

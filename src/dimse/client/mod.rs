@@ -11,7 +11,7 @@ use super::pdv::{self, CommandAssembler};
 use super::DimseError;
 use crate::dicom::uid;
 use dicom_ul::association::client::AsyncClientAssociation;
-use dicom_ul::pdu::{PDataValueType, Pdu, PresentationContextResultReason};
+use dicom_ul::pdu::{AssociationRJResult, PDataValueType, Pdu, PresentationContextResultReason};
 use dicom_ul::ClientAssociationOptions;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -105,6 +105,17 @@ impl ScuAssociation {
                 secs: config.timeout.as_secs(),
             })?
             .map_err(|e| {
+                let peer = format!("{}@{}", config.called_ae, config.address);
+                if let dicom_ul::association::Error::Rejected { association_rj, .. } = &e {
+                    if association_rj.result == AssociationRJResult::Transient {
+                        return DimseError::Busy {
+                            peer,
+                            detail:
+                                "it refused the association for now (A-ASSOCIATE-RJ, transient)"
+                                    .into(),
+                        };
+                    }
+                }
                 // dicom-ul's own read timeout can fire before ours: still a timeout.
                 if is_timeout(&e) {
                     DimseError::Timeout {
@@ -113,7 +124,7 @@ impl ScuAssociation {
                     }
                 } else {
                     DimseError::Associate {
-                        peer: format!("{}@{}", config.called_ae, config.address),
+                        peer,
                         message: e.to_string(),
                     }
                 }
@@ -217,6 +228,16 @@ impl ScuAssociation {
     /// A-ABORT.
     pub async fn abort(self) -> Result<(), DimseError> {
         self.assoc.abort().await.map_err(DimseError::send)
+    }
+
+    /// Has the peer closed the connection, or sent something unasked (an
+    /// A-RELEASE-RQ, an A-ABORT), while the association sat idle?
+    pub fn peer_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+        let stream = self.assoc.inner_stream();
+        !stream.poll_peek(&mut cx, &mut buf).is_pending()
     }
 
     /// A-ABORT, keeping the (now dead: every send fails) association: for

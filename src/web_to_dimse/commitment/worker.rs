@@ -7,7 +7,8 @@
 
 use super::{key, Commitments, PacsCommitJob};
 use crate::dicom::status;
-use crate::dimse::client::{Proposal, ScuAssociation, ScuConfig};
+use crate::dimse::client::{Proposal, ScuAssociation};
+use crate::dimse::pool::{Pool, Shape};
 use crate::jobs::{now_ms, Job, KIND_PACS_COMMIT};
 use crate::translate::commitment::{
     reason, request_to_dataset, CommitResult, ACTION_REQUEST_COMMITMENT,
@@ -31,7 +32,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 pub struct WorkerConfig {
     /// `[[pacs]]` name → how to reach it.
-    pub pacs: HashMap<String, ScuConfig>,
+    pub pacs: HashMap<String, Arc<Pool>>,
     pub lease: Duration,
     pub concurrency: usize,
 }
@@ -115,7 +116,7 @@ impl Worker {
         if self.c.settled(&k).await.map_err(table)?.is_some() {
             return Ok(Next::Done);
         }
-        let Some(scu) = self.cfg.pacs.get(&p.pacs) else {
+        let Some(pool) = self.cfg.pacs.get(&p.pacs) else {
             return self
                 .settle_failed(&k, &p, "the PACS is no longer in [[pacs]]")
                 .await;
@@ -127,7 +128,8 @@ impl Worker {
         if p.requested {
             return Ok(self.waiting(&p));
         }
-        let mut assoc = match ScuAssociation::connect(scu, &[Proposal::uncompressed(SCPM)]).await {
+        let shape = Shape::new(vec![Proposal::uncompressed(SCPM)]);
+        let mut assoc = match pool.get(shape).await {
             Ok(a) => a,
             Err(e) => return Ok(self.backoff(job.attempts, format!("PACS {}: {e}", p.pacs))),
         };
@@ -143,14 +145,14 @@ impl Worker {
         let status = match rsp {
             Ok(rsp) => rsp.status.unwrap_or(status::general::PROCESSING_FAILURE),
             Err(e) => {
-                let _ = assoc.abort().await;
+                assoc.abort().await;
                 return Ok(self.backoff(job.attempts, format!("PACS {}: {e}", p.pacs)));
             }
         };
         if status::kind(status) != status::StatusKind::Success
             && status::kind(status) != status::StatusKind::Warning
         {
-            let _ = assoc.release().await;
+            assoc.release().await;
             let why = format!("the PACS refused the N-ACTION with status {status:04X}");
             return self.settle_failed(&k, &p, &why).await;
         }
@@ -163,7 +165,7 @@ impl Worker {
             .map_err(table)?;
         info!(pacs = %p.pacs, "N-ACTION accepted; awaiting the N-EVENT-REPORT");
         self.report_on(&mut assoc, &k, &p).await?;
-        let _ = assoc.release().await;
+        assoc.release().await;
         if self.c.settled(&k).await.map_err(table)?.is_some() {
             return Ok(Next::Done);
         }

@@ -292,7 +292,7 @@ pub fn retrieve(svc: &PacsService, scope: Scope, variant: Variant) -> Retrieval 
     let cancel = CancellationToken::new();
     let target = Arc::new(CacheTarget(Arc::new(TargetState {
         cache: svc.cache.clone(),
-        pacs_ae: svc.scu.called_ae.clone(),
+        pacs_ae: svc.scu().called_ae.clone(),
         scope: scope.clone(),
         variant,
         tx: tx.clone(),
@@ -303,9 +303,9 @@ pub fn retrieve(svc: &PacsService, scope: Scope, variant: Variant) -> Retrieval 
     })));
     let job = Job {
         name: svc.name.clone(),
-        scu: svc.scu.clone(),
+        pool: svc.pool.clone(),
         mode: svc.retrieve,
-        our_ae: svc.scu.calling_ae.clone(),
+        our_ae: svc.scu().calling_ae.clone(),
         moves: svc.moves.clone(),
         scope,
         variant,

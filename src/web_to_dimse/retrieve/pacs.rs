@@ -10,6 +10,7 @@ use crate::dicom::status;
 use crate::dicom::{syntaxes, uid};
 use crate::dimse::client::{Proposal, RetrieveOutcome, ScuAssociation};
 use crate::dimse::handler::StoreTarget;
+use crate::dimse::pool::{Pool, Shape};
 use crate::web_to_dimse::WebError;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -21,7 +22,7 @@ use tracing::info;
 
 pub(super) struct Job {
     pub(super) name: String,
-    pub(super) scu: crate::dimse::client::ScuConfig,
+    pub(super) pool: Arc<Pool>,
     pub(super) mode: RetrieveMode,
     pub(super) our_ae: String,
     pub(super) moves: Arc<crate::dimse::move_inbox::MoveInbox>,
@@ -102,26 +103,26 @@ impl Job {
         let model = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET;
         let mut proposals = vec![Proposal::uncompressed(model)];
         proposals.extend(storage_proposals(&classes, self.variant));
-        let mut assoc = ScuAssociation::connect_with_roles(&self.scu, &proposals, &classes)
-            .await
-            .map_err(|e| self.err(e))?;
+        let shape = Shape {
+            proposals,
+            scp_classes: classes,
+        };
+        let mut assoc = self.pool.get(shape).await.map_err(|e| self.err(e))?;
         let result = assoc
             .get(model, &self.scope.identifier(), target, &self.cancel)
             .await;
-        finish(assoc, result.is_ok()).await;
+        assoc.finish(result.is_ok()).await;
         result.map_err(|e| self.err(e))
     }
 
     async fn c_move(&self, target: Arc<CacheTarget>) -> Result<RetrieveOutcome, WebError> {
         let ticket = self
             .moves
-            .register(&self.scu.called_ae, target)
+            .register(&self.pool.scu().called_ae, target)
             .ok_or_else(|| WebError::Internal("too many C-MOVEs waiting".into()))?;
         let model = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE;
-        let proposals = [Proposal::uncompressed(model)];
-        let mut assoc = ScuAssociation::connect(&self.scu, &proposals)
-            .await
-            .map_err(|e| self.err(e))?;
+        let shape = Shape::new(vec![Proposal::uncompressed(model)]);
+        let mut assoc = self.pool.get(shape).await.map_err(|e| self.err(e))?;
         let result = assoc
             .move_to(
                 model,
@@ -131,7 +132,7 @@ impl Job {
                 &self.cancel,
             )
             .await;
-        finish(assoc, result.is_ok()).await;
+        assoc.finish(result.is_ok()).await;
         let outcome = result.map_err(|e| self.err(e))?;
         if outcome.status == status::query_retrieve::MOVE_DESTINATION_UNKNOWN {
             return Err(WebError::PacsFailed {
@@ -149,12 +150,10 @@ impl Job {
     /// the scope matches nothing.
     async fn discover_classes(&self) -> Result<Option<Vec<String>>, WebError> {
         let model = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND;
-        let proposals = [Proposal::uncompressed(model)];
-        let mut assoc = ScuAssociation::connect(&self.scu, &proposals)
-            .await
-            .map_err(|e| self.err(e))?;
+        let shape = Shape::new(vec![Proposal::uncompressed(model)]);
+        let mut assoc = self.pool.get(shape).await.map_err(|e| self.err(e))?;
         let result = self.find_classes(&mut assoc, model).await;
-        finish(assoc, result.is_ok()).await;
+        assoc.finish(result.is_ok()).await;
         let classes = result.map_err(|e| self.err(e))?;
         Ok(classes.map(|c| {
             if c.is_empty() {
@@ -225,15 +224,6 @@ fn strings(obj: &InMemDicomObject, tag: Tag) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Release after a clean end; abort after a failure.
-async fn finish(assoc: ScuAssociation, ok: bool) {
-    let _ = if ok {
-        assoc.release().await
-    } else {
-        assoc.abort().await
-    };
 }
 
 /// One context per (class, syntax) for instances as stored, one Explicit

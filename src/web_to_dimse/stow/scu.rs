@@ -2,8 +2,9 @@
 //! part, and reopened with one more presentation context when a part needs a
 //! SOP class / transfer syntax pair that the open association lacks.
 
-use crate::dimse::client::{verification_proposal, Proposal, ScuAssociation};
+use crate::dimse::client::{verification_proposal, Proposal};
 use crate::dimse::message::{Command, CommandField};
+use crate::dimse::pool::{Pooled, Shape};
 use crate::dimse::DimseError;
 use crate::web_to_dimse::PacsService;
 use tokio::io::AsyncRead;
@@ -25,7 +26,7 @@ pub(super) enum Context {
 
 pub(super) struct StoreScu<'a> {
     svc: &'a PacsService,
-    assoc: Option<ScuAssociation>,
+    assoc: Option<Pooled>,
     /// Pairs proposed on the open association, accepted or not: asking
     /// again for a refused one would only be refused again.
     proposed: Vec<(String, String)>,
@@ -92,7 +93,7 @@ impl<'a> StoreScu<'a> {
         for class in classes {
             proposals.push(Proposal::uncompressed(class));
         }
-        let assoc = ScuAssociation::connect(&self.svc.scu, &proposals).await?;
+        let assoc = self.svc.pool.get(Shape::new(proposals.clone())).await?;
         tracing::debug!(
             pacs = %self.svc.name,
             proposed = proposals.len(),
@@ -148,12 +149,10 @@ impl<'a> StoreScu<'a> {
         self.proposed.clear();
     }
 
-    /// Release the association, if one is open.
+    /// Hand the association back to the pool, if one is open.
     pub async fn release(&mut self) {
         if let Some(assoc) = self.assoc.take() {
-            if let Err(e) = assoc.release().await {
-                tracing::debug!(pacs = %self.svc.name, error = %e, "release failed");
-            }
+            assoc.done();
         }
         self.proposed.clear();
     }
