@@ -5,7 +5,6 @@
 //! Frames are read and decoded one at a time, off the async threads.
 
 use super::retrieve;
-use super::transfer::split_outside_quotes;
 use super::{PacsService, WebError};
 use crate::pixels::{PixelError, PixelFile};
 use crate::web::multipart::{self, Part, PartBody};
@@ -60,6 +59,21 @@ pub(super) fn parse_frame_list(list: &str) -> Result<Vec<u32>, WebError> {
             ))),
         })
         .collect()
+}
+
+fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            out.push(&s[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&s[start..]);
+    out.into_iter().filter(|p| !p.trim().is_empty()).collect()
 }
 
 /// One media range of an Accept header.

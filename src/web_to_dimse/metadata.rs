@@ -2,6 +2,7 @@
 //! application/dicom+json, bulk elements (pixel data, long binary values)
 //! as BulkDataURI, and the bulk data behind those URIs.
 
+use super::accept::{require_json, DICOM_JSON};
 use super::retrieve::{self, Scope};
 use super::wado::{if_none_match, not_modified};
 use super::{PacsService, WebError};
@@ -28,7 +29,6 @@ use std::sync::Arc;
 
 /// Binary values longer than this go by BulkDataURI (pixel data always).
 const BULK_THRESHOLD: usize = 1024;
-const DICOM_JSON: &str = "application/dicom+json";
 const OCTET_STREAM: &str = "application/octet-stream";
 
 pub fn routes() -> Router<Arc<PacsService>> {
@@ -78,30 +78,6 @@ async fn instance(
     .await
 }
 
-/// JSON is what we answer; an Accept that excludes it gets 406.
-fn accepts_json(headers: &HeaderMap) -> Result<(), WebError> {
-    let values: Vec<&str> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let ok = values.is_empty()
-        || values.iter().flat_map(|v| v.split(',')).any(|r| {
-            let media = r.split(';').next().unwrap_or("").trim();
-            matches!(
-                media.to_ascii_lowercase().as_str(),
-                DICOM_JSON | "application/json" | "application/*" | "*/*"
-            )
-        });
-    match ok {
-        true => Ok(()),
-        false => Err(WebError::NotAcceptable(format!(
-            "metadata is answered as {DICOM_JSON}, which Accept: {} excludes",
-            values.join(", ")
-        ))),
-    }
-}
-
 async fn metadata(
     svc: &PacsService,
     scope: Scope,
@@ -109,7 +85,7 @@ async fn metadata(
     uri: &Uri,
 ) -> Result<Response, WebError> {
     scope.check()?;
-    accepts_json(headers)?;
+    require_json(headers, "metadata")?;
     // Metadata cares for no syntax: any cached copy serves, and a retrieval
     // fetches what frames and rendered views will want next (as stored).
     let mut found = retrieve::instances(svc, &scope, |_| true, Variant::Stored).await?;
