@@ -2,7 +2,7 @@
 //! application/dicom+json, bulk elements (pixel data, long binary values)
 //! as BulkDataURI, and the bulk data behind those URIs.
 
-use super::accept::{require_json, DICOM_JSON};
+use super::accept::{require_json, Accept, DICOM_JSON};
 use super::retrieve::{self, Scope};
 use super::wado::{if_none_match, not_modified};
 use super::{PacsService, WebError};
@@ -213,9 +213,8 @@ async fn bulkdata(
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     let c = retrieve::instance_file(&svc, &study, &series, &instance).await?;
-    let accept = BulkAccept::of(&headers);
     let path = path.trim_matches('/').to_owned();
-    let parts = tokio::task::spawn_blocking(move || bulk_parts(&c, &path, accept))
+    let parts = tokio::task::spawn_blocking(move || bulk_parts(&c, &path, &headers))
         .await
         .map_err(|e| WebError::Internal(e.to_string()))??;
     let boundary = multipart::new_boundary();
@@ -236,33 +235,8 @@ async fn bulkdata(
     Ok(rsp)
 }
 
-/// What a bulk data request accepts: uncompressed bytes, and whether
-/// compressed frames in their own media types too.
-#[derive(Clone, Copy)]
-struct BulkAccept {
-    compressed: bool,
-}
-
-impl BulkAccept {
-    fn of(headers: &HeaderMap) -> BulkAccept {
-        let values: Vec<String> = headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|v| v.to_ascii_lowercase())
-            .collect();
-        // dicomweb-client sends type="*/*"; only an explicit octet-stream
-        // (or a type list without images) rules the compressed frames out.
-        let compressed = values.is_empty()
-            || values
-                .iter()
-                .any(|v| v.contains("*/*") || v.contains("image/"));
-        BulkAccept { compressed }
-    }
-}
-
 /// The parts of one bulk data value (blocking).
-fn bulk_parts(c: &CachedInstance, path: &str, accept: BulkAccept) -> Result<Vec<Part>, WebError> {
+fn bulk_parts(c: &CachedInstance, path: &str, headers: &HeaderMap) -> Result<Vec<Part>, WebError> {
     let missing = || {
         WebError::NotFound(format!(
             "instance {} has no bulk data at {path}",
@@ -285,11 +259,17 @@ fn bulk_parts(c: &CachedInstance, path: &str, accept: BulkAccept) -> Result<Vec<
             }
             return Ok(vec![bytes_part(OCTET_STREAM, data)]);
         }
-        if !accept.compressed {
-            return Err(WebError::NotAcceptable(format!(
-                "the pixel data is compressed ({}); accept {} or use /frames",
-                c.transfer_syntax,
-                pixels.media_type()
+        // Uncompressed bytes go to anyone; compressed frames only to a
+        // client that takes their media type.
+        let media = pixels.media_type();
+        let accept = Accept::of(headers);
+        if accept
+            .choose(&[media], |r, m| r.takes_part(m, OCTET_STREAM))
+            .is_none()
+        {
+            return Err(accept.refuse(&format!(
+                "the pixel data is compressed ({}): accept {media} or use /frames",
+                c.transfer_syntax
             )));
         }
         // Compressed: one part per frame, in its own media type.
