@@ -4,8 +4,8 @@
 //! application/octet-stream when that is all the Accept header allows.
 //! Frames are read and decoded one at a time, off the async threads.
 
+use super::accept::{media_covers, Accept, MediaRange};
 use super::retrieve;
-use super::transfer::split_outside_quotes;
 use super::{PacsService, WebError};
 use crate::pixels::{PixelError, PixelFile};
 use crate::web::multipart::{self, Part, PartBody};
@@ -62,53 +62,6 @@ pub(super) fn parse_frame_list(list: &str) -> Result<Vec<u32>, WebError> {
         .collect()
 }
 
-/// One media range of an Accept header.
-pub(super) struct MediaRange {
-    /// Lower case, e.g. `multipart/related`, `image/jpeg`, `*/*`.
-    pub media: String,
-    /// The `type` parameter of multipart/related, lower case.
-    pub part_type: Option<String>,
-    pub transfer_syntax: Option<String>,
-    pub text: String,
-}
-
-/// The Accept header's media ranges, best first (q, then order); ranges
-/// with q=0 left out. Empty when there is no Accept header.
-pub(super) fn media_ranges(headers: &HeaderMap) -> Vec<MediaRange> {
-    let mut ranges: Vec<(f32, MediaRange)> = Vec::new();
-    let values = headers.get_all(header::ACCEPT).iter();
-    for range in values
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| split_outside_quotes(v, ','))
-    {
-        let mut parts = split_outside_quotes(range, ';').into_iter();
-        let mut r = MediaRange {
-            media: parts.next().unwrap_or("").trim().to_ascii_lowercase(),
-            part_type: None,
-            transfer_syntax: None,
-            text: range.trim().to_owned(),
-        };
-        let mut q = 1.0f32;
-        for p in parts {
-            let Some((k, v)) = p.split_once('=') else {
-                continue;
-            };
-            let v = v.trim().trim_matches('"');
-            match k.trim().to_ascii_lowercase().as_str() {
-                "type" => r.part_type = Some(v.to_ascii_lowercase()),
-                "transfer-syntax" => r.transfer_syntax = Some(v.to_owned()),
-                "q" => q = v.parse().unwrap_or(0.0),
-                _ => {}
-            }
-        }
-        if q > 0.0 {
-            ranges.push((q, r));
-        }
-    }
-    ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
-    ranges.into_iter().map(|(_, r)| r).collect()
-}
-
 /// How the frames of one instance go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivery {
@@ -118,58 +71,53 @@ enum Delivery {
     Decoded,
 }
 
-/// The first media range we can meet for this instance's frames.
-fn choose(px: &PixelFile, ranges: &[MediaRange]) -> Result<Delivery, WebError> {
+/// The delivery the client likes best for this instance's frames.
+fn choose(px: &PixelFile, accept: &Accept) -> Result<Delivery, WebError> {
     let stored = px.media_type();
-    if ranges.is_empty() {
-        return Ok(Delivery::AsStored(stored));
+    let offers = [
+        Delivery::AsStored(stored),
+        Delivery::AsStored(OCTET_STREAM),
+        Delivery::Decoded,
+    ];
+    accept
+        .choose(&offers, |r, d| serve(px, r) == Some(*d))
+        .ok_or_else(|| {
+            accept.refuse(&format!(
+                "these frames are {stored} (transfer syntax {}){}",
+                px.transfer_syntax(),
+                if px.is_encapsulated() {
+                    ", or application/octet-stream decoded"
+                } else {
+                    ""
+                }
+            ))
+        })
+}
+
+/// What one media range has us send, if anything.
+fn serve(px: &PixelFile, r: &MediaRange) -> Option<Delivery> {
+    let stored = px.media_type();
+    let ts = r.param("transfer-syntax");
+    let ts_ok = |want: &str| ts.is_none_or(|t| t == "*" || t == want);
+    let part = r.part_type(OCTET_STREAM);
+    if part == "*/*" {
+        return Some(Delivery::AsStored(stored));
     }
-    let ts_ok =
-        |ts: &Option<String>, want: &str| ts.as_deref().is_none_or(|t| t == "*" || t == want);
-    for r in ranges {
-        // A bare single-part type asks for what multipart/related would carry.
-        let part = match r.media.as_str() {
-            "multipart/related" => r.part_type.as_deref().unwrap_or(OCTET_STREAM),
-            "multipart/*" | "*/*" => "*/*",
-            m => m,
-        };
-        let send = match part {
-            "*/*" | "*" => Some(Delivery::AsStored(stored)),
-            OCTET_STREAM if !px.is_encapsulated() => {
-                ts_ok(&r.transfer_syntax, uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                    .then_some(Delivery::AsStored(OCTET_STREAM))
-            }
-            OCTET_STREAM => match r.transfer_syntax.as_deref() {
-                Some("*") => Some(Delivery::AsStored(OCTET_STREAM)),
-                Some(t) if t == px.transfer_syntax() => Some(Delivery::AsStored(OCTET_STREAM)),
-                None | Some(uids::EXPLICIT_VR_LITTLE_ENDIAN) => Some(Delivery::Decoded),
-                Some(_) => None,
-            },
-            "image/*" | "video/*" if px.is_encapsulated() && stored.starts_with(&part[..6]) => {
-                ts_ok(&r.transfer_syntax, px.transfer_syntax())
-                    .then_some(Delivery::AsStored(stored))
-            }
-            t if px.is_encapsulated() && t == stored => {
-                ts_ok(&r.transfer_syntax, px.transfer_syntax())
-                    .then_some(Delivery::AsStored(stored))
-            }
-            _ => None,
-        };
-        if let Some(send) = send {
-            return Ok(send);
+    if part.eq_ignore_ascii_case(OCTET_STREAM) {
+        if !px.is_encapsulated() {
+            return ts_ok(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                .then_some(Delivery::AsStored(OCTET_STREAM));
         }
+        return match ts {
+            Some("*") => Some(Delivery::AsStored(OCTET_STREAM)),
+            Some(t) if t == px.transfer_syntax() => Some(Delivery::AsStored(OCTET_STREAM)),
+            None | Some(uids::EXPLICIT_VR_LITTLE_ENDIAN) => Some(Delivery::Decoded),
+            Some(_) => None,
+        };
     }
-    let asked: Vec<&str> = ranges.iter().map(|r| r.text.as_str()).collect();
-    Err(WebError::NotAcceptable(format!(
-        "cannot send these frames as {}: they are {stored} (transfer syntax {}){}",
-        asked.join(", "),
-        px.transfer_syntax(),
-        if px.is_encapsulated() {
-            ", or application/octet-stream decoded"
-        } else {
-            ""
-        }
-    )))
+    // Compressed frames in their own type, or one covering it (image/*).
+    (px.is_encapsulated() && media_covers(part, stored) && ts_ok(px.transfer_syntax()))
+        .then_some(Delivery::AsStored(stored))
 }
 
 async fn frames(
@@ -178,14 +126,13 @@ async fn frames(
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     let numbers = parse_frame_list(&list)?;
-    let ranges = media_ranges(&headers);
     let cached = retrieve::instance_file(&svc, &study, &series, &instance).await?;
     let path = cached.path.clone();
     let px = Arc::new(blocking(move || PixelFile::open(&path)).await?);
     for &n in &numbers {
         px.check_frame(n)?;
     }
-    let send = choose(&px, &ranges)?;
+    let send = choose(&px, &Accept::of(&headers))?;
     // The first frame before the status line: a frame that cannot be
     // decoded is a 406, not a broken body.
     let first = {

@@ -2,6 +2,7 @@
 //! application/dicom+json, bulk elements (pixel data, long binary values)
 //! as BulkDataURI, and the bulk data behind those URIs.
 
+use super::accept::{require_json, Accept, DICOM_JSON};
 use super::retrieve::{self, Scope};
 use super::wado::{if_none_match, not_modified};
 use super::{PacsService, WebError};
@@ -28,7 +29,6 @@ use std::sync::Arc;
 
 /// Binary values longer than this go by BulkDataURI (pixel data always).
 const BULK_THRESHOLD: usize = 1024;
-const DICOM_JSON: &str = "application/dicom+json";
 const OCTET_STREAM: &str = "application/octet-stream";
 
 pub fn routes() -> Router<Arc<PacsService>> {
@@ -78,30 +78,6 @@ async fn instance(
     .await
 }
 
-/// JSON is what we answer; an Accept that excludes it gets 406.
-fn accepts_json(headers: &HeaderMap) -> Result<(), WebError> {
-    let values: Vec<&str> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let ok = values.is_empty()
-        || values.iter().flat_map(|v| v.split(',')).any(|r| {
-            let media = r.split(';').next().unwrap_or("").trim();
-            matches!(
-                media.to_ascii_lowercase().as_str(),
-                DICOM_JSON | "application/json" | "application/*" | "*/*"
-            )
-        });
-    match ok {
-        true => Ok(()),
-        false => Err(WebError::NotAcceptable(format!(
-            "metadata is answered as {DICOM_JSON}, which Accept: {} excludes",
-            values.join(", ")
-        ))),
-    }
-}
-
 async fn metadata(
     svc: &PacsService,
     scope: Scope,
@@ -109,7 +85,7 @@ async fn metadata(
     uri: &Uri,
 ) -> Result<Response, WebError> {
     scope.check()?;
-    accepts_json(headers)?;
+    require_json(headers, "metadata")?;
     // Metadata cares for no syntax: any cached copy serves, and a retrieval
     // fetches what frames and rendered views will want next (as stored).
     let mut found = retrieve::instances(svc, &scope, |_| true, Variant::Stored).await?;
@@ -237,9 +213,8 @@ async fn bulkdata(
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     let c = retrieve::instance_file(&svc, &study, &series, &instance).await?;
-    let accept = BulkAccept::of(&headers);
     let path = path.trim_matches('/').to_owned();
-    let parts = tokio::task::spawn_blocking(move || bulk_parts(&c, &path, accept))
+    let parts = tokio::task::spawn_blocking(move || bulk_parts(&c, &path, &headers))
         .await
         .map_err(|e| WebError::Internal(e.to_string()))??;
     let boundary = multipart::new_boundary();
@@ -260,33 +235,8 @@ async fn bulkdata(
     Ok(rsp)
 }
 
-/// What a bulk data request accepts: uncompressed bytes, and whether
-/// compressed frames in their own media types too.
-#[derive(Clone, Copy)]
-struct BulkAccept {
-    compressed: bool,
-}
-
-impl BulkAccept {
-    fn of(headers: &HeaderMap) -> BulkAccept {
-        let values: Vec<String> = headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|v| v.to_ascii_lowercase())
-            .collect();
-        // dicomweb-client sends type="*/*"; only an explicit octet-stream
-        // (or a type list without images) rules the compressed frames out.
-        let compressed = values.is_empty()
-            || values
-                .iter()
-                .any(|v| v.contains("*/*") || v.contains("image/"));
-        BulkAccept { compressed }
-    }
-}
-
 /// The parts of one bulk data value (blocking).
-fn bulk_parts(c: &CachedInstance, path: &str, accept: BulkAccept) -> Result<Vec<Part>, WebError> {
+fn bulk_parts(c: &CachedInstance, path: &str, headers: &HeaderMap) -> Result<Vec<Part>, WebError> {
     let missing = || {
         WebError::NotFound(format!(
             "instance {} has no bulk data at {path}",
@@ -309,11 +259,17 @@ fn bulk_parts(c: &CachedInstance, path: &str, accept: BulkAccept) -> Result<Vec<
             }
             return Ok(vec![bytes_part(OCTET_STREAM, data)]);
         }
-        if !accept.compressed {
-            return Err(WebError::NotAcceptable(format!(
-                "the pixel data is compressed ({}); accept {} or use /frames",
-                c.transfer_syntax,
-                pixels.media_type()
+        // Uncompressed bytes go to anyone; compressed frames only to a
+        // client that takes their media type.
+        let media = pixels.media_type();
+        let accept = Accept::of(headers);
+        if accept
+            .choose(&[media], |r, m| r.takes_part(m, OCTET_STREAM))
+            .is_none()
+        {
+            return Err(accept.refuse(&format!(
+                "the pixel data is compressed ({}): accept {media} or use /frames",
+                c.transfer_syntax
             )));
         }
         // Compressed: one part per frame, in its own media type.

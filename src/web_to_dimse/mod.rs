@@ -2,6 +2,7 @@
 //! Each route turns an HTTP request into DIMSE work on the PACS; errors turn
 //! outward in exactly one place, [`WebError`]'s `IntoResponse`.
 
+mod accept;
 pub mod coalesce;
 pub mod commitment;
 pub mod frames;

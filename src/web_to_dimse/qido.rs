@@ -4,6 +4,7 @@
 //! answer then says so in a Warning header. Identical concurrent queries
 //! share one C-FIND.
 
+use super::accept::{require_json, DICOM_JSON};
 use super::{PacsService, WebError};
 use crate::dimse::client::find::study_root_find_proposal;
 use crate::dimse::client::ScuAssociation;
@@ -24,8 +25,6 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::sync::Arc;
-
-const DICOM_JSON: &str = "application/dicom+json";
 
 pub fn routes() -> Router<Arc<PacsService>> {
     Router::new()
@@ -85,29 +84,6 @@ async fn series_instances(
     search(svc, Level::Image, Some(study), Some(series), &headers, &uri).await
 }
 
-/// Does the Accept header allow DICOM JSON? (No header: yes.)
-fn accepts_json(headers: &HeaderMap) -> bool {
-    let Some(accept) = headers.get(header::ACCEPT) else {
-        return true;
-    };
-    let accept = accept.to_str().unwrap_or("");
-    accept.split(',').any(|range| {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let refused = parts.any(|p| {
-            let p = p.trim();
-            p.strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .is_some_and(|q| q <= 0.0)
-        });
-        !refused
-            && matches!(
-                media.as_str(),
-                "application/dicom+json" | "application/json" | "application/*" | "*/*"
-            )
-    })
-}
-
 async fn search(
     svc: Arc<PacsService>,
     level: Level,
@@ -116,11 +92,7 @@ async fn search(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<Response, WebError> {
-    if !accepts_json(headers) {
-        return Err(WebError::NotAcceptable(format!(
-            "QIDO-RS answers {DICOM_JSON}; the Accept header does not allow it"
-        )));
-    }
+    require_json(headers, "QIDO-RS")?;
     let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map_err(|e| WebError::BadRequest(format!("query string: {e}")))?;
     let mut request = qido_to_cfind(level, study.as_deref(), series.as_deref(), &params)
@@ -304,25 +276,6 @@ fn with_retrieve_url(mut found: InMemDicomObject, level: Level, base: &str) -> I
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn accept(v: &str) -> bool {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
-        accepts_json(&h)
-    }
-
-    #[test]
-    fn accept_header_decides() {
-        assert!(accepts_json(&HeaderMap::new()));
-        assert!(accept("application/dicom+json"));
-        assert!(accept("application/xml, application/json;q=0.5"));
-        assert!(accept("*/*"));
-        assert!(accept("Application/DICOM+JSON; charset=utf-8"));
-        assert!(!accept("application/xml"));
-        assert!(!accept("application/dicom+xml"));
-        assert!(!accept("application/dicom+json;q=0"));
-        assert!(!accept("multipart/related; type=\"application/dicom\""));
-    }
 
     #[test]
     fn retrieve_urls_follow_the_level() {

@@ -4,7 +4,8 @@
 //! is shown by the first of its instances that has pixel data; an instance
 //! by its first frame.
 
-use super::frames::{blocking, media_ranges, parse_frame_list};
+use super::accept::Accept;
+use super::frames::{blocking, parse_frame_list};
 use super::retrieve::{self, Scope};
 use super::{PacsService, WebError};
 use crate::cache::{CachedInstance, Variant};
@@ -139,24 +140,12 @@ fn options(
 }
 
 fn format(headers: &HeaderMap) -> Result<Format, WebError> {
-    let ranges = media_ranges(headers);
-    if ranges.is_empty() {
-        return Ok(Format::Jpeg);
-    }
-    ranges
-        .iter()
-        .find_map(|r| match r.media.as_str() {
-            "image/jpeg" | "image/*" | "*/*" => Some(Format::Jpeg),
-            "image/png" => Some(Format::Png),
-            _ => None,
+    let accept = Accept::of(headers);
+    accept
+        .choose(&[Format::Jpeg, Format::Png], |r, f| {
+            r.covers(f.media_type())
         })
-        .ok_or_else(|| {
-            let asked: Vec<&str> = ranges.iter().map(|r| r.text.as_str()).collect();
-            WebError::NotAcceptable(format!(
-                "cannot render as {}: rendered images are image/jpeg or image/png",
-                asked.join(", ")
-            ))
-        })
+        .ok_or_else(|| accept.refuse("rendered images are image/jpeg or image/png"))
 }
 
 /// `center,width[,function]` with function linear, linear-exact or sigmoid.

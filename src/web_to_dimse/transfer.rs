@@ -1,14 +1,17 @@
 //! Which transfer syntax a WADO-RS client gets: the Accept header read for
 //! what we can produce, and native-to-native transcoding of cached files.
 
+use super::accept::{Accept, MediaRange};
 use super::WebError;
 use crate::cache::{CachedInstance, Variant};
 use crate::dicom::syntaxes::{is_native, NATIVE};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use dicom_dictionary_std::uids;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::path::Path;
+
+const DICOM: &str = "application/dicom";
 
 /// What the client gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,80 +50,32 @@ impl Want {
 }
 
 /// Reads the Accept header of a request for `multipart/related;
-/// type="application/dicom"`: the first acceptable media range (highest q
-/// first) decides; none acceptable → 406 saying what we can do.
+/// type="application/dicom"`: a syntax we can write, or `transfer-syntax=*`
+/// for as stored; none acceptable → 406 saying what we can do.
 pub fn negotiate(headers: &HeaderMap) -> Result<Want, WebError> {
-    let accept: Vec<&str> = headers
-        .get_all(header::ACCEPT)
+    let accept = Accept::of(headers);
+    // Explicit VR LE first: it is what a missing Accept or transfer-syntax
+    // means (PS3.18 8.7.3.5.2).
+    let offers: Vec<Want> = NATIVE
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|ts| Want::Native(ts))
+        .chain([Want::AsStored])
         .collect();
-    if accept.is_empty() {
-        return Ok(Want::Native(uids::EXPLICIT_VR_LITTLE_ENDIAN));
-    }
-    let mut ranges: Vec<(f32, Option<Want>)> = Vec::new();
-    let mut asked = Vec::new();
-    for range in accept.iter().flat_map(|v| split_outside_quotes(v, ',')) {
-        let mut parts = split_outside_quotes(range, ';').into_iter();
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let (mut kind, mut ts, mut q) = (None, None, 1.0f32);
-        for p in parts {
-            let Some((k, v)) = p.split_once('=') else {
-                continue;
-            };
-            let v = v.trim().trim_matches('"');
-            match k.trim().to_ascii_lowercase().as_str() {
-                "type" => kind = Some(v.to_ascii_lowercase()),
-                "transfer-syntax" => ts = Some(v.to_owned()),
-                "q" => q = v.parse().unwrap_or(0.0),
-                _ => {}
+    let matches = |r: &MediaRange, w: &Want| {
+        let ts = r.param("transfer-syntax");
+        r.takes_part(DICOM, DICOM)
+            && match w {
+                Want::AsStored => ts == Some("*"),
+                Want::Native(n) => ts.unwrap_or(uids::EXPLICIT_VR_LITTLE_ENDIAN) == *n,
             }
-        }
-        let dicom_parts = match media.as_str() {
-            "multipart/related" => kind.as_deref().is_none_or(|k| k == "application/dicom"),
-            // A single part asked for: it comes wrapped in multipart anyway.
-            "application/dicom" | "*/*" | "multipart/*" => true,
-            _ => false,
-        };
-        if !dicom_parts || q <= 0.0 {
-            asked.push(range.trim().to_owned());
-            continue;
-        }
-        let want = match ts.as_deref() {
-            None => Some(Want::Native(uids::EXPLICIT_VR_LITTLE_ENDIAN)),
-            Some("*") => Some(Want::AsStored),
-            Some(t) => NATIVE.iter().find(|n| **n == t).map(|n| Want::Native(n)),
-        };
-        if want.is_none() {
-            asked.push(range.trim().to_owned());
-        }
-        ranges.push((q, want));
-    }
-    // Stable sort: among equal q the header's order stands.
-    ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
-    ranges.into_iter().find_map(|(_, w)| w).ok_or_else(|| {
-        WebError::NotAcceptable(format!(
-            "cannot produce {}: Pons sends multipart/related; type=\"application/dicom\" \
-             with transfer-syntax=* (as stored) or one of {}",
-            asked.join(", "),
+    };
+    accept.choose(&offers, matches).ok_or_else(|| {
+        accept.refuse(&format!(
+            "Pons sends multipart/related; type=\"{DICOM}\" with transfer-syntax=* \
+             (as stored) or one of {}",
             NATIVE.join(", ")
         ))
     })
-}
-
-pub(super) fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut start, mut quoted) = (0, false);
-    for (i, c) in s.char_indices() {
-        if c == '"' {
-            quoted = !quoted;
-        } else if c == sep && !quoted {
-            out.push(&s[start..i]);
-            start = i + 1;
-        }
-    }
-    out.push(&s[start..]);
-    out.into_iter().filter(|p| !p.trim().is_empty()).collect()
 }
 
 /// A whole PS3.10 file rewritten in another uncompressed syntax (one
@@ -143,6 +98,8 @@ pub fn transcode(path: &Path, ts_uid: &str) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    use axum::http::header;
 
     fn want(accept: &str) -> Result<Want, WebError> {
         let mut h = HeaderMap::new();
@@ -197,7 +154,7 @@ mod tests {
             "multipart/related; type=\"application/dicom\"; q=0",
         ] {
             match want(a) {
-                Err(WebError::NotAcceptable(m)) => assert!(m.contains("cannot produce"), "{m}"),
+                Err(WebError::NotAcceptable(m)) => assert!(m.contains("cannot send"), "{m}"),
                 other => panic!("{a}: {other:?}"),
             }
         }

@@ -4,6 +4,7 @@
 //! default) or image/jpeg, image/png (`frameNumber`, `windowCenter`,
 //! `windowWidth`, `rows`, `columns`, `imageQuality`).
 
+use super::accept::Accept;
 use super::frames::blocking;
 use super::rendered::{self, parse_quality, MAX_SIDE};
 use super::retrieve::{self, Scope};
@@ -53,18 +54,10 @@ async fn wado_uri(
             )));
         }
     }
-    // A list in order of preference; the first we serve wins.
+    // A list of media types, read as an Accept header is.
     let wanted = param("contentType").unwrap_or("image/jpeg");
-    let content_type = wanted
-        .split(',')
-        .map(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .find(|t| [DICOM, "image/jpeg", "image/png", "image/*", "*/*"].contains(&t.as_str()))
+    let content_type = Accept::parse([wanted])
+        .choose(&["image/jpeg", "image/png", DICOM], |r, m| r.covers(m))
         .ok_or_else(|| {
             WebError::NotAcceptable(format!(
                 "contentType {wanted:?}: Pons serves application/dicom, image/jpeg and image/png"
