@@ -23,6 +23,7 @@ use crate::web_to_dimse::commitment::{self, Commitments};
 use crate::web_to_dimse::PacsService;
 use anyhow::Context;
 use async_trait::async_trait;
+use axum::serve::ListenerExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -91,6 +92,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
 
     let dicomweb = crate::web_to_dimse::router(&pacs_services, &config.web.base_path);
+    // Nagle off: a response written in pieces on a kept-alive connection
+    // would wait ~40 ms for the client's delayed ACK.
+    let web_listener = web_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let web = axum::serve(
         web_listener,
         router(

@@ -8,7 +8,8 @@
 //! - An association goes back to the idle list only after an operation on
 //!   it ended cleanly ([`Pooled::done`]); it is handed out again only for
 //!   presentation contexts it already has, only while the peer has not
-//!   closed it, and it is released once idle for longer than `idle`.
+//!   closed it, and it is released once idle for longer than `idle`, or as
+//!   soon as work needs a new association of another kind.
 
 use super::client::{Proposal, ScuAssociation, ScuConfig};
 use super::DimseError;
@@ -95,6 +96,7 @@ impl Pool {
     /// An association with (at least) `shape`: an idle one that has it, or
     /// a new one. Waits its turn for up to `queue_timeout`.
     pub async fn get(self: &Arc<Self>, shape: Shape) -> Result<Pooled, DimseError> {
+        let deadline = Instant::now() + self.config.queue_timeout;
         let permit = tokio::time::timeout(
             self.config.queue_timeout,
             self.in_use.clone().acquire_owned(),
@@ -116,10 +118,21 @@ impl Pool {
         if let Some(idle) = reusable {
             return Ok(self.pooled(idle.assoc, idle.shape, permit, true));
         }
-        let assoc =
-            ScuAssociation::connect_with_roles(&self.scu, &shape.proposals, &shape.scp_classes)
-                .await?;
-        Ok(self.pooled(assoc, shape, permit, false))
+        // A PACS that takes fewer associations than we may open refuses the
+        // rest as transient: ask again, within the same wait.
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let connect =
+                ScuAssociation::connect_with_roles(&self.scu, &shape.proposals, &shape.scp_classes);
+            match connect.await {
+                Err(DimseError::Busy { .. }) if Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+                Ok(assoc) => return Ok(self.pooled(assoc, shape, permit, false)),
+            }
+        }
     }
 
     fn pooled(
@@ -158,12 +171,10 @@ impl Pool {
             .rposition(|a| a.shape.covers(shape))
             .map(|i| idle.remove(i));
         if found.is_none() {
-            // A new association: make room among the idle ones, oldest first.
-            let open = self.in_use() + idle.len();
-            let excess = open
-                .saturating_sub(self.config.max_associations)
-                .min(idle.len());
-            surplus.extend(idle.drain(..excess).map(|a| a.assoc));
+            // A new association: the idle ones serve other work, and each
+            // holds one of the PACS's association slots (Orthanc serves
+            // DicomThreadsCount at once and queues the rest): close them.
+            surplus.extend(idle.drain(..).map(|a| a.assoc));
         }
         (found, surplus)
     }

@@ -75,7 +75,13 @@ impl Find {
                 Ok(p) => p,
                 Err(e) => {
                     warn!(error = %e, "QIDO-RS failed");
-                    return (UNABLE_TO_PROCESS, Some(super::upstream_comment(&e)));
+                    // Overload is "out of resources": the requester may try again.
+                    let status = if e.is_busy() {
+                        OUT_OF_RESOURCES
+                    } else {
+                        UNABLE_TO_PROCESS
+                    };
+                    return (status, Some(super::upstream_comment(&e)));
                 }
             };
             let n = page.len();

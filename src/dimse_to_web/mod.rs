@@ -57,6 +57,7 @@ pub fn upstream_comment(e: &crate::web::client::UpstreamError) -> String {
     match e {
         E::Status { status, .. } => format!("archive answered HTTP {status}; retry later"),
         E::Timeout { .. } => "archive timed out; retry later".into(),
+        E::Busy { .. } => "archive busy; retry later".into(),
         E::Connect { .. } => "archive unreachable; retry later".into(),
         E::BadResponse { .. } => "archive sent an unreadable answer".into(),
         E::File { .. } => "Pons cannot read its spool file".into(),

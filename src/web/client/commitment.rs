@@ -59,11 +59,9 @@ impl UpstreamClient {
         url: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<CommitmentAnswer, UpstreamError> {
-        let resp = req
-            .header(ACCEPT, DICOM_JSON)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(url, e, self.request_timeout))?;
+        let (resp, _turn) = self
+            .send(req.header(ACCEPT, DICOM_JSON), url, self.request_timeout)
+            .await?;
         let answer = match resp.status() {
             StatusCode::OK => {
                 let body = read_limited(resp, MAX_RESPONSE_BODY + 1)

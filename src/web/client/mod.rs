@@ -7,7 +7,9 @@ use crate::web::multipart;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::StatusCode;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod commitment;
 mod qido;
@@ -42,6 +44,9 @@ pub enum UpstreamError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// Every one of `upstream.max_connections` is in use and stayed so.
+    #[error("all {max} connections to upstream {url} are busy; waited {secs} s")]
+    Busy { url: String, max: usize, secs: u64 },
     #[error("upstream {url} sent a response we cannot read: {message}")]
     BadResponse { url: String, message: String },
     #[error("cannot read spooled file {path}: {source}")]
@@ -59,6 +64,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect { .. }
             | UpstreamError::Timeout { .. }
+            | UpstreamError::Busy { .. }
             | UpstreamError::BadResponse { .. } => true,
             UpstreamError::Status { status, .. } => {
                 *status >= 500 || *status == 408 || *status == 429
@@ -66,6 +72,19 @@ impl UpstreamError {
             UpstreamError::Config(_) | UpstreamError::File { .. } => false,
         }
     }
+    /// The origin (or our share of it) is overloaded: 429, 503, or no free
+    /// connection. Modalities should try again later.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Busy { .. }
+                | UpstreamError::Status {
+                    status: 429 | 503,
+                    ..
+                }
+        )
+    }
+
     /// The delay the upstream asked for (Retry-After), if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -96,7 +115,15 @@ pub struct UpstreamClient {
     base: String,
     auth: Auth,
     request_timeout: Duration,
+    /// One permit per request in flight (`upstream.max_connections`).
+    turns: Arc<Semaphore>,
+    max_connections: usize,
+    /// How long a request waits for its turn before it is [`UpstreamError::Busy`].
+    turn_wait: Duration,
 }
+
+/// A request's turn among `max_connections`: hold it until its answer is read.
+pub type Turn = OwnedSemaphorePermit;
 
 impl UpstreamClient {
     pub fn new(config: &UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
@@ -126,6 +153,9 @@ impl UpstreamClient {
             base: config.url.trim_end_matches('/').to_owned(),
             auth: read_auth(config.auth.as_ref())?,
             request_timeout,
+            turns: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            max_connections: config.max_connections.max(1),
+            turn_wait: Duration::from_secs(config.connect_timeout_secs.max(1)),
         })
     }
 
@@ -150,6 +180,29 @@ impl UpstreamClient {
         }
     }
 
+    /// Send in turn: at most `max_connections` requests are in flight, the
+    /// rest wait (fairly) up to `turn_wait`.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<(reqwest::Response, Turn), UpstreamError> {
+        let turn = tokio::time::timeout(self.turn_wait, self.turns.clone().acquire_owned())
+            .await
+            .map_err(|_| UpstreamError::Busy {
+                url: url.to_owned(),
+                max: self.max_connections,
+                secs: self.turn_wait.as_secs(),
+            })?
+            .expect("the semaphore is never closed");
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport_error(url, e, timeout))?;
+        Ok((resp, turn))
+    }
+
     /// Send a GET and keep only a success: a transport failure or any other
     /// status is the error that says why.
     async fn get_ok(
@@ -157,15 +210,12 @@ impl UpstreamClient {
         req: reqwest::RequestBuilder,
         url: &str,
         timeout: Duration,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| self.transport_error(url, e, timeout))?;
+    ) -> Result<(reqwest::Response, Turn), UpstreamError> {
+        let (resp, turn) = self.send(req, url, timeout).await?;
         if !resp.status().is_success() {
             return Err(refusal(url, resp).await);
         }
-        Ok(resp)
+        Ok((resp, turn))
     }
 
     /// One STOW-RS request (POST {url}/studies) carrying every item, streamed
@@ -196,15 +246,13 @@ impl UpstreamClient {
         let body = reqwest::Body::wrap_stream(multipart::body_stream(boundary, parts));
         let url = format!("{}/studies", self.base);
         let started = Instant::now();
-        let resp = self
+        let req = self
             .request(reqwest::Method::POST, &url)
             .header(CONTENT_TYPE, content_type)
             // Known in advance: no chunked encoding, which some origins refuse.
             .header(CONTENT_LENGTH, total)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&url, e, self.request_timeout))?;
+            .body(body);
+        let (resp, _turn) = self.send(req, &url, self.request_timeout).await?;
         let status = resp.status();
         tracing::debug!(
             instances = items.len(),

@@ -29,7 +29,7 @@ impl UpstreamClient {
         let req = self
             .request(reqwest::Method::GET, &url)
             .header(ACCEPT, DICOM_JSON);
-        let resp = self.get_ok(req, &url, self.request_timeout).await?;
+        let (resp, _turn) = self.get_ok(req, &url, self.request_timeout).await?;
         let status = resp.status();
         if status == StatusCode::NO_CONTENT {
             return Ok(Vec::new());

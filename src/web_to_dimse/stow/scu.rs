@@ -76,7 +76,12 @@ impl<'a> StoreScu<'a> {
     }
 
     async fn reopen(&mut self) -> Result<(), DimseError> {
-        self.release().await;
+        // The new association supersedes this one: release it, first (a
+        // PACS may serve only so many at once).
+        if let Some(assoc) = self.assoc.take() {
+            assoc.release().await;
+        }
+        self.proposed.clear();
         // Verification keeps the association up when every other context is
         // refused: a refusal then fails that part, not the whole request.
         let mut proposals = vec![verification_proposal()];

@@ -23,6 +23,8 @@ pub struct RetrievedParts {
     multipart: Option<multer::Multipart<'static>>,
     idle: Duration,
     parts: usize,
+    /// Our turn among the origin's connections, until the answer is read.
+    _turn: super::Turn,
 }
 
 /// One part: a PS3.10 file, as a stream of chunks. Consume or drop it
@@ -69,7 +71,7 @@ impl UpstreamClient {
         let req = self
             .request_untimed(reqwest::Method::GET, &url)
             .header(ACCEPT, accept);
-        let resp = self.get_ok(req, &url, self.request_timeout).await?;
+        let (resp, turn) = self.get_ok(req, &url, self.request_timeout).await?;
         let status = resp.status();
         tracing::debug!(status = status.as_u16(), "WADO-RS answered");
         if status == StatusCode::NO_CONTENT {
@@ -78,6 +80,7 @@ impl UpstreamClient {
                 multipart: None,
                 idle: self.request_timeout,
                 parts: 0,
+                _turn: turn,
             });
         }
         let content_type = resp
@@ -100,6 +103,7 @@ impl UpstreamClient {
             multipart: Some(multer::Multipart::new(body, boundary)),
             idle: self.request_timeout,
             parts: 0,
+            _turn: turn,
         })
     }
 }
