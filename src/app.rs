@@ -329,6 +329,7 @@ fn direction_b(
                 moves: moves.clone(),
                 commitments: commitments.clone(),
                 qido_max_results: config.web.qido_max_results,
+                flights: Default::default(),
                 queries: Coalesce::new(Duration::from_secs(config.web.qido_cache_secs), 256),
             })
         })

@@ -46,6 +46,8 @@ pub struct PacsService {
     pub commitments: Arc<commitment::Commitments>,
     /// A QIDO-RS answer holds at most this many matches.
     pub qido_max_results: usize,
+    /// Retrievals in progress, joined by requests that need the same instances.
+    pub flights: Arc<retrieve::Flights>,
     /// Identical QIDO-RS queries in flight (or kept) share one C-FIND.
     pub queries: Coalesce<Vec<u8>, qido::Page, WebError>,
 }

@@ -2,8 +2,11 @@
 //! own AE), every instance streamed to a cache file and handed on the moment
 //! it has landed, so a response can start before the retrieval ends.
 
+mod flight;
 mod pacs;
 mod sink;
+
+pub use flight::{Flights, Retrieval};
 
 use super::{PacsService, WebError};
 use crate::cache::{CachedInstance, InstanceUids, Variant};
@@ -18,8 +21,7 @@ use pacs::Job;
 use sink::{CacheTarget, TargetState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
@@ -228,34 +230,16 @@ pub fn not_found(svc: &PacsService, scope: &Scope) -> WebError {
     ))
 }
 
+#[derive(Clone)]
 pub(super) enum Event {
     Landed(CachedInstance),
     Done(Result<RetrieveOutcome, WebError>),
 }
 
-/// A running retrieval; dropping it cancels it (C-CANCEL).
-pub struct Retrieval {
-    rx: mpsc::UnboundedReceiver<Event>,
-    outcome: Option<RetrieveOutcome>,
-    _cancel: DropGuard,
-}
-
 impl Retrieval {
-    /// The next instance to land; None once the PACS has finished.
-    pub async fn next(&mut self) -> Option<Result<CachedInstance, WebError>> {
-        match self.rx.recv().await? {
-            Event::Landed(c) => Some(Ok(c)),
-            Event::Done(Ok(outcome)) => {
-                self.outcome = Some(outcome);
-                None
-            }
-            Event::Done(Err(e)) => Some(Err(e)),
-        }
-    }
-
     /// Why nothing came (call once `next` gave None before any instance).
     pub fn nothing_landed(&self, svc: &PacsService, scope: &Scope) -> WebError {
-        match &self.outcome {
+        match self.outcome() {
             Some(o) if o.counts.failed > 0 || status::kind(o.status) == StatusKind::Failure => {
                 WebError::PacsFailed {
                     pacs: svc.name.clone(),
@@ -274,11 +258,6 @@ impl Retrieval {
             _ => not_found(svc, scope),
         }
     }
-
-    /// The PACS's final word, once `next` gave None.
-    pub fn outcome(&self) -> Option<&RetrieveOutcome> {
-        self.outcome.as_ref()
-    }
 }
 
 /// Start retrieving `scope` into the cache as `variant`.
@@ -288,14 +267,17 @@ pub fn retrieve(svc: &PacsService, scope: Scope, variant: Variant) -> Retrieval 
         RetrieveMode::CGet => variant,
         RetrieveMode::CMove => Variant::Stored,
     };
-    let (tx, rx) = mpsc::unbounded_channel();
-    let cancel = CancellationToken::new();
+    let (reader, new) = svc.flights.join(&scope, variant);
+    let Some(flight) = new else {
+        debug!(scope = %scope.describe(), "joined a retrieval in progress");
+        return reader;
+    };
     let target = Arc::new(CacheTarget(Arc::new(TargetState {
         cache: svc.cache.clone(),
         pacs_ae: svc.scu().called_ae.clone(),
         scope: scope.clone(),
         variant,
-        tx: tx.clone(),
+        flight: flight.clone(),
         landed: Mutex::new(Vec::new()),
         commits: TaskTracker::new(),
         commit_slots: Arc::new(Semaphore::new(sink::COMMITS_IN_FLIGHT)),
@@ -309,8 +291,9 @@ pub fn retrieve(svc: &PacsService, scope: Scope, variant: Variant) -> Retrieval 
         moves: svc.moves.clone(),
         scope,
         variant,
-        cancel: cancel.clone(),
+        cancel: flight.cancel.clone(),
     };
+    let flights = svc.flights.clone();
     tokio::spawn(async move {
         let mut result = job.run(target.clone()).await;
         // Every instance the PACS sent is in the cache (or failed) first.
@@ -338,11 +321,8 @@ pub fn retrieve(svc: &PacsService, scope: Scope, variant: Variant) -> Retrieval 
                 }
             }
         }
-        let _ = tx.send(Event::Done(result));
+        flights.land(&flight);
+        flight.push(Event::Done(result));
     });
-    Retrieval {
-        rx,
-        outcome: None,
-        _cancel: cancel.drop_guard(),
-    }
+    reader
 }

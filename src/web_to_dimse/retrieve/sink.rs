@@ -13,7 +13,7 @@ use crate::write_behind::WriteBehind;
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
@@ -25,7 +25,7 @@ pub(super) struct TargetState {
     pub(super) pacs_ae: String,
     pub(super) scope: Scope,
     pub(super) variant: Variant,
-    pub(super) tx: mpsc::UnboundedSender<Event>,
+    pub(super) flight: Arc<super::flight::Flight>,
     /// What landed, to record the members of a study or series.
     pub(super) landed: Mutex<Vec<InstanceUids>>,
     /// Commits run beside the association: the PACS sends the next instance
@@ -172,7 +172,7 @@ impl StoreSink for CacheSink {
                     if let Ok(mut l) = t.landed.lock() {
                         l.push(uids);
                     }
-                    let _ = t.tx.send(Event::Landed(handle));
+                    t.flight.push(Event::Landed(handle));
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot write a retrieved instance to the cache");
