@@ -111,7 +111,7 @@ impl ScuAssociation {
                         return DimseError::Busy {
                             peer,
                             detail:
-                                "it refused the association for now (A-ASSOCIATE-RJ, transient)"
+                                "it rejected the association for now (A-ASSOCIATE-RJ, transient)"
                                     .into(),
                         };
                     }
