@@ -13,6 +13,9 @@
 //! - [`Postgres`]: a private PostgreSQL cluster (Debian's packages).
 //! - DCMTK: [`storescu`] (each file sent in its own transfer syntax),
 //!   [`echoscu`], [`StoreScp`].
+//! - [`ScriptPeer`]: a Python peer from `scripts/` (fake PACS, faulty
+//!   origin, commitment SCU) that prints "ready" once it listens;
+//!   [`script_command`] for scripts that run to completion.
 //! - [`compare_datasets`] / [`assert_same_dataset`]: data set equality
 //!   ignoring the file meta group.
 //!
@@ -31,12 +34,15 @@ pub mod multipart;
 mod orthanc;
 mod pons;
 mod postgres;
+mod script_peer;
 
 pub use dcmtk::*;
 pub use orthanc::*;
 pub use pons::*;
 #[allow(unused_imports)] // only some test binaries start PostgreSQL
 pub use postgres::*;
+#[allow(unused_imports)] // only some test binaries run Python peers
+pub use script_peer::*;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
