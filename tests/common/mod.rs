@@ -163,12 +163,21 @@ fn prepare(cmd: &mut Command) -> &mut Command {
 
 /// This test binary running only its test `name` (exact match, output not
 /// captured), prepared like every child: a way to get a second process
-/// that uses the library, e.g. a job claimer that can be killed.
+/// that uses the library, e.g. a job claimer that can be killed. Such a
+/// helper is `#[ignore]`d so that it does not pass as a test of its own:
+/// it is run here with `--include-ignored`.
 pub fn self_test_command(name: &str) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
     prepare(&mut cmd)
-        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .args([
+            name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .stdin(Stdio::null());
     cmd
 }
