@@ -8,7 +8,7 @@ and answers as the upstream did, except for multipart/related answers with a
 part holding SOP_INSTANCE_UID: `drop` leaves that part out (QIDO-RS still
 lists the instance, WADO-RS never delivers it); `break` sends that part first,
 closes the connection nine tenths into it. For tests of a retrieve
-that must fail exactly that instance.
+that must fail exactly that instance. Prints "ready" once listening.
 """
 
 import http.server
@@ -81,4 +81,6 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 if __name__ == "__main__":
-    Server(("127.0.0.1", PORT), Handler).serve_forever()
+    server = Server(("127.0.0.1", PORT), Handler)
+    print("ready", flush=True)
+    server.serve_forever()

@@ -8,17 +8,11 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
 const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
-
-fn script() -> std::path::PathBuf {
-    repo_root().join("scripts").join("commit_scu.py")
-}
 
 /// (SOP Class UID, SOP Instance UID) pairs.
 type Refs = Vec<(String, String)>;
@@ -35,13 +29,11 @@ fn request(pons: &Pons, refs: &Refs, txn: &str, args: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("refs.json");
     std::fs::write(&file, serde_json::to_vec(refs).unwrap()).unwrap();
-    let out = Command::new(venv_python())
-        .arg(script())
+    let out = script_command("commit_scu.py")
         .args(["request", "127.0.0.1", &pons.dimse_port().to_string()])
         .arg(&file)
         .args(["--txn", txn, "--called", pons.ae_title()])
         .args(args)
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -54,49 +46,23 @@ fn request(pons: &Pons, refs: &Refs, txn: &str, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("commit_scu.py printed no JSON ({e}): {stdout}"))
 }
 
-/// `commit_scu.py listen PORT`: reports on new associations.
-struct Listener {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
+/// `commit_scu.py listen PORT`: takes reports on new associations for
+/// `wait_secs` at most.
+fn listen(port: u16, wait_secs: u32) -> ScriptPeer {
+    ScriptPeer::start(
+        "commit_scu.py",
+        &[
+            "listen",
+            &port.to_string(),
+            "--wait",
+            &wait_secs.to_string(),
+        ],
+    )
 }
 
-impl Listener {
-    fn start(port: u16, wait_secs: u32) -> Listener {
-        let mut child = Command::new(venv_python())
-            .arg(script())
-            .args([
-                "listen",
-                &port.to_string(),
-                "--wait",
-                &wait_secs.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        Listener { child, out }
-    }
-
-    /// The reports received (waits until the first, or the listener's time is up).
-    fn reports(mut self) -> Vec<Value> {
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        let _ = self.child.wait();
-        let v: Value = serde_json::from_str(line.trim())
-            .unwrap_or_else(|e| panic!("listener printed no JSON ({e}): {line}"));
-        v["reports"].as_array().unwrap().clone()
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The reports a listener received (waits until the first, or its time is up).
+fn reports(mut listener: ScriptPeer) -> Vec<Value> {
+    listener.next_json()["reports"].as_array().unwrap().clone()
 }
 
 fn pairs(v: &Value) -> BTreeSet<(String, String)> {
@@ -321,8 +287,8 @@ fn a_report_survives_a_restart_of_pons() {
     // A crash, then a new process with the same table.
     pons.kill9();
     pons.restart();
-    let listener = Listener::start(listen_port, 90);
-    let reports = listener.reports();
+    let listener = listen(listen_port, 90);
+    let reports = reports(listener);
     assert_one_missing(&reports, "new", txn, stored, &refs[10].1, &pons.log());
     // The archive was asked once: the result was kept across the restart.
     assert_eq!(
@@ -349,12 +315,10 @@ fn instances_still_in_the_spool_are_waited_for() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("refs.json");
         std::fs::write(&file, serde_json::to_vec(&refs).unwrap()).unwrap();
-        let mut cmd = Command::new(venv_python());
-        cmd.arg(script())
-            .args(["request", "127.0.0.1", &pons_port.to_string()])
+        let mut cmd = script_command("commit_scu.py");
+        cmd.args(["request", "127.0.0.1", &pons_port.to_string()])
             .arg(&file)
-            .args(["--txn", txn, "--wait", "120"])
-            .stdin(Stdio::null());
+            .args(["--txn", txn, "--wait", "120"]);
         std::thread::spawn(move || (cmd.output().unwrap(), dir))
     };
     // The job waits for the spool instead of asking the archive.
@@ -454,10 +418,10 @@ fn a_commitment_job_of_a_killed_pons_is_finished_by_another() {
         a.log()
     );
     let b = start(&orthanc.dicomweb_url(), state_b.path());
-    let listener = Listener::start(listen_port, 60);
+    let listener = listen(listen_port, 60);
     a.kill9();
 
-    let reports = listener.reports();
+    let reports = reports(listener);
     assert_one_missing(&reports, "new", txn, stored, &refs[10].1, &b.log());
     assert!(b.log().contains("archive answered"), "{}", b.log());
     let jobs = commit_jobs(&b);

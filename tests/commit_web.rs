@@ -10,8 +10,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
@@ -171,53 +169,18 @@ fn orthanc_commits_what_it_holds_and_reports_on_a_new_association() {
     assert!(gone.text().contains("expired"), "{}", gone.text());
 }
 
-/// scripts/commit_scp.py, killed on drop.
-struct ScriptedPacs {
-    child: Child,
-    port: u16,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl ScriptedPacs {
-    fn start(args: &[&str]) -> ScriptedPacs {
-        let port = free_port();
-        let mut child = Command::new(venv_python())
-            .arg(repo_root().join("scripts/commit_scp.py"))
-            .arg(port.to_string())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        ScriptedPacs { child, port, out }
-    }
-
-    /// The next report it sent: {"via", "status"}.
-    fn sent(&mut self) -> Value {
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"))
-    }
-}
-
-impl Drop for ScriptedPacs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn scripted_setup(state: &std::path::Path, args: &[&str]) -> (ScriptedPacs, Pons, String) {
+/// scripts/commit_scp.py as the PACS behind a Pons it knows as a peer (to
+/// report to on a new association). Each report it sends, it prints as
+/// {"via", "status"}: read them with `next_json`.
+fn scripted_setup(state: &std::path::Path, args: &[&str]) -> (ScriptPeer, Pons, String) {
     let mut cfg = PonsConfig::new("http://127.0.0.1:9/dicom-web", state);
     let peer = format!("PONS@127.0.0.1:{}", cfg.dimse_port);
-    let mut all = vec!["--peer", peer.as_str()];
+    let port = free_port();
+    let port_arg = port.to_string();
+    let mut all = vec![port_arg.as_str(), "--peer", peer.as_str()];
     all.extend_from_slice(args);
-    let pacs = ScriptedPacs::start(&all);
-    cfg.pacs = vec![PacsEntry::new("fake", "FAKEPACS", pacs.port)];
+    let pacs = ScriptPeer::start("commit_scp.py", &all);
+    cfg.pacs = vec![PacsEntry::new("fake", "FAKEPACS", port)];
     let pons = Pons::start(&cfg.to_toml());
     let base = format!("{}/dicom-web", pons.web_url().unwrap());
     (pacs, pons, base)
@@ -241,7 +204,7 @@ fn a_report_on_the_n_action_association_is_taken() {
         first.text()
     );
     assert_result(&result(&url), &present, &absent);
-    assert_eq!(pacs.sent(), json!({"via": "same", "status": 0}));
+    assert_eq!(pacs.next_json(), json!({"via": "same", "status": 0}));
     assert!(
         pons.log().contains("\"same association\""),
         "{}",
@@ -261,6 +224,6 @@ fn a_report_after_a_restart_of_pons_is_taken() {
     // Pons dies while the PACS is working; a new process takes its report.
     pons.kill9();
     pons.restart();
-    assert_eq!(pacs.sent(), json!({"via": "new", "status": 0}));
+    assert_eq!(pacs.next_json(), json!({"via": "new", "status": 0}));
     assert_result(&result(&url), &present, &[]);
 }

@@ -3,6 +3,8 @@
 //! C-STORE streaming, and the broken transfers a real peer rarely produces
 //! (sent by our own SCU on purpose).
 
+mod common;
+
 use async_trait::async_trait;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -13,7 +15,6 @@ use pons::dimse::handler::{AssociationInfo, Refusal, ScpHandler, StoreOutcome, S
 use pons::dimse::listener::{serve, ListenerConfig};
 use pons::dimse::message::Command;
 use std::path::{Path, PathBuf};
-use std::process::Command as Process;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -160,9 +161,8 @@ fn data_set_bytes(path: &Path) -> Vec<u8> {
 }
 
 fn dcmtk(tool: &str, args: &[&str]) -> std::process::Output {
-    Process::new(tool)
+    common::dcmtk(tool)
         .args(args)
-        .env("TCP_NODELAY", "1")
         .output()
         .unwrap_or_else(|e| panic!("{tool} not runnable ({e}); run scripts/install-deps.sh"))
 }

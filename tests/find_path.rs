@@ -10,7 +10,11 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 struct Setup {
     orthanc: Orthanc,
@@ -327,7 +331,7 @@ fn c_find_decodes_a_latin1_request() {
 }
 
 #[test]
-fn c_find_never_truncates_and_can_be_cancelled() {
+fn c_find_never_truncates() {
     let s = setup("[dimse] find_max_results = 3\n[upstream] qido_page_size = 1");
     // Four studies, three allowed: A700 with a comment, after exactly three matches.
     let r = findscu(
@@ -355,15 +359,94 @@ fn c_find_never_truncates_and_can_be_cancelled() {
         uids_of(&["1.1", "1.2"])
     );
     assert!(final_status(&r).contains("0x0000"), "{}", r.log);
-    // C-CANCEL after the first match ends with Cancel.
+}
+
+/// A QIDO-RS origin with five studies, one per page, on a free port. It
+/// answers the first page at once and holds every later one until
+/// `release()` is true. Returns the port and the offsets asked for.
+fn held_origin(release: impl Fn() -> bool + Send + 'static) -> (u16, Arc<Mutex<Vec<usize>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            // The request head, up to its empty line.
+            let mut head = String::new();
+            while reader.read_line(&mut head).unwrap_or(0) > 2 {}
+            let offset: usize = head
+                .split(['?', '&', ' '])
+                .find_map(|p| p.strip_prefix("offset="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            seen.lock().unwrap().push(offset);
+            if offset > 0 {
+                assert!(
+                    wait_until(Duration::from_secs(60), &release),
+                    "never released"
+                );
+            }
+            let body = if offset < 5 {
+                format!(
+                    "[{{\"0020000D\":{{\"vr\":\"UI\",\"Value\":[\"1.2.826.0.1.3680043.10.997.{}\"]}}}}]",
+                    offset + 1
+                )
+            } else {
+                "[]".to_owned()
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, asked)
+}
+
+#[test]
+fn c_find_can_be_cancelled() {
+    // The origin holds the second page until Pons has taken the C-CANCEL
+    // that findscu sends after the first match, so the cancel always
+    // arrives mid-search, never after the search ended by itself (with
+    // Orthanc, all four studies could be sent before the cancel came).
+    let log_path = Arc::new(OnceLock::<PathBuf>::new());
+    let log = log_path.clone();
+    let (port, asked) = held_origin(move || {
+        let cancelled = log.get().is_some_and(|p| {
+            std::fs::read_to_string(p).is_ok_and(|l| l.contains("C-CANCEL received"))
+        });
+        if cancelled {
+            // The token is set just after that line is logged.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cancelled
+    });
+    let state = tempfile::tempdir().unwrap();
+    let cfg = PonsConfig::new(&format!("http://127.0.0.1:{port}/dicom-web"), state.path());
+    let pons = Pons::start(&merge(&cfg.to_toml(), "[upstream] qido_page_size = 1"));
+    log_path.set(pons.log_path().to_owned()).unwrap();
+
     let r = findscu(
-        &s.pons,
+        &pons,
         "-S",
         &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
         &["--cancel", "1"],
     );
     assert!(final_status(&r).contains("0xfe00"), "{}", r.log);
-    assert!(r.matches.len() < 3);
+    // Only the match before the cancel.
+    assert_eq!(r.matches.len(), 1, "{}", r.log);
+    assert_eq!(
+        values(&r, tags::STUDY_INSTANCE_UID),
+        ["1.2.826.0.1.3680043.10.997.1".to_owned()].into()
+    );
+    // The search stopped there: the cancel came before Pons asked for the
+    // second page or while it waited for it, and no page after.
+    let asked = asked.lock().unwrap().clone();
+    assert!(matches!(asked[..], [0] | [0, 1]), "{asked:?}");
 }
 
 #[test]

@@ -7,7 +7,6 @@ use common::archive::*;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::process::Command;
 
 struct Setup {
     orthanc: Orthanc,
@@ -36,12 +35,9 @@ fn dicomweb(pons: &Pons) -> String {
 
 /// Runs the calls through dicomweb-client; one result list per call.
 fn client(url: &str, calls: &[Value]) -> Vec<Vec<Value>> {
-    let script = repo_root().join("scripts").join("qido_client.py");
-    let out = Command::new(venv_python())
-        .arg(&script)
+    let out = script_command("qido_client.py")
         .arg(url)
         .arg(serde_json::to_string(calls).unwrap())
-        .env("TCP_NODELAY", "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -325,58 +321,27 @@ fn each_pacs_answers_at_its_own_path() {
     );
 }
 
-/// scripts/find_scp.py: a C-FIND SCP that honours C-CANCEL or fails on purpose.
-struct FakePacs {
-    child: std::process::Child,
-    out: std::io::BufReader<std::process::ChildStdout>,
-    port: u16,
-}
-
-impl FakePacs {
-    fn start(mode: &str) -> FakePacs {
-        use std::io::BufRead;
-        let port = free_port();
-        let mut child = Command::new(venv_python())
-            .arg(repo_root().join("scripts").join("find_scp.py"))
-            .arg(port.to_string())
-            .arg(mode)
-            .env("TCP_NODELAY", "1")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        FakePacs { child, out, port }
-    }
-
-    fn next_line(&mut self) -> String {
-        use std::io::BufRead;
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        line.trim().to_owned()
-    }
-}
-
-impl Drop for FakePacs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// scripts/find_scp.py on a free port: a C-FIND SCP that honours C-CANCEL
+/// or fails on purpose, saying so on its stdout.
+fn fake_pacs(mode: &str) -> (ScriptPeer, u16) {
+    let port = free_port();
+    (
+        ScriptPeer::start("find_scp.py", &[&port.to_string(), mode]),
+        port,
+    )
 }
 
 #[test]
 fn limit_cancels_the_pacs_and_failures_carry_their_error_comment() {
-    let mut many = FakePacs::start("many");
-    let refuse = FakePacs::start("refuse");
-    let midway = FakePacs::start("midway");
+    let (mut many, many_port) = fake_pacs("many");
+    let (_refuse, refuse_port) = fake_pacs("refuse");
+    let (_midway, midway_port) = fake_pacs("midway");
     let state = tempfile::tempdir().unwrap();
     let mut cfg = PonsConfig::new("http://127.0.0.1:9/dicom-web", state.path());
     cfg.pacs = vec![
-        PacsEntry::new("many", "FAKEPACS", many.port),
-        PacsEntry::new("refuse", "FAKEPACS", refuse.port),
-        PacsEntry::new("midway", "FAKEPACS", midway.port),
+        PacsEntry::new("many", "FAKEPACS", many_port),
+        PacsEntry::new("refuse", "FAKEPACS", refuse_port),
+        PacsEntry::new("midway", "FAKEPACS", midway_port),
     ];
     let pons = Pons::start(&cfg.to_toml());
     let web = pons.web_url().unwrap();
@@ -420,15 +385,12 @@ fn limit_cancels_the_pacs_and_failures_carry_their_error_comment() {
         assert!(r.text().contains(part), "{part}: {}", r.text());
     }
 
-    // A failure after matches went out: the answer breaks off rather than
-    // looking like a complete (shorter) list.
-    match get("midway", "") {
-        Err(_) => {}
-        Ok(r) => assert!(
-            serde_json::from_slice::<Value>(&r.body).is_err(),
-            "a failed search looked complete: {}",
-            r.text()
-        ),
+    // A failure after three matches: the page is collected before it is
+    // answered, so it is refused with the PACS's reason, never sent short.
+    let r = get("midway", "").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    for part in ["midway", "C000", "index went away"] {
+        assert!(r.text().contains(part), "{part}: {}", r.text());
     }
     assert!(pons.log().contains("index went away"));
 }

@@ -368,42 +368,18 @@ fn an_archive_that_lost_a_file_gets_no_success_claimed() {
     assert!(received(out.path()).is_empty());
 }
 
-/// scripts/faulty_origin.py in front of Orthanc's DICOMweb, failing one
-/// instance in every WADO-RS answer that holds it (`drop`: left out;
-/// `break`: the connection closes in the middle of it). Killed on drop.
-struct FaultyOrigin {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl FaultyOrigin {
-    fn start(orthanc: &Orthanc, uid: &str, mode: &str) -> FaultyOrigin {
-        let port = free_port();
-        let child = std::process::Command::new(venv_python())
-            .arg(repo_root().join("scripts/faulty_origin.py"))
-            .args([&port.to_string(), &orthanc.dicomweb_url(), uid, mode])
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        assert!(wait_for_port(port, std::time::Duration::from_secs(20)));
-        FaultyOrigin { child, port }
-    }
-
-    /// A Pons whose upstream is this origin, moving to `s`'s storescp.
-    fn pons(&self, s: &Setup, state: &Path) -> Pons {
-        let url = s.orthanc.dicomweb_url();
-        let path = url.splitn(4, '/').nth(3).unwrap_or_default();
-        let mut cfg = PonsConfig::new(&format!("http://127.0.0.1:{}/{path}", self.port), state);
-        cfg.known_aes = vec![s.scp.known_ae()];
-        Pons::start(&cfg.to_toml())
-    }
-}
-
-impl Drop for FaultyOrigin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// scripts/faulty_origin.py in front of `s`'s Orthanc, failing one instance
+/// in every WADO-RS answer that holds it (`drop`: left out; `break`: the
+/// connection closes in the middle of it), and a Pons whose upstream it is,
+/// moving to `s`'s storescp.
+fn behind_faulty_origin(s: &Setup, uid: &str, mode: &str, state: &Path) -> (ScriptPeer, Pons) {
+    let port = free_port();
+    let url = s.orthanc.dicomweb_url();
+    let origin = ScriptPeer::start("faulty_origin.py", &[&port.to_string(), &url, uid, mode]);
+    let path = url.splitn(4, '/').nth(3).unwrap_or_default();
+    let mut cfg = PonsConfig::new(&format!("http://127.0.0.1:{port}/{path}"), state);
+    cfg.known_aes = vec![s.scp.known_ae()];
+    (origin, Pons::start(&cfg.to_toml()))
 }
 
 fn uids(v: &serde_json::Value) -> BTreeSet<String> {
@@ -418,9 +394,8 @@ fn uids(v: &serde_json::Value) -> BTreeSet<String> {
 fn an_instance_the_archive_lists_but_does_not_deliver_is_failed_and_listed() {
     let s = setup(&[]);
     let lost = uid("1.1.1.1");
-    let origin = FaultyOrigin::start(&s.orthanc, &lost, "drop");
     let state = tempfile::tempdir().unwrap();
-    let pons = origin.pons(&s, state.path());
+    let (_origin, pons) = behind_faulty_origin(&s, &lost, "drop", state.path());
     let port = pons.dimse_port().to_string();
 
     // Study 1.1: a CT and an MR series; all but the lost instance arrive.
@@ -487,9 +462,8 @@ fn an_answer_that_breaks_off_mid_instance_fails_that_instance_alone() {
     )
     .assert_success();
     let (study, _, broken, _) = file_uids(&files[0]);
-    let origin = FaultyOrigin::start(&s.orthanc, &broken, "break");
     let state = tempfile::tempdir().unwrap();
-    let pons = origin.pons(&s, state.path());
+    let (_origin, pons) = behind_faulty_origin(&s, &broken, "break", state.path());
     let port = pons.dimse_port().to_string();
     let r = qr_client(&[
         "move",

@@ -12,7 +12,6 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 const DICOM: &str = "application/dicom";
 
@@ -120,13 +119,12 @@ fn stored_uids(response: &Value) -> BTreeSet<String> {
 
 /// dicomweb-client's store_instances through scripts/stow_client.py.
 fn dicomweb_client_store(url: &str, study: Option<&str>, files: &[PathBuf]) -> (u16, Value) {
-    let mut cmd = Command::new(venv_python());
-    cmd.arg(repo_root().join("scripts").join("stow_client.py"))
-        .arg(url);
+    let mut cmd = script_command("stow_client.py");
+    cmd.arg(url);
     if let Some(s) = study {
         cmd.arg("--study").arg(s);
     }
-    let out = cmd.args(files).stdin(Stdio::null()).output().unwrap();
+    let out = cmd.args(files).output().unwrap();
     assert!(
         out.status.success(),
         "stow_client.py failed: {}",
@@ -267,9 +265,10 @@ async fn a_large_body_streams_through_in_bounded_memory() {
     assert_stored_byte_identical(&s.orthanc, &instances);
 }
 
-/// scripts/raw_store_scp.py on a free port, killed on drop.
+/// scripts/raw_store_scp.py: a PACS that keeps each data set's bytes
+/// exactly as they came.
 struct RawStoreScp {
-    child: std::process::Child,
+    _peer: ScriptPeer,
     port: u16,
     dir: tempfile::TempDir,
 }
@@ -278,27 +277,14 @@ impl RawStoreScp {
     fn start() -> RawStoreScp {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new(venv_python())
-            .arg(repo_root().join("scripts").join("raw_store_scp.py"))
-            .arg(port.to_string())
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        assert!(wait_for_port(port, std::time::Duration::from_secs(20)));
-        RawStoreScp { child, port, dir }
+        let out = dir.path().to_str().unwrap();
+        let _peer = ScriptPeer::start("raw_store_scp.py", &[&port.to_string(), out]);
+        RawStoreScp { _peer, port, dir }
     }
 
     /// The data set bytes received for an instance.
     fn received(&self, sop_instance: &str) -> Option<Vec<u8>> {
         std::fs::read(self.dir.path().join(format!("{sop_instance}.raw"))).ok()
-    }
-}
-
-impl Drop for RawStoreScp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -13,6 +13,9 @@
 //! - [`Postgres`]: a private PostgreSQL cluster (Debian's packages).
 //! - DCMTK: [`storescu`] (each file sent in its own transfer syntax),
 //!   [`echoscu`], [`StoreScp`].
+//! - [`ScriptPeer`]: a Python peer from `scripts/` (fake PACS, faulty
+//!   origin, commitment SCU) that prints "ready" once it listens;
+//!   [`script_command`] for scripts that run to completion.
 //! - [`compare_datasets`] / [`assert_same_dataset`]: data set equality
 //!   ignoring the file meta group.
 //!
@@ -31,12 +34,15 @@ pub mod multipart;
 mod orthanc;
 mod pons;
 mod postgres;
+mod script_peer;
 
 pub use dcmtk::*;
 pub use orthanc::*;
 pub use pons::*;
 #[allow(unused_imports)] // only some test binaries start PostgreSQL
 pub use postgres::*;
+#[allow(unused_imports)] // only some test binaries run Python peers
+pub use script_peer::*;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
@@ -157,12 +163,21 @@ fn prepare(cmd: &mut Command) -> &mut Command {
 
 /// This test binary running only its test `name` (exact match, output not
 /// captured), prepared like every child: a way to get a second process
-/// that uses the library, e.g. a job claimer that can be killed.
+/// that uses the library, e.g. a job claimer that can be killed. Such a
+/// helper is `#[ignore]`d so that it does not pass as a test of its own:
+/// it is run here with `--include-ignored`.
 pub fn self_test_command(name: &str) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
     prepare(&mut cmd)
-        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .args([
+            name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .stdin(Stdio::null());
     cmd
 }

@@ -202,6 +202,7 @@ impl ScuAssociation {
     }
 
     /// Send a bare P-DATA fragment; for tests that must misbehave on purpose.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub async fn send_raw_fragment(
         &mut self,
         pc_id: u8,

@@ -159,7 +159,8 @@ impl UpstreamClient {
         })
     }
 
-    /// The base URL, without trailing '/'.
+    /// The base URL, without trailing '/'. Only the unit tests ask.
+    #[cfg(test)]
     pub fn base_url(&self) -> &str {
         &self.base
     }
