@@ -90,6 +90,11 @@ impl ScriptPeer {
         self.line_within(LINE_TIMEOUT)
     }
 
+    /// Every line printed so far and not yet read, without waiting.
+    pub fn lines_now(&mut self) -> Vec<String> {
+        self.lines.try_iter().map(|l| l.trim().to_owned()).collect()
+    }
+
     /// The next line, which must be JSON.
     pub fn next_json(&mut self) -> Value {
         let line = self.next_line();
