@@ -109,7 +109,8 @@ def make_ct_study(files, out):
 class Orthanc:
     """Orthanc as DICOMweb origin (for Pons) and as DIMSE PACS (the direct path)."""
 
-    def __init__(self, root, modalities):
+    def __init__(self, root, modalities, extra=None):
+        """extra: more Orthanc configuration keys, merged over the defaults."""
         self.http = free_port()
         self.dicom = free_port()
         self.dir = os.path.join(root, "orthanc")
@@ -124,6 +125,7 @@ class Orthanc:
             "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
+        cfg.update(extra or {})
         path = os.path.join(root, "orthanc.json")
         with open(path, "w") as f:
             json.dump(cfg, f)

@@ -463,3 +463,50 @@ fn c_find_with_the_archive_down_fails_with_a_comment() {
     assert!(final_status(&r).contains("0xc000"), "{}", r.log);
     assert!(r.log.contains("archive unreachable"), "{}", r.log);
 }
+
+/// An origin that answers every request with `status` and Retry-After.
+fn overloaded_origin(status: u16) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            while reader.read_line(&mut head).unwrap_or(0) > 2 {}
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} Busy\r\nRetry-After: 30\r\nContent-Length: 5\r\n\
+                 Connection: close\r\n\r\nbusy\n"
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn c_find_on_an_overloaded_archive_is_out_of_resources_at_once() {
+    for status in [429, 503] {
+        let port = overloaded_origin(status);
+        let state = tempfile::tempdir().unwrap();
+        let cfg = PonsConfig::new(&format!("http://127.0.0.1:{port}/dicom-web"), state.path());
+        let pons = Pons::start(&cfg.to_toml());
+        let start = std::time::Instant::now();
+        let r = findscu(
+            &pons,
+            "-S",
+            &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
+            &[],
+        );
+        assert!(r.matches.is_empty());
+        assert!(final_status(&r).contains("0xa700"), "{status}: {}", r.log);
+        let comment = format!("archive answered HTTP {status}; retry later");
+        assert!(r.log.contains(&comment), "{}", r.log);
+        // Not after waiting out its Retry-After.
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}
