@@ -36,13 +36,7 @@ pub fn request_from_json(
 ) -> Result<CommitRequest, RequestError> {
     let transaction_uid = uid::trim(transaction_uid).to_owned();
     check_transaction_uid(&transaction_uid)?;
-    let obj = read(body)?;
-    let mut instances = without_reasons(flat(&obj, tags::REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?);
-    instances.extend(without_reasons(hierarchy(
-        &obj,
-        tags::REFERENCED_STUDY_SEQUENCE,
-        STUDY_SEQ,
-    )?));
+    let instances = without_reasons(committed(&read(body)?)?);
     if instances.is_empty() {
         return Err(RequestError::NoInstances);
     }
@@ -88,12 +82,6 @@ pub fn result_to_json(result: &CommitResult, hierarchical: bool) -> Value {
 /// A failed item without a readable Failure Reason is a processing failure.
 pub fn result_from_json(body: &Value, transaction_uid: &str) -> Result<CommitResult, RequestError> {
     let obj = read(body)?;
-    let mut committed = without_reasons(flat(&obj, tags::REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?);
-    committed.extend(without_reasons(hierarchy(
-        &obj,
-        tags::REFERENCED_STUDY_SEQUENCE,
-        STUDY_SEQ,
-    )?));
     let mut failed = flat(&obj, tags::FAILED_SOP_SEQUENCE, FAILED_SOP)?;
     failed.extend(hierarchy(
         &obj,
@@ -102,9 +90,16 @@ pub fn result_from_json(body: &Value, transaction_uid: &str) -> Result<CommitRes
     )?);
     Ok(CommitResult {
         transaction_uid: uid::trim(transaction_uid).to_owned(),
-        committed,
+        committed: without_reasons(committed(&obj)?),
         failed: with_reasons(failed),
     })
+}
+
+/// The referenced instances, flat and in the hierarchy.
+fn committed(obj: &InMemDicomObject) -> Result<Vec<(SopRef, Option<u16>)>, RequestError> {
+    let mut refs = flat(obj, tags::REFERENCED_SOP_SEQUENCE, REFERENCED_SOP)?;
+    refs.extend(hierarchy(obj, tags::REFERENCED_STUDY_SEQUENCE, STUDY_SEQ)?);
+    Ok(refs)
 }
 
 fn read(body: &Value) -> Result<InMemDicomObject, RequestError> {
