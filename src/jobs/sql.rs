@@ -169,6 +169,17 @@ macro_rules! on_pool {
     };
 }
 
+/// Run a statement on either pool with these binds: the rows it changed.
+macro_rules! rows_changed {
+    ($self:expr, $sql:expr $(, $bind:expr)*) => {
+        on_pool!($self, p => sqlx::query($sql)$(.bind($bind))*
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(query_err)
+    };
+}
+
 pub(super) struct SqlJobs {
     pool: Pool,
     node: String,
@@ -387,27 +398,19 @@ impl JobTable for SqlJobs {
     }
 
     async fn requeue_node(&self, kind: &str) -> Result<u64, JobError> {
-        on_pool!(self, p => sqlx::query(REQUEUE_NODE)
-            .bind(now_ms())
-            .bind(kind)
-            .bind(&self.node)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(query_err)
+        rows_changed!(self, REQUEUE_NODE, now_ms(), kind, &self.node)
     }
 
     async fn renew(&self, id: JobId, owner: &str, lease: Duration) -> Result<bool, JobError> {
         let now = now_ms();
-        let done = on_pool!(self, p => sqlx::query(RENEW)
-            .bind(now.saturating_add(duration_ms(lease)))
-            .bind(now)
-            .bind(id)
-            .bind(owner)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(query_err)?;
+        let done = rows_changed!(
+            self,
+            RENEW,
+            now.saturating_add(duration_ms(lease)),
+            now,
+            id,
+            owner
+        )?;
         Ok(done > 0)
     }
 
@@ -418,52 +421,30 @@ impl JobTable for SqlJobs {
         payload: &serde_json::Value,
     ) -> Result<bool, JobError> {
         let payload = payload.to_string();
-        let done = on_pool!(self, p => sqlx::query(UPDATE_PAYLOAD)
-            .bind(&payload)
-            .bind(now_ms())
-            .bind(id)
-            .bind(owner)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(query_err)?;
+        let done = rows_changed!(self, UPDATE_PAYLOAD, &payload, now_ms(), id, owner)?;
         Ok(done > 0)
     }
 
     async fn complete(&self, id: JobId) -> Result<(), JobError> {
-        let done = on_pool!(self, p => sqlx::query(COMPLETE)
-            .bind(now_ms())
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(query_err)?;
+        let done = rows_changed!(self, COMPLETE, now_ms(), id)?;
         SqlJobs::one_row(id, done)
     }
 
     async fn retry_later(&self, id: JobId, delay: Duration, error: &str) -> Result<(), JobError> {
         let now = now_ms();
-        let done = on_pool!(self, p => sqlx::query(RETRY_LATER)
-            .bind(error)
-            .bind(now)
-            .bind(now.saturating_add(duration_ms(delay)))
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(query_err)?;
+        let done = rows_changed!(
+            self,
+            RETRY_LATER,
+            error,
+            now,
+            now.saturating_add(duration_ms(delay)),
+            id
+        )?;
         SqlJobs::one_row(id, done)
     }
 
     async fn fail(&self, id: JobId, error: &str) -> Result<(), JobError> {
-        let done = on_pool!(self, p => sqlx::query(FAIL)
-            .bind(error)
-            .bind(now_ms())
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(query_err)?;
+        let done = rows_changed!(self, FAIL, error, now_ms(), id)?;
         SqlJobs::one_row(id, done)
     }
 
