@@ -228,20 +228,16 @@ def viewer(label, port, prefix, workers, want_sops, latencies):
                         f"{parts and [len(p) for p in parts]} (expected [{frame_bytes}]): "
                         f"{body[:120]!r}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(workers, work)
     for c in conns:
         c.close()
     return time.perf_counter() - start
 
 
-def viewers(label, port, prefix, n, args, want_sops):
-    """n viewers at once; returns (whole-run seconds, every request's seconds)."""
+def viewers(label, port, prefix, args, want_sops):
+    """args.viewers viewers at once; returns (whole-run seconds, every request's seconds)."""
     latencies = []
-    whole = run_threads(n, lambda i: viewer(f"{label} viewer {i}", port, prefix,
+    whole = run_threads(args.viewers, lambda i: viewer(f"{label} viewer {i}", port, prefix,
                                             args.workers, want_sops, latencies))
     return whole, latencies
 
@@ -305,8 +301,9 @@ class Bench:
         self.args, self.root, self.orthanc = args, root, orthanc
         self.runs, self.rss, self.logs = 0, {}, []
 
-    def pons(self, part):
-        """A fresh Pons (empty cache) in front of Orthanc's DIMSE side."""
+    def through_pons(self, part, fn):
+        """fn(web port) against a fresh Pons (empty cache) in front of Orthanc's
+        DIMSE side; then its peak RSS is kept and its log read."""
         self.runs += 1
         name = f"pons-{part}-{self.runs}"
         extra = (f'[cache]\ndir = "{self.root}/{name}/cache"\nmax_mb = 4096\n'
@@ -314,20 +311,18 @@ class Bench:
                  f'port = {self.orthanc.dicom}\n')
         p = Pons(self.args.binary, self.root, f"http://127.0.0.1:{self.orthanc.http}/dicom-web",
                  name, extra=extra)
-        p.part = part
-        return p
-
-    def stop(self, p):
-        rss = p.stop()
-        self.rss[p.part] = max(self.rss.get(p.part, 0), rss)
-        shutil.rmtree(os.path.join(p.dir, "cache"), ignore_errors=True)
-        with open(os.path.join(p.dir, "pons.log"), errors="replace") as f:
-            for line in f:
-                line = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
-                if re.search(r"\b(WARN|ERROR)\b", line):
-                    line = line.split(" ", 1)[-1]  # without its time stamp
-                    problem(f"({p.part}) Pons log: {line[:240]}")
-        self.logs.append(os.path.join(p.dir, "pons.log"))
+        try:
+            return fn(p.web)
+        finally:
+            self.rss[part] = max(self.rss.get(part, 0), p.stop())
+            shutil.rmtree(os.path.join(p.dir, "cache"), ignore_errors=True)
+            self.logs.append(os.path.join(p.dir, "pons.log"))
+            with open(self.logs[-1], errors="replace") as f:
+                for line in f:
+                    line = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+                    if re.search(r"\b(WARN|ERROR)\b", line):
+                        line = line.split(" ", 1)[-1]  # without its time stamp
+                        problem(f"({part}) Pons log: {line[:240]}")
 
 
 def main():
@@ -352,7 +347,6 @@ def main():
                              "PONS": ["PONS", "127.0.0.1", free_port()]},
                       extra={"DicomThreadsCount": 8})
     bench, direct = Bench(args, root, orthanc), "/dicom-web"
-    pons = None
 
     def load(d, what):
         t, _ = run_tool(["storescu", "-aet", "BENCH", "-aec", "ORTHANC", "+sd", "127.0.0.1",
@@ -366,32 +360,25 @@ def main():
             raise SystemExit(f"Orthanc holds {orthanc.count()} instances, not {args.studies}")
 
         if "a" in args.parts:
-            rows = []
-            for label in ("Orthanc's own QIDO-RS", "Pons (C-FIND)"):
-                if label.startswith("Pons"):
-                    pons = bench.pons("a")
-                port = pons.web if pons else orthanc.http
+            def paged(label, port):
                 warm = Conn(port)
                 warm.get(f"{direct}/studies?limit=1", JSON)
                 warm.close()
                 outcomes, lat, whole = paged_load(label, port, direct, args)
-                rows.append((label, outcomes, lat, whole))
                 print(f"(a) {label}: {dict(outcomes)} in {whole:.1f} s", file=sys.stderr)
-                if pons:
-                    bench.stop(pons)
-                    pons = None
+                return label, outcomes, lat, whole
+
+            rows = [paged("Orthanc's own QIDO-RS", orthanc.http),
+                    bench.through_pons("a", lambda port: paged("Pons (C-FIND)", port))]
             out.append(table_a(args, rows, bench.rss["a"]))
 
         if "b" in args.parts:
-            pons = bench.pons("b")
-            times = patient_query([
+            times = bench.through_pons("b", lambda port: patient_query([
                 ("Orthanc's own QIDO-RS, kept-alive", Conn(orthanc.http), direct),
                 ("Orthanc's own QIDO-RS, fresh connections", Conn(orthanc.http, True), direct),
-                ("Pons (C-FIND), kept-alive", Conn(pons.web), direct),
-                ("Pons (C-FIND), fresh connections", Conn(pons.web, True), direct),
-            ], args)
-            bench.stop(pons)
-            pons = None
+                ("Pons (C-FIND), kept-alive", Conn(port), direct),
+                ("Pons (C-FIND), fresh connections", Conn(port, True), direct),
+            ], args))
             out.append(table_b(args, times))
 
         if set("cde") & set(args.parts):
@@ -400,24 +387,20 @@ def main():
         if "c" in args.parts:
             runs = {"Orthanc": [], "Pons": []}
             for rep in range(args.reps):
-                runs["Orthanc"].append(viewer("(c) Orthanc", orthanc.http, direct,
-                                              args.workers, want_sops, []))
-                pons = bench.pons("c")
-                runs["Pons"].append(viewer("(c) Pons", pons.web, direct, args.workers,
-                                           want_sops, []))
-                bench.stop(pons)
-                pons = None
+                for path in runs:
+                    one = lambda port: viewer(f"(c) {path}", port, direct, args.workers,
+                                              want_sops, [])
+                    runs[path].append(one(orthanc.http) if path == "Orthanc"
+                                      else bench.through_pons("c", one))
                 print(f"(c) run {rep + 1}: Orthanc {runs['Orthanc'][-1]:.2f} s, "
                       f"Pons {runs['Pons'][-1]:.2f} s", file=sys.stderr)
             out.append(table_c(args, n, runs, bench.rss["c"]))
 
         if "d" in args.parts:
-            d = {"Orthanc": viewers("(d) Orthanc", orthanc.http, direct, args.viewers, args,
-                                    want_sops)}
-            pons = bench.pons("d")
-            d["Pons"] = viewers("(d) Pons", pons.web, direct, args.viewers, args, want_sops)
-            bench.stop(pons)
-            pons = None
+            d = {}
+            for path in ("Orthanc", "Pons"):
+                many = lambda port: viewers(f"(d) {path}", port, direct, args, want_sops)
+                d[path] = many(orthanc.http) if path == "Orthanc" else bench.through_pons("d", many)
             print(f"(d) Orthanc {d['Orthanc'][0]:.1f} s, Pons {d['Pons'][0]:.1f} s",
                   file=sys.stderr)
             out.append(table_d(args, n, d, bench.rss["d"]))
@@ -426,20 +409,18 @@ def main():
             k = args.retrievals
             e = {(path, c): [] for path in ("Orthanc", "Pons") for c in (1, k)}
             for rep in range(args.reps):
-                for c in (1, k):
-                    e[("Orthanc", c)].append(concurrent_retrievals(
-                        "(e) Orthanc", orthanc.http, direct, c, n, root))
-                    pons = bench.pons("e")
-                    e[("Pons", c)].append(concurrent_retrievals(
-                        "(e) Pons", pons.web, direct, c, n, root))
-                    bench.stop(pons)
-                    pons = None
+                for (path, c), times in e.items():
+                    at_once = lambda port: concurrent_retrievals(f"(e) {path}", port, direct,
+                                                                 c, n, root)
+                    times.append(at_once(orthanc.http) if path == "Orthanc"
+                                 else bench.through_pons("e", at_once))
                 print(f"(e) run {rep + 1}: " + ", ".join(
                     f"{p} x{c} {v[-1]:.2f} s" for (p, c), v in e.items()), file=sys.stderr)
             out.append(table_e(args, n, e, bench.rss["e"]))
+    except BaseException:
+        print(f"load: failed; its files are kept in {root}", file=sys.stderr)
+        raise
     finally:
-        if pons:
-            bench.stop(pons)
         orthanc.stop()
 
     print("\n".join(out))

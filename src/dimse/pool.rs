@@ -8,8 +8,12 @@
 //! - An association goes back to the idle list only after an operation on
 //!   it ended cleanly ([`Pooled::done`]); it is handed out again only for
 //!   presentation contexts it already has, only while the peer has not
-//!   closed it, and it is released once idle for longer than `idle`, or as
-//!   soon as work needs a new association of another kind.
+//!   closed it, and it is released once idle for longer than `idle`, or
+//!   when a new association needs its place.
+//!
+//! Idle associations hold slots on the PACS too (Orthanc serves
+//! DicomThreadsCount associations at once and queues the rest), so
+//! `max_associations` must stay within what the PACS serves.
 
 use super::client::{Proposal, ScuAssociation, ScuConfig};
 use super::DimseError;
@@ -41,16 +45,16 @@ impl Shape {
         }
     }
 
-    /// Does an association negotiated as `self` serve `wanted`?
-    fn covers(&self, wanted: &Shape) -> bool {
-        wanted.proposals.iter().all(|w| {
-            self.proposals.iter().any(|p| {
-                p.abstract_syntax == w.abstract_syntax && p.transfer_syntaxes == w.transfer_syntaxes
-            })
-        }) && wanted
-            .scp_classes
-            .iter()
-            .all(|c| self.scp_classes.contains(c))
+    /// Does an association negotiated as `self` serve `wanted`? Only when
+    /// proposed alike: an extra context changes what a peer may send (an
+    /// as-stored context lets a C-GET meant to convert come compressed).
+    fn serves(&self, wanted: &Shape) -> bool {
+        let same = |a: &Proposal, b: &Proposal| {
+            a.abstract_syntax == b.abstract_syntax && a.transfer_syntaxes == b.transfer_syntaxes
+        };
+        self.proposals.len() == wanted.proposals.len()
+            && self.proposals.iter().zip(&wanted.proposals).all(|(a, b)| same(a, b))
+            && self.scp_classes == wanted.scp_classes
     }
 }
 
@@ -93,8 +97,7 @@ impl Pool {
         self.config.max_associations - self.in_use.available_permits()
     }
 
-    /// An association with (at least) `shape`: an idle one that has it, or
-    /// a new one. Waits its turn for up to `queue_timeout`.
+    /// An association of `shape`: an idle one negotiated alike, or a new one. Waits its turn for up to `queue_timeout`.
     pub async fn get(self: &Arc<Self>, shape: Shape) -> Result<Pooled, DimseError> {
         let deadline = Instant::now() + self.config.queue_timeout;
         let permit = tokio::time::timeout(
@@ -168,13 +171,16 @@ impl Pool {
         // Most recently used first: the least likely to have been closed.
         let found = idle
             .iter()
-            .rposition(|a| a.shape.covers(shape))
+            .rposition(|a| a.shape.serves(shape))
             .map(|i| idle.remove(i));
         if found.is_none() {
-            // A new association: the idle ones serve other work, and each
-            // holds one of the PACS's association slots (Orthanc serves
-            // DicomThreadsCount at once and queues the rest): close them.
-            surplus.extend(idle.drain(..).map(|a| a.assoc));
+            // A new association: make room among the idle ones, oldest
+            // first, so that no more than max_associations are open.
+            let open = self.in_use() + idle.len();
+            let excess = open
+                .saturating_sub(self.config.max_associations)
+                .min(idle.len());
+            surplus.extend(idle.drain(..excess).map(|a| a.assoc));
         }
         (found, surplus)
     }
