@@ -7,11 +7,12 @@ the tests of Pons's association pool and shared queries.
 Answers every C-FIND with 5 studies, after DELAY_SECONDS. Takes at most
 MAX_ASSOCIATIONS associations at once and refuses more with A-ASSOCIATE-RJ
 (transient, local limit exceeded), as pynetdicom does. Prints "ready" once
-listening, "find" for each C-FIND, and "rejected" for each refused
-association. AE title BUSYPACS, any caller accepted.
+listening, "associated" for each association it accepts, "find" for each
+C-FIND, and "rejected" for each refused association. AE title BUSYPACS, any caller accepted.
 """
 
 import sys
+import threading
 import time
 
 from pydicom.dataset import Dataset
@@ -27,17 +28,30 @@ def study(i):
     return ds
 
 
+PRINT = threading.Lock()
+
+
+def say(line):
+    """One whole line: handlers run on threads of their own."""
+    with PRINT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def main():
     port, limit, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 
     def handle_find(event):
-        print("find", flush=True)
+        say("find")
         time.sleep(delay)
         for i in range(5):
             yield 0xFF00, study(i)
 
     def handle_rejected(event):
-        print("rejected", flush=True)
+        say("rejected")
+
+    def handle_accepted(event):
+        say("associated")
 
     ae = AE(ae_title="BUSYPACS")
     ae.maximum_associations = limit
@@ -48,9 +62,10 @@ def main():
         evt_handlers=[
             (evt.EVT_C_FIND, handle_find),
             (evt.EVT_REJECTED, handle_rejected),
+            (evt.EVT_ACCEPTED, handle_accepted),
         ],
     )
-    print("ready", flush=True)
+    say("ready")
     try:
         while True:
             time.sleep(3600)

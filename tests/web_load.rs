@@ -98,8 +98,13 @@ fn identical_concurrent_queries_share_one_c_find() {
         assert_eq!(rsp.json().as_array().unwrap().len(), 5);
     }
     let finds = lines_for(&mut pacs, Duration::from_millis(300));
-    assert_eq!(finds, ["find"], "ten identical queries, one C-FIND");
-    // Nothing is kept (web.qido_cache_secs = 0): the next one asks again.
+    assert_eq!(
+        finds,
+        ["associated", "find"],
+        "ten identical queries, one C-FIND"
+    );
+    // Nothing is kept (web.qido_cache_secs = 0): the next one asks again,
+    // on the association the first left idle.
     assert_eq!(http("GET", &url, &[], b"").unwrap().status, 200);
     assert_eq!(lines_for(&mut pacs, Duration::from_millis(300)), ["find"]);
 }
@@ -147,7 +152,8 @@ fn a_full_pacs_gets_503_with_retry_after_within_the_wait_never_a_hang() {
             other => panic!("HTTP {other}: {answers:?}\n{}", pons.log()),
         }
     }
-    assert!(pacs.lines_now().iter().any(|l| l == "rejected"));
+    let lines = lines_for(&mut pacs, Duration::from_millis(500));
+    assert!(lines.iter().any(|l| l == "rejected"), "{lines:?}");
 }
 
 #[test]
@@ -166,9 +172,12 @@ fn within_the_pacs_limit_no_request_fails_for_the_limit() {
         "{answers:?}\n{}",
         pons.log()
     );
-    let lines = pacs.lines_now();
-    assert_eq!(lines.iter().filter(|l| *l == "find").count(), 20);
-    assert!(!lines.iter().any(|l| l == "rejected"), "{lines:?}");
+    let lines = lines_for(&mut pacs, Duration::from_millis(500));
+    let count = |what: &str| lines.iter().filter(|l| *l == what).count();
+    assert_eq!(count("find"), 20);
+    assert_eq!(count("rejected"), 0, "{lines:?}");
+    // Two associations carried all twenty: reused, never more than allowed.
+    assert_eq!(count("associated"), 2, "{lines:?}");
 }
 
 /// GET on a kept-alive connection: the seconds until the whole body is in.

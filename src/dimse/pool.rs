@@ -53,7 +53,11 @@ impl Shape {
             a.abstract_syntax == b.abstract_syntax && a.transfer_syntaxes == b.transfer_syntaxes
         };
         self.proposals.len() == wanted.proposals.len()
-            && self.proposals.iter().zip(&wanted.proposals).all(|(a, b)| same(a, b))
+            && self
+                .proposals
+                .iter()
+                .zip(&wanted.proposals)
+                .all(|(a, b)| same(a, b))
             && self.scp_classes == wanted.scp_classes
     }
 }
