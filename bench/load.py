@@ -65,10 +65,12 @@ QIDO_TARGET = 1.5  # (b): Pons's median at most 1.5x Orthanc's own
 SHARED_TARGET = 1.5  # (e): N concurrent cold retrievals at most 1.5x one alone
 RSS_TARGET = 150  # MB, (a)
 NAGLE_MS = 20  # (b): kept-alive this much slower than a fresh connection = a stall
-LABELS = {"Orthanc": "Orthanc's own DICOMweb", "Pons": "Pons (C-GET, cold cache)"}
+LABELS = {"Orthanc": "Orthanc's own DICOMweb", "Pons": "Pons (C-GET, cold cache)",
+          "warm": "Pons, warm cache (reference)"}
 
 problems = collections.Counter()  # what went wrong -> how often
 targets = []  # (part, target, figure, met)
+retried = collections.Counter()  # server port -> requests sent again on a new connection
 
 
 def problem(msg):
@@ -86,17 +88,26 @@ class Conn:
         self.port, self.fresh, self.conn = port, fresh, None
 
     def get(self, path, accept):
-        """(seconds, status or error text, headers, body)."""
+        """(seconds, status or error text, headers, body). A kept-alive connection
+        the server closed before answering is retried once on a new one, as
+        browsers do (counted in `retried`)."""
         start = time.perf_counter()
-        try:
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-            self.conn.request("GET", path, headers={"Accept": accept})
-            r = self.conn.getresponse()
-            status, headers, body = r.status, r.headers, r.read()
-        except (OSError, http.client.HTTPException) as e:
-            status, headers, body = f"{type(e).__name__}: {e}", {}, b""
-            self.close()
+        for attempt in (0, 1):
+            reused = self.conn is not None
+            try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+                self.conn.request("GET", path, headers={"Accept": accept})
+                r = self.conn.getresponse()
+                status, headers, body = r.status, r.headers, r.read()
+                break
+            except (OSError, http.client.HTTPException) as e:
+                status, headers, body = f"{type(e).__name__}: {e}", {}, b""
+                self.close()
+                if attempt or not reused or not isinstance(
+                        e, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+                    break
+                retried[self.port] += 1
         if self.fresh:
             self.close()
         return time.perf_counter() - start, status, headers, body
@@ -244,38 +255,32 @@ def viewers(label, port, prefix, args, want_sops):
 
 # --- (e) a whole study ---------------------------------------------------------------
 
-def retrieve_study(label, port, prefix, head_file, n):
-    """WADO-RS of the study with curl; its parts counted as they stream by.
-    Returns seconds."""
+def retrieve_study(label, port, prefix, out, n):
+    """WADO-RS of the study with curl into out (best in memory: /dev/shm), its
+    parts counted once it is done. Returns seconds."""
     start = time.perf_counter()
-    p = subprocess.Popen(["curl", "-sS", "-D", head_file, "-H", f"Accept: {STUDY}",
-                          f"http://127.0.0.1:{port}{prefix}/studies/{CT_STUDY_UID}"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    line = p.stdout.readline()  # the first delimiter: "--boundary"
-    boundary = line.strip()[2:] if line.startswith(b"--") else b""
-    delim, count, tail = b"\r\n--" + boundary, 0, b""
-    while chunk := p.stdout.read(1 << 20):
-        buf = tail + chunk
-        count += buf.count(delim) if boundary else 0
-        tail = buf[-(len(delim) - 1):]
-    err = p.stderr.read().decode(errors="replace")
-    p.wait()
+    p = subprocess.run(["curl", "-sS", "-D", out + ".head", "-o", out, "-H", f"Accept: {STUDY}",
+                        f"http://127.0.0.1:{port}{prefix}/studies/{CT_STUDY_UID}"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t = time.perf_counter() - start
-    with open(head_file, "rb") as f:
-        head = f.read().decode(errors="replace")
-    ok = (p.returncode == 0 and head.split(" ", 2)[1:2] == ["200"] and boundary
-          and boundary.decode() in head)
-    if not ok or count != n:  # count: every part's delimiter but the first, and the close
-        problem(f"{label}: curl {p.returncode} {err.strip()[:200]}, "
-                f"{head.splitlines()[0] if head else 'no answer'}, {count} parts "
-                f"(expected {n}): {line[:200]!r}")
+    with open(out + ".head", errors="replace") as f:
+        head = f.read()
+    m = re.search(r'(?im)^content-type:.*boundary="?([^";\r\n]+)', head)
+    with open(out, "rb") as f:
+        body = f.read()
+    parts = body.count(b"\r\n--" + m.group(1).encode()) if m else 0  # the close, not the first
+    os.remove(out)
+    if p.returncode or head.split(" ", 2)[1:2] != ["200"] or parts != n:
+        problem(f"{label}: curl {p.returncode} {p.stderr.decode(errors='replace')[:200]}, "
+                f"{head.splitlines()[0] if head else 'no answer'}, {parts} parts "
+                f"(expected {n}): {body[:200]!r}")
     return t
 
 
-def concurrent_retrievals(label, port, prefix, k, n, root):
+def concurrent_retrievals(label, port, prefix, k, n, out_dir):
     """k retrievals at once; returns the seconds of the last to finish."""
     return run_threads(k, lambda i: retrieve_study(
-        f"{label} ({k} at once)", port, prefix, os.path.join(root, f"head{i}"), n))
+        f"{label} ({k} at once)", port, prefix, os.path.join(out_dir, f"study{i}"), n))
 
 
 # --- set-up --------------------------------------------------------------------------
@@ -347,6 +352,7 @@ def main():
                              "PONS": ["PONS", "127.0.0.1", free_port()]},
                       extra={"DicomThreadsCount": 8})
     bench, direct = Bench(args, root, orthanc), "/dicom-web"
+    orthanc_log, peer_errors = os.path.join(root, "orthanc.log"), collections.Counter()
 
     def load(d, what):
         t, _ = run_tool(["storescu", "-aet", "BENCH", "-aec", "ORTHANC", "+sd", "127.0.0.1",
@@ -354,69 +360,89 @@ def main():
         print(f"load: {what} into Orthanc in {t:.1f} s ({orthanc.count()} instances)",
               file=sys.stderr)
 
+    def part_a():
+        def paged(label, port):
+            warm = Conn(port)
+            warm.get(f"{direct}/studies?limit=1", JSON)
+            warm.close()
+            outcomes, lat, whole = paged_load(label, port, direct, args)
+            print(f"(a) {label}: {dict(outcomes)} in {whole:.1f} s", file=sys.stderr)
+            return label, outcomes, lat, whole
+
+        rows = [paged("Orthanc's own QIDO-RS", orthanc.http),
+                bench.through_pons("a", lambda port: paged("Pons (C-FIND)", port))]
+        return table_a(args, rows, bench.rss["a"])
+
+    def part_b():
+        times = bench.through_pons("b", lambda port: patient_query([
+            ("Orthanc's own QIDO-RS, kept-alive", Conn(orthanc.http), direct),
+            ("Orthanc's own QIDO-RS, fresh connections", Conn(orthanc.http, True), direct),
+            ("Pons (C-FIND), kept-alive", Conn(port), direct),
+            ("Pons (C-FIND), fresh connections", Conn(port, True), direct),
+        ], args))
+        return table_b(args, times)
+
+    def part_c():
+        runs = {"Orthanc": [], "Pons": []}
+        for rep in range(args.reps):
+            for path in runs:
+                one = lambda port: viewer(f"(c) {path}", port, direct, args.workers,
+                                          want_sops, [])
+                runs[path].append(one(orthanc.http) if path == "Orthanc"
+                                  else bench.through_pons("c", one))
+            print(f"(c) run {rep + 1}: Orthanc {runs['Orthanc'][-1]:.2f} s, "
+                  f"Pons {runs['Pons'][-1]:.2f} s", file=sys.stderr)
+        return table_c(args, n, runs, bench.rss["c"])
+
+    def part_d():
+        d = {}
+        for path in ("Orthanc", "Pons"):
+            many = lambda port: viewers(f"(d) {path}", port, direct, args, want_sops)
+            d[path] = many(orthanc.http) if path == "Orthanc" else bench.through_pons("d", many)
+        print(f"(d) Orthanc {d['Orthanc'][0]:.1f} s, Pons {d['Pons'][0]:.1f} s",
+              file=sys.stderr)
+        return table_d(args, n, d, bench.rss["d"])
+
+    def part_e():
+        k = args.retrievals
+        e = {(path, c): [] for path in ("Orthanc", "Pons", "warm") for c in (1, k)}
+        # The answers land in memory: writing k x 250 MB to disk would time the disk.
+        shm = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else root)
+
+        def at_once(path, port, c):
+            e[(path, c)].append(concurrent_retrievals(f"(e) {path}", port, direct, c, n, shm))
+
+        def cold_then_warm(port):  # the cold k, then the same Pons again, warm
+            for path, c in (("Pons", k), ("warm", 1), ("warm", k)):
+                at_once(path, port, c)
+
+        for rep in range(args.reps):
+            at_once("Orthanc", orthanc.http, 1)
+            at_once("Orthanc", orthanc.http, k)
+            bench.through_pons("e", lambda port: at_once("Pons", port, 1))
+            bench.through_pons("e", cold_then_warm)
+            print(f"(e) run {rep + 1}: " + ", ".join(
+                f"{p} x{c} {v[-1]:.2f} s" for (p, c), v in e.items()), file=sys.stderr)
+        shutil.rmtree(shm)
+        return table_e(args, n, e, bench.rss["e"])
+
     try:
         load("tiny", f"{args.studies} tiny studies")
         if orthanc.count() != args.studies:
             raise SystemExit(f"Orthanc holds {orthanc.count()} instances, not {args.studies}")
-
-        if "a" in args.parts:
-            def paged(label, port):
-                warm = Conn(port)
-                warm.get(f"{direct}/studies?limit=1", JSON)
-                warm.close()
-                outcomes, lat, whole = paged_load(label, port, direct, args)
-                print(f"(a) {label}: {dict(outcomes)} in {whole:.1f} s", file=sys.stderr)
-                return label, outcomes, lat, whole
-
-            rows = [paged("Orthanc's own QIDO-RS", orthanc.http),
-                    bench.through_pons("a", lambda port: paged("Pons (C-FIND)", port))]
-            out.append(table_a(args, rows, bench.rss["a"]))
-
-        if "b" in args.parts:
-            times = bench.through_pons("b", lambda port: patient_query([
-                ("Orthanc's own QIDO-RS, kept-alive", Conn(orthanc.http), direct),
-                ("Orthanc's own QIDO-RS, fresh connections", Conn(orthanc.http, True), direct),
-                ("Pons (C-FIND), kept-alive", Conn(port), direct),
-                ("Pons (C-FIND), fresh connections", Conn(port, True), direct),
-            ], args))
-            out.append(table_b(args, times))
-
-        if set("cde") & set(args.parts):
-            load("ct", f"{n}-instance CT series")
-
-        if "c" in args.parts:
-            runs = {"Orthanc": [], "Pons": []}
-            for rep in range(args.reps):
-                for path in runs:
-                    one = lambda port: viewer(f"(c) {path}", port, direct, args.workers,
-                                              want_sops, [])
-                    runs[path].append(one(orthanc.http) if path == "Orthanc"
-                                      else bench.through_pons("c", one))
-                print(f"(c) run {rep + 1}: Orthanc {runs['Orthanc'][-1]:.2f} s, "
-                      f"Pons {runs['Pons'][-1]:.2f} s", file=sys.stderr)
-            out.append(table_c(args, n, runs, bench.rss["c"]))
-
-        if "d" in args.parts:
-            d = {}
-            for path in ("Orthanc", "Pons"):
-                many = lambda port: viewers(f"(d) {path}", port, direct, args, want_sops)
-                d[path] = many(orthanc.http) if path == "Orthanc" else bench.through_pons("d", many)
-            print(f"(d) Orthanc {d['Orthanc'][0]:.1f} s, Pons {d['Pons'][0]:.1f} s",
-                  file=sys.stderr)
-            out.append(table_d(args, n, d, bench.rss["d"]))
-
-        if "e" in args.parts:
-            k = args.retrievals
-            e = {(path, c): [] for path in ("Orthanc", "Pons") for c in (1, k)}
-            for rep in range(args.reps):
-                for (path, c), times in e.items():
-                    at_once = lambda port: concurrent_retrievals(f"(e) {path}", port, direct,
-                                                                 c, n, root)
-                    times.append(at_once(orthanc.http) if path == "Orthanc"
-                                 else bench.through_pons("e", at_once))
-                print(f"(e) run {rep + 1}: " + ", ".join(
-                    f"{p} x{c} {v[-1]:.2f} s" for (p, c), v in e.items()), file=sys.stderr)
-            out.append(table_e(args, n, e, bench.rss["e"]))
+        for name, fn in (("a", part_a), ("b", part_b), ("c", part_c), ("d", part_d),
+                         ("e", part_e)):
+            if name not in args.parts:
+                continue
+            if name in "cde" and orthanc.count() == args.studies:
+                load("ct", f"{n}-instance CT series")
+            mark = os.path.getsize(orthanc_log)
+            out.append(fn())
+            with open(orthanc_log, errors="replace") as f:  # Orthanc's errors meanwhile
+                f.seek(mark)
+                for line in f:
+                    if line.startswith("E"):
+                        peer_errors[f"({name}) {line.split('] ', 1)[-1].strip()}"] += 1
     except BaseException:
         print(f"load: failed; its files are kept in {root}", file=sys.stderr)
         raise
@@ -428,9 +454,15 @@ def main():
     print("| part | target | figure | verdict |\n|---|---|---|---|")
     for row in targets:
         print("| " + " | ".join(row) + " |")
+    print()
+    for port, count in retried.items():
+        print(f"- {count} requests to {'Orthanc' if port == orthanc.http else 'Pons'} were sent "
+              f"again on a new connection: the server had closed the kept-alive one.")
+    for msg, count in peer_errors.items():
+        print(f"- Orthanc's log, {count} x: {msg}")
     if problems:
         keep = tempfile.mkdtemp(prefix="pons-load-logs-", dir=os.environ.get("PONS_BENCH_TMP"))
-        for log in bench.logs + [os.path.join(root, "orthanc.log")]:
+        for log in bench.logs + [orthanc_log]:
             shutil.copy(log, os.path.join(keep, os.path.basename(os.path.dirname(log))
                                           + "-" + os.path.basename(log)))
         print(f"\n**Problems** (logs kept in {keep})\n")
@@ -528,10 +560,12 @@ def table_e(args, n, e, rss):
          f"{args.reps}\n\n")
     s += head("path", "1 alone s", f"{k} at once s (last done)", f"{k} at once / 1 alone",
               "Pons peak RSS")
-    for path in ("Orthanc", "Pons"):
+    for path in ("Orthanc", "warm", "Pons"):
         one, many = statistics.median(e[(path, 1)]), statistics.median(e[(path, k)])
         s += (f"| {LABELS[path]} | {one:.2f} | {many:.2f} | {many / one:.2f}x | "
               f"{f'{rss:.0f} MB' if path == 'Pons' else '-'} |\n")
+    s += ("\nThe warm row asks the Pons that has just served the cold row again: the same"
+          " bytes to the same clients without the PACS, i.e. what delivery alone costs here.\n")
     target("e", f"{k} concurrent cold retrievals <= {SHARED_TARGET}x one alone",
            f"{many / one:.2f}x", many / one <= SHARED_TARGET)
     return s

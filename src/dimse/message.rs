@@ -398,8 +398,8 @@ impl Command {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Command, MessageError> {
-        let obj = InMemDicomObject::read_dataset_with_ts(bytes, implicit_vr_le())
-            .map_err(|e| MessageError::Decode(e.to_string()))?;
+        let obj = crate::dicom::lengths::read_dataset(bytes, implicit_vr_le())
+            .map_err(MessageError::Decode)?;
         let field = get_us(&obj, tags::COMMAND_FIELD)
             .and_then(CommandField::from_code)
             .ok_or(MessageError::NoCommandField)?;

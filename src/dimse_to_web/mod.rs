@@ -82,7 +82,7 @@ pub fn read_identifier(
     let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(transfer_syntax_uid)
         .ok_or((UNABLE_TO_PROCESS, "unsupported transfer syntax".to_owned()))?;
-    let identifier = dicom_object::InMemDicomObject::read_dataset_with_ts(data_set, ts)
+    let identifier = crate::dicom::lengths::read_dataset(data_set, ts)
         .map_err(|e| (IDENTIFIER_MISMATCH, format!("identifier unreadable: {e}")))?;
     Ok((identifier, ts))
 }

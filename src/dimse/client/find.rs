@@ -113,7 +113,7 @@ impl FindStream<'_> {
     }
 
     fn decode(&self, data: &[u8]) -> Result<InMemDicomObject, DimseError> {
-        let mut obj = InMemDicomObject::read_dataset_with_ts(data, self.ts)
+        let mut obj = crate::dicom::lengths::read_dataset(data, self.ts)
             .map_err(|e| DimseError::Protocol(format!("unreadable C-FIND identifier: {e}")))?;
         // The decoder turned the peer's character set into Rust strings.
         if obj.get(tags::SPECIFIC_CHARACTER_SET).is_some() {

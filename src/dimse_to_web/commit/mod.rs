@@ -254,7 +254,7 @@ fn decode(data_set: &[u8], transfer_syntax: &str) -> Result<CommitRequest, Refus
     let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or_else(|| Refusal::new(general::MISTYPED_ARGUMENT, "unsupported transfer syntax"))?;
-    let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(data_set, ts)
+    let obj = crate::dicom::lengths::read_dataset(data_set, ts)
         .map_err(|_| Refusal::new(general::MISTYPED_ARGUMENT, "N-ACTION data set unreadable"))?;
     request_from_dataset(&obj)
         .map_err(|e| Refusal::new(general::INVALID_ARGUMENT_VALUE, e.to_string()))

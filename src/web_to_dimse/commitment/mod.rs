@@ -218,7 +218,7 @@ fn decode_report(data_set: &[u8], transfer_syntax: &str) -> Result<CommitResult,
     let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(uid::trim(transfer_syntax))
         .ok_or_else(|| format!("unsupported transfer syntax {transfer_syntax}"))?;
-    let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(data_set, ts)
+    let obj = crate::dicom::lengths::read_dataset(data_set, ts)
         .map_err(|e| format!("event information unreadable: {e}"))?;
     result_from_dataset(&obj).map_err(|e| e.to_string())
 }
