@@ -115,7 +115,9 @@ pub async fn serve(
         })
         .ae_title(config.ae_title.clone())
         .max_pdu_length(config.max_pdu)
-        .strict(false)
+        // A PDU longer than we allowed is refused, not buffered whole: in
+        // lax mode dicom-ul reads a PDU of any declared length into memory.
+        .strict(true)
         .read_timeout(config.idle_timeout)
         .with_negotiation(StorageRoles);
     for uid in SERVICE_SOP_CLASSES

@@ -294,7 +294,8 @@ impl PduReader {
     /// Read until `n` bytes are buffered. Cancel-safe: what was read stays.
     async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, n: usize) -> Result<(), DimseError> {
         while self.buf.len() < n {
-            self.buf.reserve((n - self.buf.len()).max(64 * 1024));
+            // Grows with what arrives, not with what the PDU declares.
+            self.buf.reserve((n - self.buf.len()).clamp(64 * 1024, 1024 * 1024));
             let got = r
                 .read_buf(&mut self.buf)
                 .await
