@@ -20,15 +20,20 @@ max_associations 8, queue_timeout_secs 10, qido_cache_secs 0) and, at
   (d) VIEWERS such viewers at once on the same series (one cold run per
       path): whole run and p50/p99 per request.
   (e) RETRIEVALS concurrent cold WADO-RS GET /studies/{study} through Pons,
-      against one alone (a fresh Pons for each; curl, the answer counted part
-      by part as it streams); Orthanc's own for reference. Median of REPS.
+      against one alone (a fresh Pons for each; curl, each answer into
+      /dev/shm and its parts counted). For reference: Orthanc's own, and the
+      same Pons again once its cache is warm (what delivery alone costs).
+      Median of REPS.
 
 Every answer is checked: QIDO pages hold 20 distinct bench studies, the
 patient query exactly its study, the metadata every instance, each frame
 Rows x Columns x BitsAllocated/8 bytes, each study retrieval every instance.
-Failed checks, statuses other than 200 (and 503 + Retry-After in (a)), and
-Pons log lines at WARN or ERROR are listed under the tables; when anything
-failed the logs are kept and the exit status is 1. Run it through
+Python's clients send a request again, once, on a new connection when the
+server closed the kept-alive one before answering (browsers do; counted and
+printed). Failed checks, statuses other than 200 (and 503 + Retry-After in
+(a)) and Pons log lines at WARN or ERROR are listed under the tables, with
+Orthanc's error lines per part; when anything failed the logs are kept and
+the exit status is 1. Run it through
 bench/run.sh, which installs the peers, builds Pons in release mode and makes
 the CT data, or:
 
@@ -263,13 +268,13 @@ def retrieve_study(label, port, prefix, out, n):
                         f"http://127.0.0.1:{port}{prefix}/studies/{CT_STUDY_UID}"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t = time.perf_counter() - start
-    with open(out + ".head", errors="replace") as f:
-        head = f.read()
+    head, body = "", b""
+    if os.path.exists(out):
+        with open(out + ".head", errors="replace") as f, open(out, "rb") as g:
+            head, body = f.read(), g.read()
+        os.remove(out)
     m = re.search(r'(?im)^content-type:.*boundary="?([^";\r\n]+)', head)
-    with open(out, "rb") as f:
-        body = f.read()
     parts = body.count(b"\r\n--" + m.group(1).encode()) if m else 0  # the close, not the first
-    os.remove(out)
     if p.returncode or head.split(" ", 2)[1:2] != ["200"] or parts != n:
         problem(f"{label}: curl {p.returncode} {p.stderr.decode(errors='replace')[:200]}, "
                 f"{head.splitlines()[0] if head else 'no answer'}, {parts} parts "

@@ -8,8 +8,12 @@
 # (bench/wado.py), then storage commitment of the N instances through Pons
 # versus Orthanc's own SCP (bench/commit.py), then STOW-RS of the N instances
 # through Pons into a DIMSE PACS versus storescu straight at it
-# (bench/stow.py). With BIG=1, last, a C-MOVE of a 2 GB study through Pons for
-# its peak RSS (bench/qr_big.py; ~6 GB of free disk). Usage: bench/run.sh [N instances]
+# (bench/stow.py), then Pons's DICOMweb face under load against Orthanc's own
+# DICOMweb: 256 clients of paged QIDO-RS, one patient's query on a kept-alive
+# connection, viewers loading frames of a 500-instance CT series, concurrent
+# cold WADO-RS of one study (bench/load.py). With BIG=1, last, a C-MOVE of a
+# 2 GB study through Pons for its peak RSS (bench/qr_big.py; ~6 GB of free
+# disk). Usage: bench/run.sh [N instances]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
@@ -25,6 +29,7 @@ cargo build --release --quiet
 "$PY" bench/wado.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
 "$PY" bench/commit.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
 "$PY" bench/stow.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N" --n "$N"
+"$PY" bench/load.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
 if [[ "${BIG:-0}" == 1 ]]; then
     "$PY" bench/qr_big.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
 fi
