@@ -59,7 +59,7 @@ impl ScuAssociation {
         Ok((pc_id, out))
     }
 
-    /// C-FIND: the matches, at most `max` (then C-CANCEL).
+    /// C-FIND: the matches, at most `max` (C-CANCEL at the one after).
     pub async fn find(
         &mut self,
         model: &str,
@@ -68,13 +68,16 @@ impl ScuAssociation {
     ) -> Result<Vec<InMemDicomObject>, DimseError> {
         let mut search = self.find_stream(model, identifier).await?;
         let mut matches = Vec::new();
-        while matches.len() < max {
-            match search.next().await? {
-                Some(m) => matches.push(m),
-                None => return Ok(matches),
+        // Cancel only on a match beyond `max`: a search that ends by itself
+        // is read to its final response (a C-CANCEL after it is an error to
+        // the peer).
+        while let Some(m) = search.next().await? {
+            if matches.len() == max {
+                search.cancel().await?;
+                break;
             }
+            matches.push(m);
         }
-        search.cancel().await?;
         Ok(matches)
     }
 
