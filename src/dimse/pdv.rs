@@ -295,7 +295,8 @@ impl PduReader {
     async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, n: usize) -> Result<(), DimseError> {
         while self.buf.len() < n {
             // Grows with what arrives, not with what the PDU declares.
-            self.buf.reserve((n - self.buf.len()).clamp(64 * 1024, 1024 * 1024));
+            self.buf
+                .reserve((n - self.buf.len()).clamp(64 * 1024, 1024 * 1024));
             let got = r
                 .read_buf(&mut self.buf)
                 .await

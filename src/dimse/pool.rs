@@ -9,11 +9,11 @@
 //!   it ended cleanly ([`Pooled::done`]); it is handed out again only for
 //!   presentation contexts it already has, only while the peer has not
 //!   closed it, and it is released once idle for longer than `idle`, or
-//!   when a new association needs its place.
+//!   as soon as work of another kind needs a new association.
 //!
-//! Idle associations hold slots on the PACS too (Orthanc serves
-//! DicomThreadsCount associations at once and queues the rest), so
-//! `max_associations` must stay within what the PACS serves.
+//! Associations hold slots on the PACS (Orthanc serves DicomThreadsCount
+//! at once and queues the rest), so `max_associations` should stay within
+//! what the PACS serves.
 
 use super::client::{Proposal, ScuAssociation, ScuConfig};
 use super::DimseError;
@@ -178,13 +178,11 @@ impl Pool {
             .rposition(|a| a.shape.serves(shape))
             .map(|i| idle.remove(i));
         if found.is_none() {
-            // A new association: make room among the idle ones, oldest
-            // first, so that no more than max_associations are open.
-            let open = self.in_use() + idle.len();
-            let excess = open
-                .saturating_sub(self.config.max_associations)
-                .min(idle.len());
-            surplus.extend(idle.drain(..excess).map(|a| a.assoc));
+            // A new association: the idle ones serve other work, and each
+            // holds a slot on the PACS that may be the one we need (Orthanc
+            // serves DicomThreadsCount at once and queues the rest until an
+            // idle one times out there). Work of one kind keeps its own.
+            surplus.extend(idle.drain(..).map(|a| a.assoc));
         }
         (found, surplus)
     }
