@@ -78,6 +78,7 @@ impl Flights {
             scope: scope.clone(),
             next: 0,
             outcome: None,
+            ended: false,
         };
         (reader, new.then_some(flight))
     }
@@ -112,12 +113,14 @@ pub struct Retrieval {
     scope: Scope,
     next: usize,
     outcome: Option<RetrieveOutcome>,
+    /// The final event has been read: nothing more will come.
+    ended: bool,
 }
 
 impl Retrieval {
     /// The next instance of our scope to land; None once the PACS has finished.
     pub async fn next(&mut self) -> Option<Result<CachedInstance, WebError>> {
-        loop {
+        while !self.ended {
             let event = {
                 let events = self.flight.events.lock().unwrap_or_else(|p| p.into_inner());
                 events.get(self.next).cloned()
@@ -133,11 +136,15 @@ impl Retrieval {
                 Event::Landed(_) => {}
                 Event::Done(Ok(outcome)) => {
                     self.outcome = Some(outcome);
-                    return None;
+                    self.ended = true;
                 }
-                Event::Done(Err(e)) => return Some(Err(e)),
+                Event::Done(Err(e)) => {
+                    self.ended = true;
+                    return Some(Err(e));
+                }
             }
         }
+        None
     }
 
     /// The PACS's final word, once `next` gave None.
