@@ -96,12 +96,13 @@ impl Pool {
         &self.scu
     }
 
-    /// Associations in use now, and how many more may open.
+    /// Associations lent out now.
     pub fn in_use(&self) -> usize {
         self.config.max_associations - self.in_use.available_permits()
     }
 
-    /// An association of `shape`: an idle one negotiated alike, or a new one. Waits its turn for up to `queue_timeout`.
+    /// An association of `shape`: an idle one negotiated alike, or a new
+    /// one. Waits its turn for up to `queue_timeout`.
     pub async fn get(self: &Arc<Self>, shape: Shape) -> Result<Pooled, DimseError> {
         let deadline = Instant::now() + self.config.queue_timeout;
         let permit = tokio::time::timeout(
@@ -159,7 +160,8 @@ impl Pool {
     }
 
     /// With a permit in hand: an idle association of `shape` (alive), and
-    /// those to close first so that in use + idle stays within the limit.
+    /// the idle ones to close (stale, closed by the peer, or, when a new
+    /// association must open, all the others).
     fn take_idle(&self, shape: &Shape) -> (Option<Idle>, Vec<ScuAssociation>) {
         let mut idle = self.lock();
         let mut surplus = Vec::new();
