@@ -110,6 +110,13 @@ impl Walker {
             };
             // Encapsulated pixel data and undefined-length UN hold items too.
             let holds_items = vr == VR::SQ || len == UNDEFINED;
+            if !holds_items && len % unit(vr) != 0 {
+                // dicom-rs sizes some binary values from the length: one that
+                // is not a whole number of values made it ask for gigabytes.
+                return Err(format!(
+                    "element {tag} ({vr:?}) of {len} bytes: not whole values"
+                ));
+            }
             if !holds_items {
                 take(data, at, len as usize).map_err(|_| {
                     let left = data.len() - *at;
@@ -183,6 +190,16 @@ const IMPLICIT_LE: Walker = Walker {
     explicit: false,
     big_endian: false,
 };
+
+/// The size of one value of a binary VR; 1 for the others.
+fn unit(vr: VR) -> u32 {
+    match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::UL | VR::SL | VR::FL | VR::OL | VR::OF | VR::AT => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+        _ => 1,
+    }
+}
 
 fn long_length(vr: VR) -> bool {
     matches!(
@@ -300,6 +317,19 @@ mod tests {
         assert!(e.contains("2147483647"), "{e}");
         let ts = TransferSyntaxRegistry.get(ILE).unwrap();
         assert!(read_dataset(&bytes, ts).is_err());
+    }
+
+    #[test]
+    fn binary_values_must_be_whole() {
+        // Found by fuzz/command_set: a one-byte UL (and the like) made
+        // dicom-rs ask for gigabytes.
+        let input = [
+            0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 246,
+            149, 1, 0, 0, 0, 0,
+        ];
+        let e = check(&input, ILE).unwrap_err();
+        assert!(e.contains("not whole values"), "{e}");
+        assert!(crate::dimse::message::Command::decode(&input).is_err());
     }
 
     #[test]
