@@ -1,0 +1,85 @@
+use super::*;
+
+fn parse(s: &str) -> Config {
+    toml::from_str(s).unwrap()
+}
+
+const MINIMAL: &str = r#"
+    [dimse]
+    ae_title = "PONS"
+    listen = "127.0.0.1:11112"
+    [upstream]
+    url = "http://127.0.0.1:8042/dicom-web"
+    [spool]
+    dir = "/tmp/spool"
+    [jobs]
+    url = "sqlite:///tmp/jobs.db"
+"#;
+
+#[test]
+fn minimal_config_is_valid() {
+    let c = parse(MINIMAL);
+    assert_eq!(c.validate(), Vec::<String>::new());
+    assert_eq!(c.spool.mode, SpoolMode::Spool);
+    assert_eq!(c.upstream.unwrap().stow_batch, 50);
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    let err = toml::from_str::<Config>(&format!("{MINIMAL}\n[dimse2]\nx=1\n")).unwrap_err();
+    assert!(err.to_string().contains("dimse2"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported() {
+    let c = parse(
+        r#"
+        [dimse]
+        ae_title = "THIS TITLE IS FAR TOO LONG"
+        listen = "127.0.0.1:11112"
+        max_pdu = 10
+        [upstream]
+        url = "ftp://x"
+        stow_batch = 0
+        [jobs]
+        url = "memory"
+        [[ae]]
+        title = "A"
+        host = "h"
+        port = 1
+        [[ae]]
+        title = "A"
+        host = ""
+        port = 1
+    "#,
+    );
+    let problems = c.validate();
+    assert_eq!(problems.len(), 7, "{problems:#?}");
+}
+
+#[test]
+fn job_table_urls() {
+    let with = |jobs: &str| parse(&MINIMAL.replace("url = \"sqlite:///tmp/jobs.db\"", jobs));
+    assert!(
+        with("url = \"postgres://pons@db.example/pons\"\nnode = \"gw1\"")
+            .validate()
+            .is_empty()
+    );
+    assert!(with("url = \"postgresql://pons:pw@db/pons\"")
+        .validate()
+        .is_empty());
+    let bad = with("url = \"mysql://u:pw@db/pons\"\nnode = \" \"").validate();
+    assert_eq!(bad.len(), 2, "{bad:#?}");
+    assert!(
+        bad[0].contains("u:***@db") && !bad[0].contains("pw"),
+        "{bad:#?}"
+    );
+    assert!(bad[1].contains("jobs.node"), "{bad:#?}");
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pons.toml");
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.dimse.ae_title, "PONS");
+}
