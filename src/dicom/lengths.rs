@@ -97,7 +97,7 @@ impl Walker {
             let (vr, len) = if self.explicit {
                 let vr = VR::from_binary([head[4], head[5]])
                     .ok_or_else(|| format!("element {tag} has no valid VR"))?;
-                if long_length(vr) {
+                if super::scan::has_long_length(&head[4..6]) {
                     (vr, self.u32(take(data, at, 4)?))
                 } else {
                     (vr, u32::from(self.u16(&head[6..8])))
@@ -199,25 +199,6 @@ fn unit(vr: VR) -> u32 {
         VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
         _ => 1,
     }
-}
-
-fn long_length(vr: VR) -> bool {
-    matches!(
-        vr,
-        VR::OB
-            | VR::OD
-            | VR::OF
-            | VR::OL
-            | VR::OV
-            | VR::OW
-            | VR::SQ
-            | VR::SV
-            | VR::UC
-            | VR::UN
-            | VR::UR
-            | VR::UT
-            | VR::UV
-    )
 }
 
 /// The next `n` bytes, or an error when fewer remain.

@@ -96,11 +96,6 @@ impl Pool {
         &self.scu
     }
 
-    /// Associations lent out now.
-    pub fn in_use(&self) -> usize {
-        self.config.max_associations - self.in_use.available_permits()
-    }
-
     /// An association of `shape`: an idle one negotiated alike, or a new
     /// one. Waits its turn for up to `queue_timeout`.
     pub async fn get(self: &Arc<Self>, shape: Shape) -> Result<Pooled, DimseError> {
