@@ -361,48 +361,55 @@ fn c_find_never_truncates() {
     assert!(final_status(&r).contains("0x0000"), "{}", r.log);
 }
 
-/// A QIDO-RS origin with five studies, one per page, on a free port. It
-/// answers the first page at once and holds every later one until
-/// `release()` is true. Returns the port and the offsets asked for.
-fn held_origin(release: impl Fn() -> bool + Send + 'static) -> (u16, Arc<Mutex<Vec<usize>>>) {
+/// A scripted origin on a free port: each request's head (up to its empty
+/// line) goes to `answer`, which returns the whole response to send.
+fn scripted_origin(answer: impl Fn(&str) -> String + Send + 'static) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let asked = Arc::new(Mutex::new(Vec::new()));
-    let seen = asked.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { break };
             let mut reader = BufReader::new(conn.try_clone().unwrap());
-            // The request head, up to its empty line.
             let mut head = String::new();
             while reader.read_line(&mut head).unwrap_or(0) > 2 {}
-            let offset: usize = head
-                .split(['?', '&', ' '])
-                .find_map(|p| p.strip_prefix("offset="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            seen.lock().unwrap().push(offset);
-            if offset > 0 {
-                assert!(
-                    wait_until(Duration::from_secs(60), &release),
-                    "never released"
-                );
-            }
-            let body = if offset < 5 {
-                format!(
-                    "[{{\"0020000D\":{{\"vr\":\"UI\",\"Value\":[\"1.2.826.0.1.3680043.10.997.{}\"]}}}}]",
-                    offset + 1
-                )
-            } else {
-                "[]".to_owned()
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
+            let _ = conn.write_all(answer(&head).as_bytes());
+        }
+    });
+    port
+}
+
+/// A QIDO-RS origin with five studies, one per page, on a free port. It
+/// answers the first page at once and holds every later one until
+/// `release()` is true. Returns the port and the offsets asked for.
+fn held_origin(release: impl Fn() -> bool + Send + 'static) -> (u16, Arc<Mutex<Vec<usize>>>) {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let port = scripted_origin(move |head| {
+        let offset: usize = head
+            .split(['?', '&', ' '])
+            .find_map(|p| p.strip_prefix("offset="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        seen.lock().unwrap().push(offset);
+        if offset > 0 {
+            assert!(
+                wait_until(Duration::from_secs(60), &release),
+                "never released"
             );
         }
+        let body = if offset < 5 {
+            format!(
+                "[{{\"0020000D\":{{\"vr\":\"UI\",\"Value\":[\"1.2.826.0.1.3680043.10.997.{}\"]}}}}]",
+                offset + 1
+            )
+        } else {
+            "[]".to_owned()
+        };
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
     });
     (port, asked)
 }
@@ -466,22 +473,12 @@ fn c_find_with_the_archive_down_fails_with_a_comment() {
 
 /// An origin that answers every request with `status` and Retry-After.
 fn overloaded_origin(status: u16) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { break };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut head = String::new();
-            while reader.read_line(&mut head).unwrap_or(0) > 2 {}
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status} Busy\r\nRetry-After: 30\r\nContent-Length: 5\r\n\
-                 Connection: close\r\n\r\nbusy\n"
-            );
-        }
-    });
-    port
+    scripted_origin(move |_| {
+        format!(
+            "HTTP/1.1 {status} Busy\r\nRetry-After: 30\r\nContent-Length: 5\r\n\
+             Connection: close\r\n\r\nbusy\n"
+        )
+    })
 }
 
 #[test]
