@@ -330,7 +330,10 @@ fn direction_b(
                 commitments: commitments.clone(),
                 qido_max_results: config.web.qido_max_results,
                 flights: Default::default(),
-                queries: Coalesce::new(Duration::from_secs(config.web.qido_cache_secs), 256),
+                // Kept pages hold up to qido_max_results matches each: a
+                // few dozen bound the memory (in-flight ones are bounded
+                // by the association pool).
+                queries: Coalesce::new(Duration::from_secs(config.web.qido_cache_secs), 32),
             })
         })
         .collect())
