@@ -62,7 +62,7 @@ impl DatasetScanner {
     /// transfer syntax is unknown (then nothing can be checked).
     pub fn new(transfer_syntax_uid: &str) -> Option<DatasetScanner> {
         #[allow(deprecated)]
-        let (explicit, big_endian, deflated) = match transfer_syntax_uid.trim_end_matches('\0') {
+        let (explicit, big_endian, deflated) = match super::uid::trim(transfer_syntax_uid) {
             uids::IMPLICIT_VR_LITTLE_ENDIAN => (false, false, false),
             uids::EXPLICIT_VR_BIG_ENDIAN => (true, true, false),
             uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => (true, false, true),
