@@ -23,7 +23,6 @@ use crate::web_to_dimse::commitment::{self, Commitments};
 use crate::web_to_dimse::PacsService;
 use anyhow::Context;
 use async_trait::async_trait;
-use axum::serve::ListenerExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -92,12 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
 
     let dicomweb = crate::web_to_dimse::router(&pacs_services, &config.web.base_path);
-    // Nagle off: a response written in pieces on a kept-alive connection
-    // would wait ~40 ms for the client's delayed ACK.
-    let web_listener = web_listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let web = axum::serve(
+    let web = crate::web::listen::serve(
         web_listener,
         router(
             AdminState {
@@ -113,9 +107,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             dicomweb,
             &config.web.cors_origins,
         ),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let web = tokio::spawn(async move { web.await });
+        http_limits(&config),
+        shutdown.clone(),
+    );
+    let web = tokio::spawn(web);
 
     let handler = Arc::new(Gateway {
         direction_a: direction_a.map(|a| a.handler),
@@ -154,6 +149,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     info!("pons stopped");
     Ok(())
+}
+
+fn http_limits(config: &Config) -> crate::web::listen::Limits {
+    let l = &config.web.limits;
+    crate::web::listen::Limits {
+        max_connections: l.max_connections,
+        max_header_bytes: l.max_header_bytes,
+        max_headers: l.max_headers,
+        header_timeout: Duration::from_secs(l.header_timeout_secs),
+        body_idle_timeout: Duration::from_secs(l.body_idle_secs),
+        shutdown_grace: Duration::from_secs(config.dimse.shutdown_grace_secs),
+    }
 }
 
 /// This instance's name in the job table: `[jobs] node`, else hostname and
@@ -216,6 +223,7 @@ impl DirectionA {
                 destinations: config.ae.clone(),
                 page_size: upstream_cfg.qido_page_size,
                 max_pdu: config.dimse.max_pdu,
+                max_sub_operations: config.dimse.max_sub_operations,
             }),
             store: Arc::new(Store {
                 mode: config.spool.mode,
@@ -329,6 +337,7 @@ fn direction_b(
                 moves: moves.clone(),
                 commitments: commitments.clone(),
                 qido_max_results: config.web.qido_max_results,
+                limits: config.web.limits.clone(),
                 flights: Default::default(),
                 // Kept pages hold up to qido_max_results matches each: a
                 // few dozen bound the memory (in-flight ones are bounded
@@ -356,6 +365,8 @@ impl ScpHandler for Gateway {
         rq: &Command,
         transfer_syntax_uid: &str,
     ) -> Result<Box<dyn StoreSink>, Refusal> {
+        let uid = rq.sop_instance_uid.as_deref().unwrap_or("");
+        crate::test_hooks::panic_if_asked(crate::dicom::uid::trim(uid).as_bytes());
         if let Some(target) = self.moves.target_for(&assoc.calling_ae, rq) {
             return target.begin_store(rq, transfer_syntax_uid).await;
         }
@@ -375,6 +386,7 @@ impl ScpHandler for Gateway {
         data_set: Vec<u8>,
         ctx: RequestContext,
     ) {
+        crate::test_hooks::panic_if_asked(&data_set);
         if let (CommandField::NEventReportRq, Some(c)) = (rq.field, &self.commitments) {
             return c.accept_report(assoc, rq, data_set, ctx).await;
         }

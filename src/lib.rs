@@ -18,6 +18,7 @@ pub mod dimse_to_web;
 pub mod jobs;
 pub mod pixels;
 pub mod spool;
+pub mod test_hooks;
 pub mod translate;
 pub mod web;
 pub mod web_to_dimse;

@@ -22,13 +22,18 @@ fn setup(scp_args: &[&str]) -> Setup {
 }
 
 fn setup_with(orthanc: Orthanc, scp_args: &[&str]) -> Setup {
+    setup_limited(orthanc, scp_args, &[])
+}
+
+/// With `[dimse]` numbers set, e.g. max_sub_operations.
+fn setup_limited(orthanc: Orthanc, scp_args: &[&str], dimse: &[(&str, i64)]) -> Setup {
     let data = tempfile::tempdir().unwrap();
     let files = load_archive(&orthanc, data.path());
     let scp = StoreScp::start_with_args("STORESCP", scp_args);
     let state = tempfile::tempdir().unwrap();
     let mut cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
     cfg.known_aes = vec![scp.known_ae()];
-    let pons = Pons::start(&cfg.to_toml());
+    let pons = Pons::start(&set_numbers(&cfg.to_toml(), "dimse", dimse));
     Setup {
         orthanc,
         pons,
@@ -174,6 +179,32 @@ fn c_move_to_an_unknown_destination_is_a801() {
     assert!(final_status(&log).contains("0xa801"), "{log}");
     assert!(log.contains("NOBODY is not in [[ae]]"), "{log}");
     assert!(received(&s.scp.out_dir()).is_empty());
+}
+
+#[test]
+fn a_retrieve_of_more_instances_than_allowed_is_refused_before_any_is_sent() {
+    let s = setup_limited(Orthanc::start(), &[], &[("max_sub_operations", 3)]);
+    // Study 1.1 holds 4 instances: one too many.
+    let study = format!("StudyInstanceUID={}", uid("1.1"));
+    let log = run(
+        "movescu",
+        &s.pons,
+        &["-S", "-aem", "STORESCP"],
+        &["QueryRetrieveLevel=STUDY".into(), study.clone()],
+    );
+    assert!(final_status(&log).contains("0xa702"), "{log}");
+    assert!(log.contains("more than 3 instances"), "{log}");
+    assert!(received(&s.scp.out_dir()).is_empty());
+    // Its series (2 instances each) are within the limit.
+    let series = format!("SeriesInstanceUID={}", uid("1.1.2"));
+    let log = run(
+        "movescu",
+        &s.pons,
+        &["-S", "-aem", "STORESCP"],
+        &["QueryRetrieveLevel=SERIES".into(), study, series],
+    );
+    assert!(final_status(&log).contains("0x0000"), "{log}");
+    assert_eq!(received(&s.scp.out_dir()), instances_of(&["1.1.2"]));
 }
 
 #[test]

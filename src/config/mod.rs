@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod limits;
+pub use limits::WebLimits;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -55,6 +58,10 @@ pub struct DimseConfig {
     /// answer (ask the archive, deliver the N-EVENT-REPORT) before giving up.
     #[serde(default = "default_commitment_report_deadline")]
     pub commitment_report_deadline_secs: u64,
+    /// A C-MOVE or C-GET naming more instances than this is refused (A702)
+    /// before any is sent: the list is held in memory while it runs.
+    #[serde(default = "default_max_sub_operations")]
+    pub max_sub_operations: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +89,8 @@ pub struct WebConfig {
     /// requests that arrive while it is being fetched).
     #[serde(default)]
     pub qido_cache_secs: u64,
+    #[serde(default)]
+    pub limits: WebLimits,
 }
 
 fn default_qido_max_results() -> usize {
@@ -98,6 +107,7 @@ impl Default for WebConfig {
             commitment_retention_secs: default_commitment_retention(),
             qido_max_results: default_qido_max_results(),
             qido_cache_secs: 0,
+            limits: WebLimits::default(),
         }
     }
 }
@@ -324,6 +334,9 @@ fn default_shutdown_grace() -> u64 {
 fn default_commitment_report_deadline() -> u64 {
     86_400
 }
+fn default_max_sub_operations() -> usize {
+    100_000
+}
 fn default_find_max_results() -> usize {
     10_000
 }
@@ -415,6 +428,10 @@ impl Config {
         if self.dimse.commitment_report_deadline_secs == 0 {
             p.push("dimse.commitment_report_deadline_secs must be at least 1".into());
         }
+        if self.dimse.max_sub_operations == 0 {
+            p.push("dimse.max_sub_operations must be at least 1".into());
+        }
+        self.web.limits.validate(&mut p);
         if self.dimse.max_associations == 0 {
             p.push("dimse.max_associations must be at least 1".into());
         }

@@ -29,6 +29,8 @@ pub mod query_retrieve {
     pub const OUT_OF_RESOURCES: u16 = 0xA700;
     /// Refused: Out of Resources – Unable to perform sub-operations.
     pub const NONE_SUCCEEDED: u16 = 0xA702;
+    /// The same code, given before any sub-operation: there would be too many.
+    pub const TOO_MANY_SUB_OPERATIONS: u16 = 0xA702;
     /// Refused: Move Destination unknown.
     pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
     /// Error: Identifier does not match SOP Class.

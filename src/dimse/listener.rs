@@ -3,7 +3,7 @@
 //! calls on an [`ScpHandler`].
 
 use super::handler::{AssociationInfo, ScpHandler};
-use super::session::Session;
+use super::session::{panic_message, Session};
 use super::DimseError;
 use crate::dicom::syntaxes;
 use dicom_dictionary_std::uids;
@@ -14,8 +14,10 @@ use dicom_ul::pdu::{
     AssociationRJSource, Pdu, PresentationContextResultReason, UserIdentity,
 };
 use dicom_ul::ServerAssociationOptions;
+use futures::FutureExt;
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 pub struct ListenerConfig {
     pub ae_title: String,
@@ -254,7 +256,18 @@ async fn run_association(
             .count();
         info!(contexts = accepted, "association accepted");
         let mut session = Session::new(assoc, info, handler);
-        match session.run().await {
+        // A bug in one association must not end the others: caught here,
+        // it aborts this one.
+        let outcome = match AssertUnwindSafe(session.run()).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                error!(panic = panic_message(&panic), "association task panicked");
+                Err(DimseError::Protocol(
+                    "Pons failed (a bug: see the log)".into(),
+                ))
+            }
+        };
+        match outcome {
             Ok(()) => info!("association released"),
             Err(DimseError::Aborted) => info!("association aborted by the peer"),
             Err(e) => {

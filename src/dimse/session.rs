@@ -14,13 +14,16 @@ use crate::dicom::status;
 use crate::dicom::uid;
 use dicom_ul::association::server::AsyncServerAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
+use futures::FutureExt;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 /// Identifiers and commitment lists are small; a bigger one is refused.
 const MAX_REQUEST_DATA_SET: usize = 4 * 1024 * 1024;
@@ -41,6 +44,9 @@ struct Running {
     message_id: Option<u16>,
     cancel: CancellationToken,
     out: mpsc::Receiver<Outgoing>,
+    /// Set when the handler panicked: it answered nothing, so the
+    /// association is aborted rather than left waiting.
+    panicked: Arc<AtomicBool>,
 }
 
 /// However the association ends, its running handler is told to stop.
@@ -116,7 +122,14 @@ impl Session {
             };
             match event {
                 Event::Out(Some(msg)) | Event::Own(msg) => self.send_outgoing(msg).await?,
-                Event::Out(None) => self.running = None,
+                Event::Out(None) => {
+                    let running = self.running.take();
+                    if running.is_some_and(|r| r.panicked.load(Ordering::Acquire)) {
+                        return Err(DimseError::Protocol(
+                            "the request failed inside Pons (a bug: see the log)".into(),
+                        ));
+                    }
+                }
                 Event::Pdu(pdu) => match pdu? {
                     Pdu::PData { data } => {
                         for pdv in data {
@@ -302,16 +315,34 @@ impl Session {
             contexts,
             cancelled: cancel.clone(),
             association: AssociationHandle::new(self.own_tx.clone()),
-            out: tx,
+            out: tx.clone(),
         };
+        let tx_keep = tx;
+        let panicked = Arc::new(AtomicBool::new(false));
         self.running = Some(Running {
             message_id: rq.message_id,
             cancel,
             out: rx,
+            panicked: panicked.clone(),
         });
         let handler = self.handler.clone();
         let info = self.info.clone();
-        tokio::spawn(async move { handler.request(&info, rq, data_set, ctx).await });
+        // Held until the flag is set, so the session sees the flag when the
+        // channel closes.
+        let keep_open = tx_keep;
+        let task = async move {
+            let run = AssertUnwindSafe(handler.request(&info, rq, data_set, ctx));
+            if let Err(panic) = run.catch_unwind().await {
+                error!(
+                    id = info.id,
+                    panic = panic_message(&panic),
+                    "request handler panicked; aborting the association"
+                );
+                panicked.store(true, Ordering::Release);
+            }
+            drop(keep_open);
+        };
+        tokio::spawn(task.instrument(tracing::Span::current()));
     }
 
     async fn on_command(&mut self, pc_id: u8, cmd: Command) -> Result<(), DimseError> {
@@ -403,4 +434,13 @@ impl Session {
             }
         }
     }
+}
+
+/// What a caught panic said, for the log.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

@@ -10,7 +10,7 @@ use crate::dicom::scan::DatasetScanner;
 use crate::dicom::status;
 use crate::dimse::handler::{store_uids, AssociationInfo, Refusal, StoreOutcome, StoreSink};
 use crate::dimse::message::Command;
-use crate::spool::{InstanceMeta, Spool};
+use crate::spool::{InstanceMeta, Spool, SpoolError};
 use crate::translate::stow::dimse_status_for_failure;
 use crate::web::client::{InstanceOutcome, StowItem, UpstreamClient};
 use crate::write_behind::WriteBehind;
@@ -71,7 +71,7 @@ fn file_header(
 
 fn write_refusal(e: &std::io::Error) -> Refusal {
     let comment = if e.raw_os_error() == Some(libc::ENOSPC) {
-        "Pons spool disk is full".to_owned()
+        "Pons is out of spool space (its spool disk is full)".to_owned()
     } else {
         warn!(error = %e, "spool write failed");
         "Pons cannot write its spool file".to_owned()
@@ -197,11 +197,12 @@ impl StoreSink for SpoolSink {
         match self.store.mode {
             SpoolMode::Spool => match self.store.spool.commit(file, &self.meta).await {
                 Ok(_) => success(),
+                Err(SpoolError::Io { source, .. }) => write_refusal(&source).into(),
                 Err(e) => {
                     warn!(error = %e, "spool commit failed");
                     Refusal::new(
                         status::storage::OUT_OF_RESOURCES,
-                        "Pons cannot make the instance durable",
+                        "Pons cannot record the instance in its job table",
                     )
                     .into()
                 }

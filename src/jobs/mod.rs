@@ -176,6 +176,11 @@ pub trait JobTable: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Job>, JobError>;
     async fn count(&self, kind: &str, state: JobState) -> Result<u64, JobError>;
+    /// Fails when a write would fail now (locked, read-only, disk full):
+    /// /readyz asks, as a table that can be read may still refuse writes.
+    async fn check_writable(&self) -> Result<(), JobError> {
+        Ok(())
+    }
 }
 
 /// Run `work` while renewing job `id`'s lease for `owner` every third of

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
+/// /readyz answers within a few seconds even when the table is locked.
+const JOBS_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One dependency /readyz checks; the error says what is wrong. The web
 /// room knows no associations: the app hands in how each peer is probed.
@@ -34,7 +36,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/jobs/{id}", get(one))
 }
 
-/// Ready when the upstream and every PACS answer and the job table can be read.
+/// Ready when the upstream and every PACS answer and the job table can be written.
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     let upstream = match &state.upstream {
         None => Ok(()),
@@ -46,11 +48,23 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     }))
     .await;
     let pacs_ok = pacs.iter().all(|(_, a)| a == "ok");
-    let spooled = state
-        .jobs
-        .count(KIND_STOW, JobState::Pending)
-        .await
-        .map_err(|e| e.to_string());
+    let writable = async {
+        match tokio::time::timeout(JOBS_WRITE_WAIT, state.jobs.check_writable()).await {
+            Ok(result) => result.map_err(|e| format!("the job table cannot be written: {e}")),
+            Err(_) => Err(format!(
+                "the job table cannot be written: no write lock within {} s (locked by another process?)",
+                JOBS_WRITE_WAIT.as_secs()
+            )),
+        }
+    };
+    let spooled = match writable.await {
+        Ok(()) => state
+            .jobs
+            .count(KIND_STOW, JobState::Pending)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
     let ready = upstream.is_ok() && spooled.is_ok() && pacs_ok;
     let body = serde_json::json!({
         "ready": ready,

@@ -3,11 +3,13 @@
 
 use super::admin::AdminState;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -26,7 +28,22 @@ pub fn router(state: AdminState, dicomweb: Router, cors_origins: &[String]) -> R
                 DefaultPredicate::new().and(NotForContentType::const_new("multipart/")),
             ),
         )
+        // A bug in one request must not end the others: 500, logged.
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(request_span))
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response {
+    tracing::error!(
+        panic = crate::dimse::session::panic_message(&*panic),
+        "request handler panicked"
+    );
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "internal error: the request failed inside Pons (a bug: see its log)\n",
+    )
+        .into_response()
 }
 
 /// Browser viewers on other origins may call us when their origin is listed.
@@ -51,7 +68,9 @@ fn cors(origins: &[String]) -> CorsLayer {
 
 /// One span per HTTP request; paths and statuses only, never bodies.
 async fn request_span(req: Request, next: Next) -> Response {
-    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("http", id, method = %req.method(), path = %req.uri().path());
     async move {
         let rsp = next.run(req).await;
         tracing::debug!(status = rsp.status().as_u16(), "answered");

@@ -2,7 +2,7 @@
 //! Each route turns an HTTP request into DIMSE work on the PACS; errors turn
 //! outward in exactly one place, [`WebError`]'s `IntoResponse`.
 
-mod accept;
+pub mod accept;
 pub mod coalesce;
 pub mod commitment;
 pub mod frames;
@@ -17,10 +17,12 @@ pub mod wado_uri;
 
 use crate::cache::Cache;
 use crate::config::RetrieveMode;
+use crate::config::WebLimits;
 use crate::dimse::client::ScuConfig;
 use crate::dimse::move_inbox::MoveInbox;
 use crate::dimse::pool::Pool;
 use crate::dimse::DimseError;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -46,6 +48,8 @@ pub struct PacsService {
     pub commitments: Arc<commitment::Commitments>,
     /// A QIDO-RS answer holds at most this many matches.
     pub qido_max_results: usize,
+    /// Body sizes and part counts one request may send.
+    pub limits: WebLimits,
     /// Retrievals in progress, joined by requests that need the same instances.
     pub flights: Arc<retrieve::Flights>,
     /// Identical QIDO-RS queries in flight (or kept) share one C-FIND.
@@ -103,6 +107,8 @@ pub enum WebError {
     Conflict(String),
     #[error("{0}")]
     Gone(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// The PACS cannot be reached or refused the association.
     #[error("PACS {pacs} is unavailable: {detail}")]
     PacsUnavailable { pacs: String, detail: String },
@@ -147,6 +153,7 @@ impl IntoResponse for WebError {
             WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::Gone(_) => StatusCode::GONE,
+            WebError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::PacsUnavailable { .. } | WebError::PacsBusy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -195,6 +202,10 @@ pub fn router(services: &[Arc<PacsService>], base_path: &str) -> Router {
                 .merge(stow::routes())
                 .merge(commitment::routes())
                 .with_state(svc.clone())
+                // Buffered bodies (JSON); STOW-RS streams and counts its own.
+                .layer(DefaultBodyLimit::max(
+                    svc.limits.json_max_kb.saturating_mul(1024),
+                ))
         };
         if i == 0 {
             router = router.nest(base_path, routes());

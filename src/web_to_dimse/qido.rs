@@ -93,6 +93,7 @@ async fn search(
     uri: &Uri,
 ) -> Result<Response, WebError> {
     require_json(headers, "QIDO-RS")?;
+    crate::test_hooks::panic_if_asked(uri.query().unwrap_or("").as_bytes());
     let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map_err(|e| WebError::BadRequest(format!("query string: {e}")))?;
     let mut request = qido_to_cfind(level, study.as_deref(), series.as_deref(), &params)

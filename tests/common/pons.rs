@@ -361,3 +361,21 @@ pub fn pons_cli(args: &[&str]) -> Output {
         .output()
         .expect("run pons")
 }
+
+/// `config_toml` with numeric keys set in `table` ("dimse", "web.limits", …),
+/// which is created when missing.
+pub fn set_numbers(config_toml: &str, table: &str, pairs: &[(&str, i64)]) -> String {
+    let mut config: toml::Table = config_toml.parse().expect("config is TOML");
+    let mut t = &mut config;
+    for name in table.split('.') {
+        t = t
+            .entry(name)
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .expect("a table");
+    }
+    for (key, value) in pairs {
+        t.insert((*key).to_owned(), toml::Value::Integer(*value));
+    }
+    toml::to_string(&config).unwrap()
+}

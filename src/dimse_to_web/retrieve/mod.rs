@@ -38,6 +38,8 @@ pub struct Retrieve {
     pub destinations: Vec<AeConfig>,
     pub page_size: usize,
     pub max_pdu: u32,
+    /// More instances than this in one C-MOVE or C-GET: refused (A702).
+    pub max_sub_operations: usize,
 }
 
 /// Where sub-operations go.
@@ -141,6 +143,9 @@ impl Retrieve {
         let plan = self.plan(&identifier, level, destination.is_some()).await?;
         let total: usize = plan.resources.iter().map(|r| r.count).sum();
         info!(level = level.code(), instances = total, "retrieve resolved");
+        if total > self.max_sub_operations {
+            return Err(self.too_many());
+        }
         tally.left = total;
         tally.counts.remaining = Some(us(tally.left));
         if plan.resources.is_empty() {

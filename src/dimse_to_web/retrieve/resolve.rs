@@ -7,7 +7,9 @@
 //! retrieval that delivered fewer than counted.
 
 use super::Retrieve;
-use crate::dicom::status::query_retrieve::{IDENTIFIER_MISMATCH, UNABLE_TO_PROCESS};
+use crate::dicom::status::query_retrieve::{
+    IDENTIFIER_MISMATCH, TOO_MANY_SUB_OPERATIONS, UNABLE_TO_PROCESS,
+};
 use crate::dimse_to_web::upstream_comment;
 use crate::translate::query::Level;
 use dicom_core::Tag;
@@ -239,6 +241,19 @@ impl Retrieve {
             .collect())
     }
 
+    /// Refused before the first sub-operation: the instance list is held
+    /// in memory while the retrieve runs.
+    pub(super) fn too_many(&self) -> Failure {
+        (
+            TOO_MANY_SUB_OPERATIONS,
+            format!(
+                "the request names more than {} instances (dimse.max_sub_operations); \
+                 retrieve it in parts, e.g. by series",
+                self.max_sub_operations
+            ),
+        )
+    }
+
     async fn qido_all(
         &self,
         path: &str,
@@ -256,6 +271,9 @@ impl Retrieve {
                 })?;
             let n = page.len();
             all.extend(page);
+            if all.len() > self.max_sub_operations {
+                return Err(self.too_many());
+            }
             if n < self.page_size {
                 return Ok(all);
             }

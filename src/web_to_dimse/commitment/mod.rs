@@ -19,6 +19,7 @@ use crate::translate::commitment::json::{request_from_json, result_to_json};
 use crate::translate::commitment::{
     result_from_dataset, CommitRequest, CommitResult, EVENT_ALL_COMMITTED, EVENT_FAILURES_PRESENT,
 };
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -37,8 +38,6 @@ use tracing::info;
 const POST_WAIT: Duration = Duration::from_secs(2);
 /// What Retry-After tells a client that polls.
 const RETRY_AFTER_SECS: u64 = 2;
-/// A request names at most this much JSON (about 50,000 instances).
-const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// What the routes, the worker and our listener share.
 pub struct Commitments {
@@ -224,12 +223,10 @@ fn decode_report(data_set: &[u8], transfer_syntax: &str) -> Result<CommitResult,
 }
 
 pub fn routes() -> Router<Arc<PacsService>> {
-    Router::new()
-        .route(
-            "/commitment-requests/{uid}",
-            post(request_commitment).get(commitment_result),
-        )
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+    Router::new().route(
+        "/commitment-requests/{uid}",
+        post(request_commitment).get(commitment_result),
+    )
 }
 
 fn internal(e: JobError) -> WebError {
@@ -241,7 +238,7 @@ async fn request_commitment(
     Path(uid): Path<String>,
     headers: HeaderMap,
     uri: Uri,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
     let media = headers
         .get(header::CONTENT_TYPE)
@@ -258,6 +255,20 @@ async fn request_commitment(
             media
         )));
     }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            WebError::PayloadTooLarge(format!(
+                "the commitment request is larger than web.limits.json_max_kb ({} KiB); \
+                 split it into several transactions",
+                svc.limits.json_max_kb
+            ))
+        } else {
+            WebError::BadRequest(format!(
+                "the request body cannot be read: {}",
+                e.body_text()
+            ))
+        }
+    })?;
     let json: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| WebError::BadRequest(format!("the body is not JSON: {e}")))?;
     let request = request_from_json(&json, &uid)

@@ -35,6 +35,11 @@ pub(super) fn pump(body: Body) -> (impl Stream<Item = Result<Bytes, axum::Error>
         let mut chunks = body.into_data_stream();
         let mut dropped = 0;
         while let Some(mut chunk) = chunks.next().await {
+            if chunk.is_err() {
+                // The body is over (stalled, cut off): nothing more to drain.
+                let _ = tx.send(chunk).await;
+                return;
+            }
             if tx.is_closed() {
                 dropped += chunk.map_or(0, |c| c.len());
                 if dropped > DRAIN_BYTES {

@@ -112,6 +112,19 @@ async fn store(
         ))),
         _ => boundary_of(headers),
     };
+    let max_bytes = svc.limits.stow_max_mb.saturating_mul(1 << 20);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_bytes) {
+        // Refused before a byte is read: a client waiting for
+        // 100-continue sends nothing, and the connection is closed after.
+        return Err(WebError::PayloadTooLarge(format!(
+            "the body is larger than web.limits.stow_max_mb ({} MiB); send the instances in several requests",
+            svc.limits.stow_max_mb
+        )));
+    }
     // Answered or not, the body is read to its end (see body.rs).
     let (chunks, pump) = body::pump(body);
     let boundary = match boundary {
@@ -124,7 +137,9 @@ async fn store(
     };
     // multer reads all that is ready before it hands anything out.
     let chunks = YieldEvery::new(Box::pin(chunks), body::PIECE);
-    let mut multipart = multer::Multipart::new(chunks, boundary);
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_bytes));
+    let mut multipart = multer::Multipart::with_constraints(chunks, boundary, constraints);
     let mut stow = Stow {
         svc,
         url_study: study,
@@ -136,6 +151,12 @@ async fn store(
     };
     let result: Result<(), WebError> = async {
         while let Some(mut field) = multipart.next_field().await.map_err(body_error)? {
+            if stow.reports.len() == svc.limits.stow_max_parts {
+                return Err(WebError::PayloadTooLarge(format!(
+                    "the body has more than {} parts (web.limits.stow_max_parts)",
+                    svc.limits.stow_max_parts
+                )));
+            }
             let report = stow.part(&mut field).await?;
             // What the part still holds (after a refusal) is skipped.
             while field.chunk().await.map_err(body_error)?.is_some() {}
@@ -151,12 +172,25 @@ async fn store(
     }
     drop(multipart);
     pump.finish().await;
-    result?;
+    result.map_err(|e| match e {
+        WebError::PayloadTooLarge(what) => stow.too_large(what),
+        e => e,
+    })?;
     stow.response()
 }
 
 fn body_error(e: multer::Error) -> WebError {
-    WebError::BadRequest(format!("the multipart/related body cannot be read: {e}"))
+    match e {
+        multer::Error::StreamSizeExceeded { limit } => WebError::PayloadTooLarge(format!(
+            "the body is larger than web.limits.stow_max_mb ({} MiB)",
+            limit >> 20
+        )),
+        // multer's own text hides why the stream failed (e.g. it stalled).
+        multer::Error::StreamReadFailed(cause) => WebError::BadRequest(format!(
+            "the multipart/related body cannot be read: {cause}"
+        )),
+        e => WebError::BadRequest(format!("the multipart/related body cannot be read: {e}")),
+    }
 }
 
 /// One STOW-RS request in progress.
@@ -175,6 +209,23 @@ struct Stow<'a> {
 }
 
 impl Stow<'_> {
+    fn stored(&self) -> usize {
+        self.reports
+            .iter()
+            .filter(|r| !matches!(r.outcome, InstanceOutcome::Failed(_)))
+            .count()
+    }
+
+    /// A body past a limit: what came before it was stored (or refused) as
+    /// usual, and the client learns how far that went.
+    fn too_large(&self, what: String) -> WebError {
+        let stored = self.stored();
+        WebError::PayloadTooLarge(format!(
+            "{what}: its first {} parts were processed ({stored} stored); send the rest in another request",
+            self.reports.len()
+        ))
+    }
+
     /// PS3.18 10.5.3: 200 all stored, 202 some failed or warned, 409 none stored.
     fn response(&self) -> Result<Response, WebError> {
         if self.reports.is_empty() {
@@ -182,11 +233,7 @@ impl Stow<'_> {
                 "the multipart/related body holds no parts".into(),
             ));
         }
-        let stored = self
-            .reports
-            .iter()
-            .filter(|r| !matches!(r.outcome, InstanceOutcome::Failed(_)))
-            .count();
+        let stored = self.stored();
         let clean = self
             .reports
             .iter()
