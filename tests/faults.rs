@@ -283,3 +283,129 @@ fn raw_get(port: u16, path: &str) -> (String, Vec<u8>) {
         all[end + 4..].to_vec(),
     )
 }
+
+/// SOP Instance UIDs of storescp's files (named `CT.<uid>`).
+fn received_uids(scp: &StoreScp) -> BTreeSet<String> {
+    scp.files()
+        .iter()
+        .filter_map(|p| {
+            p.file_name()?
+                .to_str()?
+                .split_once('.')
+                .map(|(_, u)| u.to_owned())
+        })
+        .collect()
+}
+
+fn running_jobs(pons: &Pons) -> Vec<serde_json::Value> {
+    let url = format!("{}/jobs?state=running", pons.web_url().unwrap());
+    let rsp = http("GET", &url, &[], b"").unwrap();
+    rsp.json()["jobs"].as_array().cloned().unwrap_or_default()
+}
+
+/// SIGKILL in the middle of a C-MOVE (direction A) and of a STOW-RS
+/// (direction B): neither was acknowledged, so nothing is owed; after a
+/// restart no job is left running and both, asked again, complete.
+/// (SIGKILL during spooled C-STOREs and during storage commitment:
+/// store_path, commit_path and commit_web.)
+#[test]
+fn sigkill_mid_move_and_mid_stow_leaves_no_stuck_job_and_both_complete_after() {
+    let orthanc = Orthanc::start();
+    let moved = testdata().ct(100).files(100);
+    storescu("LOADER", orthanc.aet(), orthanc.dicom_port(), &moved, &[]).assert_success();
+    assert_eq!(
+        orthanc.wait_for_instances(100, Duration::from_secs(60)),
+        100
+    );
+    let scp = StoreScp::start("STORESCP");
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
+    cfg.known_aes = vec![scp.known_ae()];
+    cfg.pacs = vec![PacsEntry::new("main", orthanc.aet(), orthanc.dicom_port())];
+    let mut pons = Pons::start(&cfg.to_toml());
+    let study = format!("StudyInstanceUID={}", file_uids(&moved[0]).0);
+    // True when the move reported success.
+    let movescu = move |port: u16, study: String| {
+        let out = dcmtk("movescu")
+            .args([
+                "-v", "-S", "-aet", "MODALITY", "-aec", "PONS", "-aem", "STORESCP",
+            ])
+            .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &study])
+            .args(["127.0.0.1", &port.to_string()])
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        log.contains("Final Move Response (Success)")
+    };
+
+    let port = pons.dimse_port();
+    let first = std::thread::spawn({
+        let study = study.clone();
+        move || movescu(port, study)
+    });
+    assert!(wait_until(Duration::from_secs(30), || !scp
+        .files()
+        .is_empty()));
+    pons.kill9();
+    let first_ok = first.join().unwrap();
+    assert!(!first_ok, "the move finished before the kill");
+    pons.restart();
+    assert!(running_jobs(&pons).is_empty(), "{:?}", running_jobs(&pons));
+    assert!(movescu(port, study));
+    assert_eq!(received_uids(&scp), sop_uids(&moved));
+
+    // A STOW-RS cut off by the kill after 10 of its 30 parts.
+    let stowed = testdata().ct(200).files(130)[100..].to_vec();
+    let parts: Vec<Vec<u8>> = stowed.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let body = stow_body("k", &parts);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", cfg.web_port)).unwrap();
+    write!(
+        s,
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: pons\r\nContent-Type: multipart/related; \
+         type=\"application/dicom\"; boundary=k\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let tenth = body.len() / 3;
+    s.write_all(&body[..tenth]).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || orthanc
+        .instance_count()
+        > 100));
+    pons.kill9();
+    let _ = s.write_all(&body[tenth..]);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains(" 200 "));
+    pons.restart();
+    assert!(running_jobs(&pons).is_empty());
+    let rsp = http(
+        "POST",
+        &format!("{}/dicom-web/studies", pons.web_url().unwrap()),
+        &[(
+            "Content-Type",
+            "multipart/related; type=\"application/dicom\"; boundary=k",
+        )],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let all: BTreeSet<String> = sop_uids(&moved)
+        .union(&sop_uids(&stowed))
+        .cloned()
+        .collect();
+    assert_eq!(orthanc.instance_uids(), all);
+}
+
+fn stow_body(boundary: &str, parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for bytes in parts {
+        out.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+        );
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
