@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::multipart::find;
+use common::multipart::{dicom_body, find};
 use common::*;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -358,7 +358,7 @@ fn sigkill_mid_move_and_mid_stow_leaves_no_stuck_job_and_both_complete_after() {
     // A STOW-RS cut off by the kill after 10 of its 30 parts.
     let stowed = testdata().ct(200).files(130)[100..].to_vec();
     let parts: Vec<Vec<u8>> = stowed.iter().map(|f| std::fs::read(f).unwrap()).collect();
-    let body = stow_body("k", &parts);
+    let body = dicom_body("k", &parts);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", cfg.web_port)).unwrap();
     write!(
         s,
@@ -395,17 +395,4 @@ fn sigkill_mid_move_and_mid_stow_leaves_no_stuck_job_and_both_complete_after() {
         .cloned()
         .collect();
     assert_eq!(orthanc.instance_uids(), all);
-}
-
-fn stow_body(boundary: &str, parts: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for bytes in parts {
-        out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
-        );
-        out.extend_from_slice(bytes);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    out
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::multipart::dicom_body;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -138,19 +139,6 @@ fn pons_url(port: u16, path: &str) -> String {
     format!("http://127.0.0.1:{port}{path}")
 }
 
-fn multipart(boundary: &str, parts: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for bytes in parts {
-        out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
-        );
-        out.extend_from_slice(bytes);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    out
-}
-
 const STOW_TYPE: &str = "multipart/related; type=\"application/dicom\"; boundary=lim";
 
 #[test]
@@ -176,7 +164,7 @@ fn bodies_past_their_limits_get_413_and_what_came_before_is_stored() {
         "POST",
         &format!("{base}/studies"),
         &[("Content-Type", STOW_TYPE)],
-        &multipart("lim", &parts),
+        &dicom_body("lim", &parts),
     )
     .unwrap();
     assert_eq!(rsp.status, 413, "{}", rsp.text());

@@ -317,7 +317,6 @@ impl Session {
             association: AssociationHandle::new(self.own_tx.clone()),
             out: tx.clone(),
         };
-        let tx_keep = tx;
         let panicked = Arc::new(AtomicBool::new(false));
         self.running = Some(Running {
             message_id: rq.message_id,
@@ -329,7 +328,7 @@ impl Session {
         let info = self.info.clone();
         // Held until the flag is set, so the session sees the flag when the
         // channel closes.
-        let keep_open = tx_keep;
+        let keep_open = tx;
         let task = async move {
             let run = AssertUnwindSafe(handler.request(&info, rq, data_set, ctx));
             if let Err(panic) = run.catch_unwind().await {

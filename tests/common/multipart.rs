@@ -75,3 +75,17 @@ pub fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .position(|w| w == needle)
         .map(|i| i + from)
 }
+
+/// A STOW-RS body of PS3.10 `parts`, held in memory (small cases only).
+pub fn dicom_body(boundary: &str, parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for bytes in parts {
+        out.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+        );
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
