@@ -83,3 +83,19 @@ fn shipped_example_config_is_valid() {
     let c = Config::load(&path).unwrap();
     assert_eq!(c.dimse.ae_title, "PONS");
 }
+
+#[test]
+fn limits_default_and_are_checked() {
+    let c = parse(MINIMAL);
+    assert_eq!(c.web.limits.max_connections, 512);
+    assert_eq!(c.dimse.max_sub_operations, 100_000);
+    let c = parse(&MINIMAL.replace(
+        "[upstream]",
+        "max_sub_operations = 0\n[web.limits]\nmax_header_bytes = 1000\nstow_max_parts = 0\n[upstream]",
+    ));
+    let problems = c.validate();
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(problems
+        .iter()
+        .any(|p| p.contains("max_header_bytes is 1000")));
+}
