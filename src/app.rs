@@ -2,7 +2,7 @@
 //! forwarder, and stop them in order on shutdown.
 
 use crate::cache::Cache;
-use crate::config::{Config, SpoolMode, UpstreamConfig};
+use crate::config::{find_ae, AeConfig, Config, Service, SpoolMode, UpstreamConfig};
 use crate::dicom::status;
 use crate::dimse::client::ScuConfig;
 use crate::dimse::handler::{AssociationInfo, Refusal, ScpHandler, StoreSink};
@@ -113,6 +113,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let web = tokio::spawn(web);
 
     let handler = Arc::new(Gateway {
+        callers: config.ae.clone(),
         direction_a: direction_a.map(|a| a.handler),
         moves,
         commitments: (!pacs_services.is_empty()).then_some(commitments),
@@ -351,6 +352,8 @@ fn direction_b(
 /// What our DIMSE listener serves: the sub-operations of our own C-MOVEs
 /// (direction B), and direction A when an upstream is configured.
 struct Gateway {
+    /// `[[ae]]`: what each known caller may ask of us.
+    callers: Vec<AeConfig>,
     direction_a: Option<Arc<DimseToWeb>>,
     moves: Arc<MoveInbox>,
     /// Storage commitment reports from our PACS (direction B).
@@ -359,6 +362,48 @@ struct Gateway {
 
 #[async_trait]
 impl ScpHandler for Gateway {
+    fn authorize(&self, assoc: &AssociationInfo, rq: &Command) -> Result<(), Refusal> {
+        // Callers without an entry (accept_any_calling_ae) may use everything.
+        let Some(ae) = find_ae(&self.callers, &assoc.calling_ae) else {
+            return Ok(());
+        };
+        let service = match rq.field {
+            CommandField::CEchoRq => Service::Echo,
+            // The sub-operations of our own C-MOVEs are not the caller's asking.
+            CommandField::CStoreRq if self.moves.target_for(&assoc.calling_ae, rq).is_some() => {
+                return Ok(())
+            }
+            CommandField::CStoreRq => Service::Store,
+            CommandField::CFindRq => Service::Find,
+            CommandField::CGetRq => Service::Get,
+            CommandField::CMoveRq => Service::Move,
+            CommandField::NActionRq => Service::Commit,
+            _ => return Ok(()),
+        };
+        if !ae.may(service) {
+            return Err(Refusal::new(
+                status::general::NOT_AUTHORIZED,
+                format!(
+                    "{} may not use {} here (its [[ae]] services)",
+                    ae.title,
+                    service.name()
+                ),
+            ));
+        }
+        let destination = rq.move_destination.as_deref().unwrap_or("");
+        if service == Service::Move && !ae.may_move_to(destination) {
+            return Err(Refusal::new(
+                status::query_retrieve::MOVE_DESTINATION_UNKNOWN,
+                format!(
+                    "{} may not move to {} (its [[ae]] move_destinations)",
+                    ae.title,
+                    destination.trim()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     async fn begin_store(
         &self,
         assoc: &AssociationInfo,

@@ -207,6 +207,114 @@ fn a_retrieve_of_more_instances_than_allowed_is_refused_before_any_is_sent() {
     assert_eq!(received(&s.scp.out_dir()), instances_of(&["1.1.2"]));
 }
 
+/// A commit_scu.py REFS file naming `files`, deleted on drop.
+fn dir_refs(files: &[PathBuf]) -> tempfile::NamedTempFile {
+    let refs: Vec<[String; 2]> = files
+        .iter()
+        .map(|f| {
+            let obj = dicom_object::open_file(f).unwrap();
+            let meta = obj.meta();
+            [
+                meta.media_storage_sop_class_uid()
+                    .trim_end_matches('\0')
+                    .to_owned(),
+                meta.media_storage_sop_instance_uid()
+                    .trim_end_matches('\0')
+                    .to_owned(),
+            ]
+        })
+        .collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&refs).unwrap()).unwrap();
+    file
+}
+
+/// `config` with one more `[[ae]]`, limited to `services` and `destinations`.
+fn with_limited_ae(config: &str, title: &str, services: &[&str], destinations: &[&str]) -> String {
+    let mut t: toml::Table = config.parse().unwrap();
+    let list = |v: &[&str]| toml::Value::Array(v.iter().map(|s| toml::Value::from(*s)).collect());
+    let mut ae = toml::Table::new();
+    ae.insert("title".into(), title.into());
+    ae.insert("host".into(), "127.0.0.1".into());
+    ae.insert("port".into(), toml::Value::Integer(1));
+    ae.insert("services".into(), list(services));
+    ae.insert("move_destinations".into(), list(destinations));
+    let aes = t
+        .entry("ae")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    aes.as_array_mut().unwrap().push(toml::Value::Table(ae));
+    toml::to_string(&t).unwrap()
+}
+
+#[test]
+fn each_ae_may_use_only_its_services_and_move_destinations() {
+    let orthanc = Orthanc::start();
+    let data = tempfile::tempdir().unwrap();
+    let files = load_archive(&orthanc, data.path());
+    let scp = StoreScp::start("STORESCP");
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
+    cfg.known_aes = vec![scp.known_ae(), KnownAe::new("ELSEWHERE", 1)];
+    let config = with_limited_ae(&cfg.to_toml(), "MODALITY", &["echo", "move"], &["STORESCP"]);
+    let pons = Pons::start(&with_limited_ae(&config, "LOADER", &["store"], &[]));
+    let study = format!("StudyInstanceUID={}", uid("3.1"));
+    let keys = ["QueryRetrieveLevel=STUDY".to_owned(), study];
+
+    let log = run("findscu", &pons, &["-S"], &keys);
+    assert!(final_status(&log).contains("0x0124"), "{log}");
+    assert!(log.contains("MODALITY may not use C-FIND here"), "{log}");
+    let log = run("movescu", &pons, &["-S", "-aem", "ELSEWHERE"], &keys);
+    assert!(final_status(&log).contains("0xa801"), "{log}");
+    assert!(log.contains("MODALITY may not move to ELSEWHERE"), "{log}");
+    let log = run("movescu", &pons, &["-S", "-aem", "STORESCP"], &keys);
+    assert!(final_status(&log).contains("0x0000"), "{log}");
+    assert_eq!(received(&scp.out_dir()), instances_of(&["3.1.1"]));
+    assert!(echoscu("MODALITY", "PONS", pons.dimse_port(), &[])
+        .status
+        .success());
+    let out = tempfile::tempdir().unwrap();
+    let log = run(
+        "getscu",
+        &pons,
+        &["-S", "-od", out.path().to_str().unwrap()],
+        &keys,
+    );
+    assert!(final_status(&log).contains("0x0124"), "{log}");
+    assert!(log.contains("MODALITY may not use C-GET here"), "{log}");
+    // Storage commitment (N-ACTION) is not among its services either.
+    let refs = dir_refs(&files[..1]);
+    let commit = script_command("commit_scu.py")
+        .args(["request", "127.0.0.1", &pons.dimse_port().to_string()])
+        .arg(refs.path())
+        .args(["--calling", "MODALITY", "--wait", "0"])
+        .output()
+        .unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_slice(&commit.stdout).unwrap_or_else(|e| panic!("{e}: {commit:?}"));
+    assert_eq!(answer["status"], 0x0124, "{answer}");
+    let comment = answer["error_comment"].as_str().unwrap_or_default();
+    assert!(
+        comment.contains("may not use storage commitment"),
+        "{answer}"
+    );
+
+    // LOADER may store, and nothing else: not even C-ECHO.
+    let echo = echoscu("LOADER", "PONS", pons.dimse_port(), &["-v"]);
+    let echo_log =
+        String::from_utf8_lossy(&echo.stderr).into_owned() + &String::from_utf8_lossy(&echo.stdout);
+    assert!(echo_log.contains("Status: 0x124"), "{echo_log}");
+    storescu("LOADER", "PONS", pons.dimse_port(), &files[..1], &[]).assert_success();
+    let refused = storescu(
+        "MODALITY",
+        "PONS",
+        pons.dimse_port(),
+        &files[..1],
+        &["-v", "-d"],
+    );
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(text.contains("MODALITY may not use C-STORE here"), "{text}");
+}
+
 #[test]
 fn c_move_with_the_archive_down_fails_with_a_comment() {
     let mut s = setup(&[]);

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod ae;
 mod limits;
+pub use ae::{find_ae, AeConfig, Service};
 pub use limits::WebLimits;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,14 +310,6 @@ impl Default for JobsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AeConfig {
-    pub title: String,
-    pub host: String,
-    pub port: u16,
-}
-
 fn default_max_associations() -> usize {
     64
 }
@@ -525,6 +519,13 @@ impl Config {
             if ae.host.is_empty() {
                 p.push(format!("ae[{i}].host is empty"));
             }
+            for dest in ae.move_destinations.iter().flatten() {
+                if find_ae(&self.ae, dest).is_none() {
+                    p.push(format!(
+                        "ae[{i}].move_destinations names {dest:?}, which is not an [[ae]] title"
+                    ));
+                }
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, pacs) in self.pacs.iter().enumerate() {
@@ -563,12 +564,6 @@ impl Config {
     pub fn find_ae(&self, title: &str) -> Option<&AeConfig> {
         find_ae(&self.ae, title)
     }
-}
-
-/// The `[[ae]]` entry with this title; titles compare without padding.
-pub fn find_ae<'a>(aes: &'a [AeConfig], title: &str) -> Option<&'a AeConfig> {
-    let title = title.trim();
-    aes.iter().find(|ae| ae.title.trim() == title)
 }
 
 fn check_ae_title(key: &str, title: &str, problems: &mut Vec<String>) {

@@ -99,3 +99,21 @@ fn limits_default_and_are_checked() {
         .iter()
         .any(|p| p.contains("max_header_bytes is 1000")));
 }
+
+#[test]
+fn ae_services_and_move_destinations() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[[ae]]\ntitle = \"CT\"\nhost = \"h\"\nport = 1\nservices = [\"store\", \"move\"]\n\
+         move_destinations = [\"CT\", \"NOWHERE\"]\n"
+    ));
+    let ae = &c.ae[0];
+    assert!(ae.may(Service::Store) && !ae.may(Service::Find));
+    assert!(ae.may_move_to("CT ") && !ae.may_move_to("WS"));
+    let problems = c.validate();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].contains("\"NOWHERE\""), "{problems:#?}");
+    let bad = toml::from_str::<Config>(&format!(
+        "{MINIMAL}\n[[ae]]\ntitle = \"CT\"\nhost = \"h\"\nport = 1\nservices = [\"print\"]\n"
+    ));
+    assert!(bad.unwrap_err().to_string().contains("print"));
+}

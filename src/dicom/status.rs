@@ -49,6 +49,7 @@ pub mod general {
     pub const PROCESSING_FAILURE: u16 = 0x0110;
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
     pub const MISTYPED_ARGUMENT: u16 = 0x0212;
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
     pub const NO_SUCH_INSTANCE: u16 = 0x0112;
     pub const NO_SUCH_EVENT_TYPE: u16 = 0x0113;
     pub const INVALID_ARGUMENT_VALUE: u16 = 0x0115;

@@ -125,6 +125,13 @@ pub trait StoreTarget: Send + Sync {
 /// What a direction plugs into the listener.
 #[async_trait]
 pub trait ScpHandler: Send + Sync + 'static {
+    /// May the calling AE ask for this at all? Asked before any request
+    /// (C-ECHO included) is begun; the refusal is its answer.
+    fn authorize(&self, assoc: &AssociationInfo, rq: &Command) -> Result<(), Refusal> {
+        let _ = (assoc, rq);
+        Ok(())
+    }
+
     async fn begin_store(
         &self,
         assoc: &AssociationInfo,

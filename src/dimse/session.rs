@@ -351,7 +351,10 @@ impl Session {
         match cmd.field {
             CommandField::CEchoRq => {
                 debug!("C-ECHO");
-                let rsp = Command::c_echo_rsp(&cmd, status::SUCCESS);
+                let rsp = match self.handler.authorize(&self.info, &cmd) {
+                    Ok(()) => Command::c_echo_rsp(&cmd, status::SUCCESS),
+                    Err(r) => Command::failure_response(&cmd, r.status, r.comment),
+                };
                 pdv::send_command(&mut self.assoc, pc_id, &rsp).await
             }
             CommandField::CCancelRq => {
@@ -395,6 +398,8 @@ impl Session {
                         status::general::SOP_CLASS_NOT_SUPPORTED,
                         "SOP Class differs from the presentation context's",
                     ))
+                } else if let Err(r) = self.handler.authorize(&self.info, &cmd) {
+                    Err(r)
                 } else {
                     self.handler
                         .begin_store(&self.info, &cmd, uid::trim(&context.transfer_syntax))
@@ -405,12 +410,14 @@ impl Session {
             }
             _ => {
                 // One operation at a time: we never negotiate asynchronous operations.
-                let refusal = self.running.is_some().then(|| {
-                    Refusal::new(
+                let refusal = if self.running.is_some() {
+                    Some(Refusal::new(
                         status::general::PROCESSING_FAILURE,
                         "another operation is still running on this association",
-                    )
-                });
+                    ))
+                } else {
+                    self.handler.authorize(&self.info, &cmd).err()
+                };
                 if cmd.has_data_set {
                     self.incoming = Some(Incoming::Request {
                         pc_id,

@@ -31,6 +31,11 @@ pub fn from_json(body: Value) -> Result<InMemDicomObject, String> {
 }
 
 fn normalise(obj: &mut Map<String, Value>) -> Result<(), String> {
+    // dicom-core 0.10's Tag parser splits an 8-byte key at byte 4 and
+    // panics inside a multi-byte character: a tag is ASCII or refused here.
+    if let Some(key) = obj.keys().find(|k| !k.is_ascii()) {
+        return Err(format!("attribute {key:?} is not a tag"));
+    }
     obj.retain(|key, attr| {
         let Some(attr) = attr.as_object_mut() else {
             return true; // refused below, with its key
@@ -124,6 +129,20 @@ mod tests {
             json!({"00081199": {"vr": "SQ", "Value": [1]}}),
             json!({"00081199": 3}),
             json!({"00081197": {"vr": "US", "Value": ["many"]}}),
+        ] {
+            assert!(from_json(body.clone()).is_err(), "{body}");
+        }
+    }
+
+    /// Found by the dicom_json fuzz target: dicom-core's Tag::from_str
+    /// panicked on an 8-byte key whose byte 4 is inside a character.
+    #[test]
+    fn refuses_keys_that_are_not_ascii() {
+        let key = "1h\u{ffff}n30";
+        assert_eq!(key.len(), 8);
+        for body in [
+            json!({ key: {"vr": "DS", "Value": [2.26]} }),
+            json!({"00081199": {"vr": "SQ", "Value": [{ key: {"vr": "DS", "Value": [1]} }]}}),
         ] {
             assert!(from_json(body.clone()).is_err(), "{body}");
         }
