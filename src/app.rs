@@ -369,10 +369,6 @@ impl ScpHandler for Gateway {
         };
         let service = match rq.field {
             CommandField::CEchoRq => Service::Echo,
-            // The sub-operations of our own C-MOVEs are not the caller's asking.
-            CommandField::CStoreRq if self.moves.target_for(&assoc.calling_ae, rq).is_some() => {
-                return Ok(())
-            }
             CommandField::CStoreRq => Service::Store,
             CommandField::CFindRq => Service::Find,
             CommandField::CGetRq => Service::Get,
@@ -380,7 +376,11 @@ impl ScpHandler for Gateway {
             CommandField::NActionRq => Service::Commit,
             _ => return Ok(()),
         };
-        if !ae.may(service) {
+        // The sub-operations of our own C-MOVEs are not the caller's asking
+        // (looked up only when storing is not allowed: it is per instance).
+        let our_move =
+            || service == Service::Store && self.moves.target_for(&assoc.calling_ae, rq).is_some();
+        if !ae.may(service) && !our_move() {
             return Err(Refusal::new(
                 status::general::NOT_AUTHORIZED,
                 format!(

@@ -179,7 +179,8 @@ fn a_panicking_handler_aborts_its_own_association_only() {
 
     // A C-FIND whose handler panics (a hook compiled only into test builds).
     let find = dcmtk("findscu")
-        .args(["-v", "-S", "-aet", "MODALITY", "-aec", "PONS"])
+        // A DIMSE timeout: an unanswered request fails the test, not hangs it.
+        .args(["-v", "-S", "-td", "30", "-aet", "MODALITY", "-aec", "PONS"])
         .args([
             "-k",
             "QueryRetrieveLevel=STUDY",

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::multipart::related_body;
 use common::*;
 use dicom_dictionary_std::tags;
 use pons::dicom::part10::split_part10_header;
@@ -69,20 +70,6 @@ fn assert_stored_byte_identical(orthanc: &Orthanc, instances: &[&Instance]) {
     }
 }
 
-/// A multipart/related body held in memory (small cases only).
-fn body(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (content_type, bytes) in parts {
-        out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n").as_bytes(),
-        );
-        out.extend_from_slice(bytes);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    out
-}
-
 fn post(url: &str, content_type: &str, body: &[u8]) -> HttpResponse {
     http("POST", url, &[("Content-Type", content_type)], body)
         .unwrap_or_else(|e| panic!("POST {url}: {e}"))
@@ -90,7 +77,11 @@ fn post(url: &str, content_type: &str, body: &[u8]) -> HttpResponse {
 
 fn post_parts(url: &str, parts: &[(&str, Vec<u8>)]) -> HttpResponse {
     let b = "stow-test-boundary";
-    post(url, &related_content_type(DICOM, b), &body(b, parts))
+    post(
+        url,
+        &related_content_type(DICOM, b),
+        &related_body(b, parts),
+    )
 }
 
 /// SOP Instance UIDs (with their Failure Reason, for failures) of a sequence
@@ -423,12 +414,12 @@ fn bodies_we_cannot_store_are_refused_with_a_reason() {
     let url = format!("{}/studies", s.url);
     let one = std::fs::read(&testdata().ct(200).instances[0].path).unwrap();
     let b = "bnd";
-    let dicom_body = body(b, &[(DICOM, one)]);
+    let dicom_body = related_body(b, &[(DICOM, one)]);
 
     let json = post(
         &url,
         "multipart/related; type=\"application/dicom+json\"; boundary=bnd",
-        &body(b, &[("application/dicom+json", b"[{}]".to_vec())]),
+        &related_body(b, &[("application/dicom+json", b"[{}]".to_vec())]),
     );
     assert_eq!(json.status, 415, "{}", json.text());
     assert!(

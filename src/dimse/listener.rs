@@ -133,6 +133,7 @@ pub async fn serve(
     }
     let options: Arc<Options> = Arc::new(options);
     let slots = Arc::new(Semaphore::new(config.max_associations));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let abort_all = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     let next_id = AtomicU64::new(1);
@@ -155,7 +156,13 @@ pub async fn serve(
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             warn!(%peer, limit = config.max_associations, "association limit reached, rejecting");
-            tasks.spawn(reject_busy(socket));
+            // A flood past the limit is dropped, not answered one by one.
+            if let Ok(turn) = refusing.clone().try_acquire_owned() {
+                tasks.spawn(async move {
+                    reject_busy(socket).await;
+                    drop(turn);
+                });
+            }
             continue;
         };
         let options = options.clone();
@@ -184,6 +191,9 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Connections past the limit being answered at once; more are closed.
+const MAX_REFUSING: usize = 64;
 
 /// Too many associations: A-ASSOCIATE-RJ, transient, local limit exceeded.
 async fn reject_busy(mut socket: TcpStream) {

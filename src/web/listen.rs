@@ -63,6 +63,7 @@ pub async fn serve(
         // A peer that vanished without a FIN is noticed and its slot freed.
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -82,7 +83,13 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             warn!(%peer, limit = limits.max_connections, "HTTP connection limit reached, answering 503");
-            tokio::spawn(refuse_busy(tcp));
+            // A flood past the limit is dropped, not answered one by one.
+            if let Ok(turn) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse_busy(tcp).await;
+                    drop(turn);
+                });
+            }
             continue;
         };
         let app = app.clone();
@@ -110,6 +117,9 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Connections past the limit being answered at once; more are closed.
+const MAX_REFUSING: usize = 64;
 
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Retry-After: 2\r\nContent-Type: text/plain\r\nContent-Length: 62\r\nConnection: close\r\n\r\n\

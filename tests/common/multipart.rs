@@ -76,16 +76,26 @@ pub fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|i| i + from)
 }
 
-/// A STOW-RS body of PS3.10 `parts`, held in memory (small cases only).
-pub fn dicom_body(boundary: &str, parts: &[Vec<u8>]) -> Vec<u8> {
+/// A multipart/related body of (Content-Type, bytes) parts, held in memory
+/// (small cases only).
+pub fn related_body(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
-    for bytes in parts {
+    for (content_type, bytes) in parts {
         out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+            format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n").as_bytes(),
         );
         out.extend_from_slice(bytes);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     out
+}
+
+/// A STOW-RS body of PS3.10 `parts`.
+pub fn dicom_body(boundary: &str, parts: &[Vec<u8>]) -> Vec<u8> {
+    let typed: Vec<(&str, Vec<u8>)> = parts
+        .iter()
+        .map(|p| ("application/dicom", p.clone()))
+        .collect();
+    related_body(boundary, &typed)
 }
