@@ -6,10 +6,12 @@
 CALLS_JSON is a list of calls, each {"op": "studies"|"series"|"instances",
 and any of "study", "series", "filters", "fields", "limit", "offset",
 "fuzzy"}. Prints one JSON line per call: the list of results, or
-{"error": "..."} when the call raised.
+{"error": "..."} when the call raised. DICOMWEB_BEARER in the environment
+is sent as a bearer token; REQUESTS_CA_BUNDLE names a private CA for https.
 """
 
 import json
+import os
 import sys
 
 from dicomweb_client.api import DICOMwebClient
@@ -17,7 +19,9 @@ from dicomweb_client.api import DICOMwebClient
 
 def main():
     url, calls = sys.argv[1], json.loads(sys.argv[2])
-    client = DICOMwebClient(url)
+    token = os.environ.get("DICOMWEB_BEARER")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    client = DICOMwebClient(url, headers=headers)
     for call in calls:
         kwargs = {
             "search_filters": call.get("filters"),

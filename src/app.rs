@@ -106,6 +106,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             },
             dicomweb,
             &config.web.cors_origins,
+            Arc::new(crate::web::auth::Authenticator::new(&config.web.auth).context("[web.auth]")?),
         ),
         http_limits(&config),
         shutdown.clone(),

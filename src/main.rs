@@ -57,6 +57,12 @@ enum Command {
         #[arg(long, short, global = true, default_value = "/etc/pons/pons.toml")]
         config: PathBuf,
     },
+    /// Read a secret on stdin and print its hash for [web.auth]: argon2
+    /// (a user's password_hash), or SHA-256 (a bearer token's sha256).
+    HashSecret {
+        #[arg(long)]
+        sha256: bool,
+    },
     /// Print the version.
     Version,
 }
@@ -80,11 +86,30 @@ fn init_logs(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // One crypto provider for every TLS wire (rustls, reqwest, dicom-ul).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
             println!("pons {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+        Command::HashSecret { sha256 } => {
+            let mut secret = String::new();
+            if std::io::stdin().read_line(&mut secret).is_err() || secret.trim().is_empty() {
+                eprintln!("give the secret on stdin, e.g. printf %s \"$TOKEN\" | pons hash-secret --sha256");
+                return ExitCode::from(2);
+            }
+            match pons::web::auth::hash_secret(secret.trim_end_matches(['\r', '\n']), sha256) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(_) => {

@@ -7,9 +7,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod ae;
+mod auth;
 mod limits;
+mod tls;
 pub use ae::{find_ae, AeConfig, Service};
+pub use auth::{JwtConfig, Permission, TokenEntry, UserEntry, WebAuth};
 pub use limits::WebLimits;
+pub use tls::{ClientTls, DimseTls, ServerTls};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +97,10 @@ pub struct WebConfig {
     pub qido_cache_secs: u64,
     #[serde(default)]
     pub limits: WebLimits,
+    #[serde(default)]
+    pub auth: WebAuth,
+    /// HTTPS (h2 and http/1.1 by ALPN); plain HTTP without it.
+    pub tls: Option<ServerTls>,
 }
 
 fn default_qido_max_results() -> usize {
@@ -110,6 +118,8 @@ impl Default for WebConfig {
             qido_max_results: default_qido_max_results(),
             qido_cache_secs: 0,
             limits: WebLimits::default(),
+            auth: WebAuth::default(),
+            tls: None,
         }
     }
 }
@@ -426,6 +436,12 @@ impl Config {
             p.push("dimse.max_sub_operations must be at least 1".into());
         }
         self.web.limits.validate(&mut p);
+        self.web
+            .auth
+            .validate(self.web.listen, self.web.tls.is_some(), &mut p);
+        if let Some(t) = &self.web.tls {
+            t.validate("web.tls", &mut p);
+        }
         if self.dimse.max_associations == 0 {
             p.push("dimse.max_associations must be at least 1".into());
         }

@@ -2,6 +2,7 @@
 //! routes the caller hands in (direction B), behind CORS and gzip.
 
 use super::admin::AdminState;
+use super::auth::Authenticator;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -9,18 +10,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::compression::CompressionLayer;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, Any, CorsLayer};
 use tracing::Instrument;
 
-pub fn router(state: AdminState, dicomweb: Router, cors_origins: &[String]) -> Router {
+pub fn router(
+    state: AdminState,
+    dicomweb: Router,
+    cors_origins: &[String],
+    auth: Arc<Authenticator>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(super::admin::routes())
         .with_state(state)
         .merge(dicomweb)
+        .layer(middleware::from_fn_with_state(auth, super::auth::check))
+        // Outside authentication: a browser's preflight carries no credentials.
         .layer(cors(cors_origins))
         // JSON answers shrink ~10×; DICOM parts are left as they are.
         .layer(
@@ -50,7 +59,9 @@ fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response {
 fn cors(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
         .allow_methods(Any)
-        .allow_headers(Any)
+        // Echoes what the preflight asks for: a wildcard would not cover
+        // Authorization (Fetch standard).
+        .allow_headers(AllowHeaders::mirror_request())
         .expose_headers([
             header::CONTENT_TYPE,
             header::CONTENT_LENGTH,

@@ -393,7 +393,10 @@ fn read_auth(auth: Option<&AuthConfig>) -> Result<Auth, UpstreamError> {
 }
 
 /// Read at most `max` bytes of the body (the rest is dropped).
-async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, reqwest::Error> {
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         let room = max.saturating_sub(out.len());
