@@ -36,7 +36,7 @@ apt_install() {
 }
 
 missing=()
-for p in dcmtk orthanc orthanc-dicomweb postgresql; do
+for p in dcmtk orthanc orthanc-dicomweb postgresql curl openssl; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$p")
     fi

@@ -60,6 +60,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ae_title = %config.dimse.ae_title,
         dimse = %config.dimse.listen,
         web = %config.web.listen,
+        https = config.web.tls.is_some(),
         upstream = direction_a.is_some(),
         pacs = pacs_services.len(),
         mode = ?config.spool.mode,
@@ -90,6 +91,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ))
     });
 
+    let web_tls = match &config.web.tls {
+        Some(spec) => {
+            let tls = crate::tls::Reloading::new(spec, crate::web::listen::ALPN, "web.tls")?;
+            tls.watch(shutdown.clone());
+            Some(tls)
+        }
+        None => None,
+    };
     let dicomweb = crate::web_to_dimse::router(&pacs_services, &config.web.base_path);
     let web = crate::web::listen::serve(
         web_listener,
@@ -109,6 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Arc::new(crate::web::auth::Authenticator::new(&config.web.auth).context("[web.auth]")?),
         ),
         http_limits(&config),
+        web_tls,
         shutdown.clone(),
     );
     let web = tokio::spawn(web);

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod pixels;
 pub mod spool;
 pub mod test_hooks;
+pub mod tls;
 pub mod translate;
 pub mod web;
 pub mod web_to_dimse;

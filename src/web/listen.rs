@@ -41,10 +41,15 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
+/// ALPN: HTTP/2 first, then HTTP/1.1 (plain HTTP tells them apart by the
+/// first bytes: h2c).
+pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<crate::tls::Reloading>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -83,12 +88,15 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             warn!(%peer, limit = limits.max_connections, "HTTP connection limit reached, answering 503");
-            // A flood past the limit is dropped, not answered one by one.
-            if let Ok(turn) = refusing.clone().try_acquire_owned() {
-                tokio::spawn(async move {
-                    refuse_busy(tcp).await;
-                    drop(turn);
-                });
+            // A flood past the limit is dropped, not answered one by one;
+            // over TLS a plain answer would be noise: the connection is closed.
+            if tls.is_none() {
+                if let Ok(turn) = refusing.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse_busy(tcp).await;
+                        drop(turn);
+                    });
+                }
             }
             continue;
         };
@@ -99,11 +107,37 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req)
         });
-        let io = TokioIo::new(FirstBytes::new(tcp, limits.header_timeout));
-        let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        let (builder, watcher, deadline) =
+            (builder.clone(), graceful.watcher(), limits.header_timeout);
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = conn.await {
+            let ended = match acceptor {
+                None => {
+                    let io = TokioIo::new(FirstBytes::new(tcp, deadline));
+                    watcher
+                        .watch(builder.serve_connection(io, service).into_owned())
+                        .await
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            info!(%peer, error = %e, "TLS handshake failed; connection closed");
+                            return;
+                        }
+                        Err(_) => {
+                            info!(%peer, "TLS handshake timed out; connection closed");
+                            return;
+                        }
+                    };
+                    let io = TokioIo::new(FirstBytes::new(stream, deadline));
+                    watcher
+                        .watch(builder.serve_connection(io, service).into_owned())
+                        .await
+                }
+            };
+            if let Err(e) = ended {
                 debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         });
@@ -149,16 +183,16 @@ async fn refuse_busy(mut tcp: TcpStream) {
 /// The first bytes of a connection must come within `deadline`: hyper's own
 /// header timeout starts only once it knows HTTP/1 from HTTP/2, and telling
 /// them apart takes up to 24 bytes that it would wait for forever.
-struct FirstBytes {
-    tcp: TcpStream,
+struct FirstBytes<S> {
+    tcp: S,
     read: usize,
     timer: Pin<Box<Sleep>>,
 }
 
 const H2_PREFACE_LEN: usize = 24;
 
-impl FirstBytes {
-    fn new(tcp: TcpStream, deadline: Duration) -> FirstBytes {
+impl<S> FirstBytes<S> {
+    fn new(tcp: S, deadline: Duration) -> FirstBytes<S> {
         FirstBytes {
             tcp,
             read: 0,
@@ -167,7 +201,7 @@ impl FirstBytes {
     }
 }
 
-impl AsyncRead for FirstBytes {
+impl<S: AsyncRead + Unpin> AsyncRead for FirstBytes<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -186,7 +220,7 @@ impl AsyncRead for FirstBytes {
     }
 }
 
-impl AsyncWrite for FirstBytes {
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstBytes<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -29,6 +29,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod archive;
+pub mod certs;
 mod dcmtk;
 pub mod multipart;
 mod orthanc;
