@@ -28,7 +28,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.prepare_tls()?;
     let node = node_id(&config);
     let jobs = crate::jobs::open(&config.jobs.url, &node).await?;
     info!(node, jobs = %crate::jobs::redact(&config.jobs.url), "job table open");
@@ -56,8 +57,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let dimse_listener = tokio::net::TcpListener::bind(config.dimse.listen)
         .await
         .with_context(|| format!("cannot listen on {} (dimse.listen)", config.dimse.listen))?;
+    let dimse_tls_listener = match &config.dimse.tls {
+        Some(t) => {
+            let listener = tokio::net::TcpListener::bind(t.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (dimse.tls.listen)", t.listen))?;
+            let tls = crate::tls::Reloading::new(&t.server(), &[], "dimse.tls")?;
+            tls.watch(shutdown.clone());
+            Some(listener::TlsListener { listener, tls })
+        }
+        None => None,
+    };
     info!(
         ae_title = %config.dimse.ae_title,
+        dimse_tls = ?config.dimse.tls.as_ref().map(|t| t.listen),
         dimse = %config.dimse.listen,
         web = %config.web.listen,
         https = config.web.tls.is_some(),
@@ -144,8 +157,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         association_timeout: Duration::from_secs(config.dimse.association_timeout_secs),
         idle_timeout: Duration::from_secs(config.dimse.idle_timeout_secs),
         shutdown_grace: Duration::from_secs(config.dimse.shutdown_grace_secs),
+        certificate_names: config
+            .ae
+            .iter()
+            .filter_map(|a| Some((a.title.clone(), a.certificate_name.clone()?)))
+            .collect(),
     };
-    listener::serve(dimse_listener, dimse_cfg, handler, shutdown.clone()).await?;
+    listener::serve(
+        dimse_listener,
+        dimse_tls_listener,
+        dimse_cfg,
+        handler,
+        shutdown.clone(),
+    )
+    .await?;
     info!("DIMSE listener drained");
     forwarder_stop.cancel();
     for task in forwarder
@@ -317,7 +342,7 @@ fn direction_b(
         Cache::open(config.cache.dir.clone(), config.cache.max_mb * 1024 * 1024)
             .with_context(|| format!("cannot open cache.dir {}", config.cache.dir.display()))?,
     );
-    Ok(config
+    config
         .pacs
         .iter()
         .enumerate()
@@ -327,7 +352,7 @@ fn direction_b(
             } else {
                 format!("/pacs/{}{}", p.name, config.web.base_path)
             };
-            Arc::new(PacsService {
+            Ok(Arc::new(PacsService {
                 name: p.name.clone(),
                 pool: Pool::new(
                     ScuConfig {
@@ -336,6 +361,9 @@ fn direction_b(
                         address: format!("{}:{}", p.host, p.port),
                         max_pdu: config.dimse.max_pdu,
                         timeout: Duration::from_secs(p.timeout_secs),
+                        tls: config
+                            .dimse_client_tls(p.client_tls())
+                            .with_context(|| format!("[[pacs]] {}", p.name))?,
                     },
                     PoolConfig {
                         max_associations: p.max_associations,
@@ -355,9 +383,9 @@ fn direction_b(
                 // few dozen bound the memory (in-flight ones are bounded
                 // by the association pool).
                 queries: Coalesce::new(Duration::from_secs(config.web.qido_cache_secs), 32),
-            })
+            }))
         })
-        .collect())
+        .collect()
 }
 
 /// What our DIMSE listener serves: the sub-operations of our own C-MOVEs

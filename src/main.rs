@@ -248,6 +248,7 @@ async fn echo(target: &str, calling_ae: &str, timeout_secs: u64) -> ExitCode {
         address: address.to_owned(),
         max_pdu: 16_384,
         timeout: Duration::from_secs(timeout_secs),
+        tls: None,
     };
     let started = std::time::Instant::now();
     let result = async {

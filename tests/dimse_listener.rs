@@ -114,9 +114,11 @@ fn start_scp(max_associations: usize) -> Scp {
         association_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(5),
         shutdown_grace: Duration::from_secs(1),
+        certificate_names: Default::default(),
     };
     rt.spawn(serve(
         listener,
+        None,
         config,
         Arc::new(Recorder(log.clone())),
         stop.clone(),
@@ -240,6 +242,7 @@ fn scu_config(port: u16) -> ScuConfig {
         address: format!("127.0.0.1:{port}"),
         max_pdu: 16384,
         timeout: Duration::from_secs(5),
+        tls: None,
     }
 }
 

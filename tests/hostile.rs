@@ -52,6 +52,7 @@ fn poisoned_command_sets_are_aborted_in_bounded_memory_while_others_store() {
         address: format!("127.0.0.1:{}", pons.dimse_port()),
         max_pdu: 16384,
         timeout: Duration::from_secs(10),
+        tls: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let answers = rt.block_on(async {

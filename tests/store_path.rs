@@ -268,6 +268,7 @@ fn broken_transfers_are_refused_and_never_reach_the_archive() {
         address: format!("127.0.0.1:{}", pons.dimse_port()),
         max_pdu: 16384,
         timeout: Duration::from_secs(10),
+        tls: None,
     };
     let proposal = Proposal {
         abstract_syntax: ct.sop_class.clone(),

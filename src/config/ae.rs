@@ -14,6 +14,31 @@ pub struct AeConfig {
     /// The destinations its C-MOVEs may name; absent: any `[[ae]]`.
     #[serde(default)]
     pub move_destinations: Option<Vec<String>>,
+    /// Only a TLS client whose certificate names this (a DNS name or IP
+    /// address among its subject alternative names) may call as this AE.
+    pub certificate_name: Option<String>,
+    /// Associations we open to this AE (C-MOVE destination, N-EVENT-REPORT)
+    /// use DICOM TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// With `tls`: the CA our peer's certificate must chain to, and ours
+    /// (default: `[dimse.tls]` cert and key).
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// Built from the above at start (`Config::prepare_tls`).
+    #[serde(skip)]
+    pub tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl AeConfig {
+    pub fn client_tls(&self) -> Option<super::ClientTls> {
+        self.tls.then(|| super::ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        })
+    }
 }
 
 /// A DIMSE service a calling AE may be allowed.

@@ -68,6 +68,8 @@ pub struct DimseConfig {
     /// before any is sent: the list is held in memory while it runs.
     #[serde(default = "default_max_sub_operations")]
     pub max_sub_operations: usize,
+    /// A second listener, DICOM TLS only.
+    pub tls: Option<DimseTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -163,6 +165,24 @@ pub struct PacsConfig {
     /// Work beyond `max_associations` waits this long, then gets 503.
     #[serde(default = "default_pacs_queue_timeout")]
     pub queue_timeout_secs: u64,
+    /// Every association to this PACS uses DICOM TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// With `tls`: the CA the PACS's certificate must chain to, and ours
+    /// (default: `[dimse.tls]` cert and key).
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl PacsConfig {
+    pub fn client_tls(&self) -> Option<ClientTls> {
+        self.tls.then(|| ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        })
+    }
 }
 
 fn default_pacs_max_associations() -> usize {
@@ -442,6 +462,12 @@ impl Config {
         if let Some(t) = &self.web.tls {
             t.validate("web.tls", &mut p);
         }
+        if let Some(t) = &self.dimse.tls {
+            t.server().validate("dimse.tls", &mut p);
+            if t.listen == self.dimse.listen {
+                p.push("dimse.tls.listen must differ from dimse.listen".into());
+            }
+        }
         if self.dimse.max_associations == 0 {
             p.push("dimse.max_associations must be at least 1".into());
         }
@@ -535,6 +561,18 @@ impl Config {
             if ae.host.is_empty() {
                 p.push(format!("ae[{i}].host is empty"));
             }
+            if let Some(tls) = ae.client_tls() {
+                self.check_client_tls(&format!("ae[{i}]"), &tls, &mut p);
+            }
+            if ae.certificate_name.is_some()
+                && self
+                    .dimse
+                    .tls
+                    .as_ref()
+                    .is_none_or(|t| t.client_ca.is_none())
+            {
+                p.push(format!("ae[{i}].certificate_name needs [dimse.tls] client_ca: only a verified client certificate can be checked"));
+            }
             for dest in ae.move_destinations.iter().flatten() {
                 if find_ae(&self.ae, dest).is_none() {
                     p.push(format!(
@@ -568,6 +606,9 @@ impl Config {
             if pacs.timeout_secs == 0 {
                 p.push(format!("pacs[{i}].timeout_secs must be at least 1"));
             }
+            if let Some(tls) = pacs.client_tls() {
+                self.check_client_tls(&format!("pacs[{i}]"), &tls, &mut p);
+            }
         }
         if !self.pacs.is_empty() && self.cache.max_mb == 0 {
             p.push(
@@ -575,6 +616,51 @@ impl Config {
             );
         }
         p
+    }
+
+    fn check_client_tls(&self, key: &str, tls: &ClientTls, p: &mut Vec<String>) {
+        if tls.ca.is_none() {
+            p.push(format!(
+                "{key}.tls needs ca: the CA certificates the peer's certificate must chain to"
+            ));
+        }
+        tls.validate(key, p);
+    }
+
+    /// How we call a DIMSE peer over TLS: its entry's files, our
+    /// certificate defaulting to `[dimse.tls]`'s.
+    pub fn dimse_client_tls(
+        &self,
+        tls: Option<ClientTls>,
+    ) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        let Some(mut tls) = tls else {
+            return Ok(None);
+        };
+        if tls.cert.is_none() {
+            if let Some(ours) = &self.dimse.tls {
+                tls.cert = Some(ours.cert.clone());
+                tls.key = Some(ours.key.clone());
+            }
+        }
+        Ok(Some(std::sync::Arc::new(crate::tls::client_config(
+            &tls, false,
+        )?)))
+    }
+
+    /// Build the TLS client configurations of the `[[ae]]` we call.
+    pub fn prepare_tls(&mut self) -> anyhow::Result<()> {
+        let built = self
+            .ae
+            .iter()
+            .map(|ae| {
+                self.dimse_client_tls(ae.client_tls())
+                    .map_err(|e| e.context(format!("[[ae]] {}", ae.title)))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (ae, tls) in self.ae.iter_mut().zip(built) {
+            ae.tls_client = tls;
+        }
+        Ok(())
     }
 
     pub fn find_ae(&self, title: &str) -> Option<&AeConfig> {

@@ -3,11 +3,12 @@
 //! calls on an [`ScpHandler`].
 
 use super::handler::{AssociationInfo, ScpHandler};
+use super::pdv::Wire;
 use super::session::{panic_message, Session};
 use super::DimseError;
 use crate::dicom::syntaxes;
 use dicom_dictionary_std::uids;
-use dicom_ul::association::server::{AccessControl, Negotiation};
+use dicom_ul::association::server::{AccessControl, AsyncServerAssociation, Negotiation};
 use dicom_ul::pdu::{
     AbortRQServiceProviderReason, AbortRQSource, AssociationRJ, AssociationRJResult,
     AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
@@ -15,7 +16,7 @@ use dicom_ul::pdu::{
 };
 use dicom_ul::ServerAssociationOptions;
 use futures::FutureExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,14 @@ pub struct ListenerConfig {
     pub association_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Calling AE titles bound to a client certificate name (`[[ae]] certificate_name`).
+    pub certificate_names: HashMap<String, String>,
+}
+
+/// The TLS listener (`[dimse.tls]`) beside the plain one.
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub tls: Arc<crate::tls::Reloading>,
 }
 
 /// Non-storage SOP classes we accept.
@@ -50,9 +59,11 @@ pub const SERVICE_SOP_CLASSES: &[&str] = &[
     uids::STORAGE_COMMITMENT_PUSH_MODEL,
 ];
 
+#[derive(Clone)]
 struct AePolicy {
     known_callers: HashSet<String>,
     accept_any_caller: bool,
+    certificate_names: HashMap<String, String>,
 }
 
 impl AccessControl for AePolicy {
@@ -66,8 +77,15 @@ impl AccessControl for AePolicy {
         if called_ae_title.trim() != this_ae_title.trim() {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
-        if !self.accept_any_caller && !self.known_callers.contains(calling_ae_title.trim()) {
+        let calling = calling_ae_title.trim();
+        if !self.accept_any_caller && !self.known_callers.contains(calling) {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        if let Some(name) = self.certificate_names.get(calling) {
+            if !crate::tls::peer_is(name) {
+                warn!(calling_ae = calling, certificate_name = %name, "calling AE title refused: no verified client certificate names it");
+                return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+            }
         }
         Ok(())
     }
@@ -77,6 +95,7 @@ impl AccessControl for AePolicy {
 /// storage classes it wants back on the same association, and a storage
 /// commitment SCP that reports on a new association proposes the SCP role
 /// for Storage Commitment; grant what is asked for those classes.
+#[derive(Clone)]
 struct StorageRoles;
 
 impl Negotiation for StorageRoles {
@@ -102,6 +121,7 @@ type Options = ServerAssociationOptions<'static, AePolicy, StorageRoles>;
 /// `shutdown_grace` to finish before aborting them.
 pub async fn serve(
     listener: TcpListener,
+    tls_listener: Option<TlsListener>,
     config: ListenerConfig,
     handler: Arc<dyn ScpHandler>,
     shutdown: CancellationToken,
@@ -114,6 +134,11 @@ pub async fn serve(
                 .map(|s| s.trim().to_owned())
                 .collect(),
             accept_any_caller: config.accept_any_caller,
+            certificate_names: config
+                .certificate_names
+                .iter()
+                .map(|(ae, name)| (ae.trim().to_owned(), name.clone()))
+                .collect(),
         })
         .ae_title(config.ae_title.clone())
         .max_pdu_length(config.max_pdu)
@@ -139,24 +164,36 @@ pub async fn serve(
     let next_id = AtomicU64::new(1);
     let config = Arc::new(config);
 
+    let accept_tls = || async {
+        match &tls_listener {
+            Some(t) => t.listener.accept().await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
-        let (socket, peer) = tokio::select! {
+        let (accepted, secure) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => (accepted, false),
+            accepted = accept_tls() => (accepted, true),
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let _ = socket.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             warn!(%peer, limit = config.max_associations, "association limit reached, rejecting");
-            // A flood past the limit is dropped, not answered one by one.
+            // A flood past the limit is dropped, not answered one by one;
+            // over TLS a plain A-ASSOCIATE-RJ would be noise: closed.
+            if secure {
+                continue;
+            }
             if let Ok(turn) = refusing.clone().try_acquire_owned() {
                 tasks.spawn(async move {
                     reject_busy(socket).await;
@@ -169,10 +206,27 @@ pub async fn serve(
         let handler = handler.clone();
         let abort = abort_all.clone();
         let config = config.clone();
+        let tls = secure
+            .then(|| tls_listener.as_ref().map(|t| t.tls.config()))
+            .flatten();
         tasks.spawn(async move {
             let _slot = slot;
+            let run = async {
+                match tls {
+                    None => {
+                        let established = options.establish_async(socket);
+                        run_association(established, peer, id, &config, handler).await
+                    }
+                    Some(tls) => {
+                        let options = (*options).clone().tls_config(tls);
+                        let established = options.establish_tls_async(socket);
+                        // The client certificate is kept for the AE check.
+                        crate::tls::with_peer_slot(run_association(established, peer, id, &config, handler)).await
+                    }
+                }
+            };
             tokio::select! {
-                _ = run_association(socket, peer, id, &options, &config, handler) => {}
+                _ = run => {}
                 _ = abort.cancelled() => warn!(id, "shutdown grace period over, association dropped"),
             }
         });
@@ -227,28 +281,33 @@ async fn reject_busy(mut socket: TcpStream) {
     let _ = socket.shutdown().await;
 }
 
-async fn run_association(
-    socket: TcpStream,
+async fn run_association<S: Wire + 'static>(
+    established: impl std::future::Future<
+        Output = Result<AsyncServerAssociation<S>, dicom_ul::association::Error>,
+    >,
     peer: SocketAddr,
     id: u64,
-    options: &Options,
     config: &ListenerConfig,
     handler: Arc<dyn ScpHandler>,
 ) {
-    let assoc =
-        match tokio::time::timeout(config.association_timeout, options.establish_async(socket))
-            .await
-        {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                info!(id, %peer, reason = %e, "association refused");
-                return;
-            }
-            Err(_) => {
-                info!(id, %peer, "association request timed out");
-                return;
-            }
-        };
+    let assoc = match tokio::time::timeout(config.association_timeout, established).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(
+            e @ (dicom_ul::association::Error::TlsHandshake { .. }
+            | dicom_ul::association::Error::TlsConnection { .. }),
+        )) => {
+            warn!(id, %peer, reason = %crate::dimse::client::error_chain(&e), "DICOM TLS handshake failed; no association");
+            return;
+        }
+        Ok(Err(e)) => {
+            info!(id, %peer, reason = %e, "association refused");
+            return;
+        }
+        Err(_) => {
+            info!(id, %peer, "association request timed out");
+            return;
+        }
+    };
     let info = AssociationInfo {
         id,
         calling_ae: dicom_ul::association::Association::peer_ae_title(&assoc)

@@ -8,7 +8,10 @@ use dicom_ul::association::AsyncAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+/// What an association runs over: TCP, or TLS over TCP.
+pub trait Wire: AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Wire for T {}
 
 /// PDV item header (4-byte length, context id, control header) inside a P-DATA-TF.
 const PDV_HEADER: u32 = 6;
@@ -27,7 +30,7 @@ pub fn max_fragment(peer_max_pdu: u32) -> usize {
     (peer.saturating_sub(PDV_HEADER).clamp(2, 1 << 20) & !1) as usize
 }
 
-async fn send_fragment<A>(
+async fn send_fragment<A, S: Wire>(
     assoc: &mut A,
     pc_id: u8,
     value_type: PDataValueType,
@@ -35,7 +38,7 @@ async fn send_fragment<A>(
     data: Vec<u8>,
 ) -> Result<(), DimseError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<S> + Send,
 {
     let pdu = Pdu::PData {
         data: vec![PDataValue {
@@ -51,16 +54,20 @@ where
 }
 
 /// Send a command set, fragmented to the peer's max PDU.
-pub async fn send_command<A>(assoc: &mut A, pc_id: u8, cmd: &Command) -> Result<(), DimseError>
+pub async fn send_command<A, S: Wire>(
+    assoc: &mut A,
+    pc_id: u8,
+    cmd: &Command,
+) -> Result<(), DimseError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<S> + Send,
 {
     let bytes = cmd.encode()?;
     let max = max_fragment(assoc.peer_max_pdu_length());
     let chunks: Vec<&[u8]> = bytes.chunks(max).collect();
     let n = chunks.len();
     for (i, chunk) in chunks.into_iter().enumerate() {
-        send_fragment(
+        send_fragment::<A, S>(
             assoc,
             pc_id,
             PDataValueType::Command,
@@ -74,9 +81,13 @@ where
 
 /// Send a data set held in memory (identifiers, commitment lists): its
 /// PDUs in one write, in a buffer of its size.
-pub async fn send_data_set<A>(assoc: &mut A, pc_id: u8, bytes: &[u8]) -> Result<(), DimseError>
+pub async fn send_data_set<A, S: Wire>(
+    assoc: &mut A,
+    pc_id: u8,
+    bytes: &[u8],
+) -> Result<(), DimseError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<S> + Send,
 {
     let max = max_fragment(assoc.peer_max_pdu_length());
     let fragments: Vec<&[u8]> = match bytes.is_empty() {
@@ -121,14 +132,14 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// its own, which was a third of the CPU of a C-STORE stream.
 /// `write_timeout` bounds each write (dicom-ul's own timeout does not apply
 /// here).
-pub async fn send_data_stream<A, R>(
+pub async fn send_data_stream<A, S: Wire, R>(
     assoc: &mut A,
     pc_id: u8,
     mut reader: R,
     write_timeout: Option<Duration>,
 ) -> Result<(), DimseError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<S> + Send,
     R: AsyncRead + Unpin,
 {
     let max = max_fragment(assoc.peer_max_pdu_length());

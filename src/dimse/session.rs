@@ -7,7 +7,7 @@
 
 use super::handler::{AssociationInfo, IncomingStore, Refusal, ScpHandler};
 use super::message::{Command, CommandField};
-use super::pdv::{self, CommandAssembler};
+use super::pdv::{self, CommandAssembler, Wire};
 use super::request::{AssociationHandle, Context, DataSource, Outgoing, RequestContext};
 use super::DimseError;
 use crate::dicom::status;
@@ -20,7 +20,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
@@ -62,8 +61,8 @@ enum Event {
     Own(Outgoing),
 }
 
-pub(crate) struct Session {
-    pub assoc: AsyncServerAssociation<TcpStream>,
+pub(crate) struct Session<S: Wire> {
+    pub assoc: AsyncServerAssociation<S>,
     pub info: AssociationInfo,
     pub handler: Arc<dyn ScpHandler>,
     commands: CommandAssembler,
@@ -77,12 +76,12 @@ pub(crate) struct Session {
     own_rx: mpsc::Receiver<Outgoing>,
 }
 
-impl Session {
+impl<S: Wire> Session<S> {
     pub fn new(
-        assoc: AsyncServerAssociation<TcpStream>,
+        assoc: AsyncServerAssociation<S>,
         info: AssociationInfo,
         handler: Arc<dyn ScpHandler>,
-    ) -> Session {
+    ) -> Session<S> {
         let (own_tx, own_rx) = mpsc::channel(4);
         Session {
             assoc,

@@ -17,6 +17,9 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod peer;
+pub use peer::{peer_is, with_peer_slot};
+
 /// The suites we offer and accept, strongest first.
 pub fn provider() -> Arc<CryptoProvider> {
     let mut p = rustls::crypto::ring::default_provider();
@@ -69,11 +72,11 @@ pub fn server_config(spec: &ServerTls, alpn: &[&[u8]]) -> anyhow::Result<ServerC
         .with_protocol_versions(VERSIONS)
         .expect("TLS 1.2 and 1.3 with ring");
     let builder = match &spec.client_ca {
-        Some(ca) => builder.with_client_cert_verifier(
+        Some(ca) => builder.with_client_cert_verifier(Arc::new(peer::Capturing(
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
                 .build()
                 .context("client_ca")?,
-        ),
+        ))),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder

@@ -10,9 +10,11 @@ use super::message::Command;
 use super::pdv::{self, CommandAssembler};
 use super::DimseError;
 use crate::dicom::uid;
-use dicom_ul::association::client::AsyncClientAssociation;
+use dicom_ul::association::client::{AsyncClientAssociation, AsyncTlsStream};
 use dicom_ul::pdu::{AssociationRJResult, PDataValueType, Pdu, PresentationContextResultReason};
 use dicom_ul::ClientAssociationOptions;
+use futures::FutureExt;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -26,6 +28,9 @@ pub struct ScuConfig {
     pub address: String,
     pub max_pdu: u32,
     pub timeout: Duration,
+    /// DICOM TLS to this peer; its certificate must verify for the host
+    /// named in `address`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A presentation context to propose: abstract syntax and transfer syntaxes.
@@ -49,8 +54,35 @@ impl Proposal {
     }
 }
 
+/// The association over TCP, or over TLS.
+#[allow(clippy::large_enum_variant)] // one per association, never moved in a hot loop
+enum Link {
+    Plain(AsyncClientAssociation<TcpStream>),
+    Tls(AsyncClientAssociation<AsyncTlsStream>),
+}
+
+/// Run `$body` with `$a` bound to the association, whichever wire it is on.
+macro_rules! on_link {
+    ($link:expr, $a:ident => $body:expr) => {
+        match $link {
+            Link::Plain($a) => $body,
+            Link::Tls($a) => $body,
+        }
+    };
+}
+pub(super) use on_link;
+
+impl Link {
+    fn tcp(&mut self) -> &TcpStream {
+        match self {
+            Link::Plain(a) => a.inner_stream(),
+            Link::Tls(a) => a.inner_stream().get_ref().0,
+        }
+    }
+}
+
 pub struct ScuAssociation {
-    assoc: AsyncClientAssociation<TcpStream>,
+    assoc: Link,
     next_message_id: u16,
     peer: String,
     timeout: Duration,
@@ -97,7 +129,26 @@ impl ScuAssociation {
         for class in scp_classes {
             options = options.with_role_selection(class.clone(), false, true);
         }
-        let fut = options.establish_async(config.address.as_str());
+        let fut = async {
+            match &config.tls {
+                None => options
+                    .establish_async(config.address.as_str())
+                    .await
+                    .map(Link::Plain),
+                Some(tls) => {
+                    let host = config
+                        .address
+                        .rsplit_once(':')
+                        .map_or(config.address.as_str(), |(h, _)| h);
+                    options
+                        .tls_config(tls.clone())
+                        .server_name(host.trim_start_matches('[').trim_end_matches(']'))
+                        .establish_tls_async(config.address.as_str())
+                        .await
+                        .map(Link::Tls)
+                }
+            }
+        };
         let mut assoc = tokio::time::timeout(config.timeout, fut)
             .await
             .map_err(|_| DimseError::Timeout {
@@ -125,12 +176,12 @@ impl ScuAssociation {
                 } else {
                     DimseError::Associate {
                         peer,
-                        message: e.to_string(),
+                        message: error_chain(&e),
                     }
                 }
             })?;
         // dicom-ul opens the socket itself; Nagle must go before the first DIMSE exchange.
-        let _ = assoc.inner_stream().set_nodelay(true);
+        let _ = assoc.tcp().set_nodelay(true);
         Ok(ScuAssociation {
             assoc,
             next_message_id: 1,
@@ -141,8 +192,7 @@ impl ScuAssociation {
 
     /// The accepted context for an abstract syntax: (id, transfer syntax).
     pub fn accepted_context(&self, abstract_syntax: &str) -> Option<(u8, String)> {
-        self.assoc
-            .presentation_contexts()
+        on_link!(&self.assoc, a => a.presentation_contexts())
             .iter()
             .find(|pc| {
                 pc.reason == PresentationContextResultReason::Acceptance
@@ -153,8 +203,7 @@ impl ScuAssociation {
 
     /// Every accepted context: (id, abstract syntax, transfer syntax).
     pub fn accepted_contexts(&self) -> Vec<(u8, String, String)> {
-        self.assoc
-            .presentation_contexts()
+        on_link!(&self.assoc, a => a.presentation_contexts())
             .iter()
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
             .map(|pc| {
@@ -180,11 +229,13 @@ impl ScuAssociation {
         cmd: &Command,
         data_set: Option<&[u8]>,
     ) -> Result<(), DimseError> {
-        pdv::send_command(&mut self.assoc, pc_id, cmd).await?;
-        if let Some(data) = data_set {
-            pdv::send_data_set(&mut self.assoc, pc_id, data).await?;
-        }
-        Ok(())
+        on_link!(&mut self.assoc, a => {
+            pdv::send_command(a, pc_id, cmd).await?;
+            if let Some(data) = data_set {
+                pdv::send_data_set(a, pc_id, data).await?;
+            }
+            Ok(())
+        })
     }
 
     /// Send a request whose data set streams from `reader` (C-STORE of a file).
@@ -197,8 +248,11 @@ impl ScuAssociation {
     where
         R: tokio::io::AsyncRead + Unpin,
     {
-        pdv::send_command(&mut self.assoc, pc_id, cmd).await?;
-        pdv::send_data_stream(&mut self.assoc, pc_id, reader, Some(self.timeout)).await
+        let timeout = Some(self.timeout);
+        on_link!(&mut self.assoc, a => {
+            pdv::send_command(a, pc_id, cmd).await?;
+            pdv::send_data_stream(a, pc_id, reader, timeout).await
+        })
     }
 
     /// Send a bare P-DATA fragment; for tests that must misbehave on purpose.
@@ -223,12 +277,12 @@ impl ScuAssociation {
                 data,
             }],
         };
-        self.assoc.send(&pdu).await.map_err(DimseError::send)
+        on_link!(&mut self.assoc, a => a.send(&pdu).await.map_err(DimseError::send))
     }
 
     /// A-ABORT.
     pub async fn abort(self) -> Result<(), DimseError> {
-        self.assoc.abort().await.map_err(DimseError::send)
+        on_link!(self.assoc, a => a.abort().await.map_err(DimseError::send))
     }
 
     /// Has the peer closed the connection, or sent something unasked (an
@@ -237,8 +291,8 @@ impl ScuAssociation {
         let mut byte = [0u8; 1];
         let mut buf = tokio::io::ReadBuf::new(&mut byte);
         let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-        let stream = self.assoc.inner_stream();
-        !stream.poll_peek(&mut cx, &mut buf).is_pending()
+        // The TCP bytes, beneath TLS: any (an alert, a close) means the same.
+        !self.assoc.tcp().poll_peek(&mut cx, &mut buf).is_pending()
     }
 
     /// A-ABORT, keeping the (now dead: every send fails) association: for
@@ -247,9 +301,11 @@ impl ScuAssociation {
     pub async fn abort_in_place(&mut self) {
         // A-ABORT-RQ: type 7, length 4, source 0 (service user), reason 0.
         const A_ABORT: [u8; 10] = [7, 0, 0, 0, 0, 4, 0, 0, 0, 0];
-        let stream = self.assoc.inner_stream();
-        let _ = stream.write_all(&A_ABORT).await;
-        let _ = stream.shutdown().await;
+        on_link!(&mut self.assoc, a => {
+            let stream = a.inner_stream();
+            let _ = stream.write_all(&A_ABORT).await;
+            let _ = stream.shutdown().await;
+        })
     }
 
     /// Read the next response (command plus data set when it has one).
@@ -258,13 +314,16 @@ impl ScuAssociation {
         let mut command: Option<Command> = None;
         let mut data = Vec::new();
         loop {
-            let pdu = tokio::time::timeout(self.timeout, self.assoc.receive())
-                .await
-                .map_err(|_| DimseError::Timeout {
-                    peer: self.peer.clone(),
-                    secs: self.timeout.as_secs(),
-                })?
-                .map_err(DimseError::receive)?;
+            let pdu = tokio::time::timeout(
+                self.timeout,
+                on_link!(&mut self.assoc, a => a.receive().boxed()),
+            )
+            .await
+            .map_err(|_| DimseError::Timeout {
+                peer: self.peer.clone(),
+                secs: self.timeout.as_secs(),
+            })?
+            .map_err(DimseError::receive)?;
             let values = match pdu {
                 Pdu::PData { data } => data,
                 Pdu::AbortRQ { .. } => return Err(DimseError::Aborted),
@@ -328,8 +387,23 @@ impl ScuAssociation {
     }
 
     pub async fn release(self) -> Result<(), DimseError> {
-        self.assoc.release().await.map_err(DimseError::send)
+        on_link!(self.assoc, a => a.release().await.map_err(DimseError::send))
     }
+}
+
+/// An error and its causes on one line: a TLS failure says why the
+/// certificate did not verify only in its source.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let more = err.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cur = err.source();
+    }
+    text
 }
 
 /// Whether an error, or any error behind it, is an I/O timeout.

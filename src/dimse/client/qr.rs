@@ -2,7 +2,7 @@
 //! C-STORE requests on the same association, streamed into a
 //! [`StoreTarget`]) and C-MOVE (they go to the move destination).
 
-use super::ScuAssociation;
+use super::{on_link, Link, ScuAssociation};
 use crate::dicom::status::{self, StatusKind};
 use crate::dicom::uid;
 use crate::dimse::handler::{IncomingStore, StoreTarget};
@@ -13,6 +13,7 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::pdu::{PDataValue, PDataValueType};
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -153,7 +154,7 @@ impl ScuAssociation {
                     continue;
                 }
                 // Cancel-safe: the reader keeps partial PDUs in its buffer.
-                r = tokio::time::timeout(self.timeout, reader.next(self.assoc.inner_stream())) => r
+                r = tokio::time::timeout(self.timeout, on_link!(&mut self.assoc, a => reader.next(a.inner_stream()).boxed())) => r
             };
             let pdu = pdu.map_err(|_| DimseError::Timeout {
                 peer: self.peer.clone(),
@@ -224,7 +225,7 @@ impl ScuAssociation {
                         status::storage::CANNOT_UNDERSTAND,
                         Some("C-STORE-RQ without a data set".into()),
                     );
-                    pdv::send_command(&mut self.assoc, pc_id, &rsp).await?;
+                    on_link!(&mut self.assoc, a => pdv::send_command(a, pc_id, &rsp).await)?;
                     return Ok(None);
                 }
                 let sink = target.begin_store(&cmd, &ts).await;
@@ -283,7 +284,7 @@ impl ScuAssociation {
         match incoming.take() {
             Some(Incoming::Store(store)) => {
                 let (pc_id, rsp) = store.finish().await;
-                pdv::send_command(&mut self.assoc, pc_id, &rsp).await?;
+                on_link!(&mut self.assoc, a => pdv::send_command(a, pc_id, &rsp).await)?;
                 Ok(None)
             }
             Some(Incoming::Final { outcome, .. }) => Ok(Some(outcome)),

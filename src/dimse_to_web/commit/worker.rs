@@ -232,6 +232,7 @@ impl Worker {
             address: format!("{}:{}", ae.host, ae.port),
             max_pdu: self.cfg.max_pdu,
             timeout: self.cfg.dimse_timeout,
+            tls: ae.tls_client.clone(),
         };
         let mut assoc = ScuAssociation::connect_as_scp(&scu, uids::STORAGE_COMMITMENT_PUSH_MODEL)
             .await

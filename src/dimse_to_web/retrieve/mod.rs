@@ -159,6 +159,7 @@ impl Retrieve {
                     address: format!("{}:{}", ae.host, ae.port),
                     max_pdu: self.max_pdu,
                     timeout: Duration::from_secs(60),
+                    tls: ae.tls_client.clone(),
                 };
                 let assoc = connect_for(&cfg, &plan.classes).await?;
                 Sink::Move {
