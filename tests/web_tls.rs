@@ -244,3 +244,52 @@ fn a_renewed_certificate_is_taken_up_without_dropping_connections() {
     }));
     assert!(pons.is_running());
 }
+
+/// The upstream over mutual TLS with a private CA: one Pons (direction A)
+/// stores through another Pons's HTTPS face (direction B, client
+/// certificates required) into Orthanc.
+#[test]
+fn the_upstream_is_reached_over_mutual_tls_with_a_private_ca() {
+    let orthanc = Orthanc::start();
+    let pki = Pki::new("Archive CA");
+    let server = pki.leaf("archive", &["localhost"]);
+    let client = pki.leaf("gateway", &["gateway.example.org"]);
+    let b_state = tempfile::tempdir().unwrap();
+    let mut b_cfg = PonsConfig::new("http://127.0.0.1:9/dicom-web", b_state.path());
+    b_cfg.pacs = vec![PacsEntry::new("main", orthanc.aet(), orthanc.dicom_port())];
+    let _archive = Pons::start(&(b_cfg.to_toml() + &tls_config(&server, Some(&pki.ca))));
+
+    let start_a = |cert: Option<&Leaf>, state: &Path| {
+        let url = format!("https://localhost:{}/dicom-web", b_cfg.web_port);
+        let cfg = PonsConfig::new(&url, state);
+        let mut keys = format!("ca = {:?}\n", pki.ca.display().to_string());
+        if let Some(c) = cert {
+            keys += &format!(
+                "cert = {:?}\nkey = {:?}\n",
+                c.cert.display().to_string(),
+                c.key.display().to_string()
+            );
+        }
+        let toml = cfg
+            .to_toml()
+            .replace("[upstream]\n", &format!("[upstream]\n{keys}"));
+        Pons::start(&toml)
+    };
+    let files = testdata().ct(3).files(3);
+    let a_state = tempfile::tempdir().unwrap();
+    let gateway = start_a(Some(&client), a_state.path());
+    storescu("MODALITY", "PONS", gateway.dimse_port(), &files, &[]).assert_success();
+    assert_eq!(orthanc.wait_for_instances(3, Duration::from_secs(30)), 3);
+
+    // Without our certificate the archive refuses the handshake: readyz says so.
+    let bare_state = tempfile::tempdir().unwrap();
+    let bare = start_a(None, bare_state.path());
+    let ready = http(
+        "GET",
+        &format!("{}/readyz", bare.web_url().unwrap()),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.text());
+}

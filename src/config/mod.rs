@@ -248,6 +248,21 @@ pub struct UpstreamConfig {
     /// How storage commitment is asked of the origin.
     #[serde(default)]
     pub commitment: CommitmentMode,
+    /// A private CA for the origin's certificate (instead of the public roots).
+    pub ca: Option<PathBuf>,
+    /// Our client certificate and key, for an origin that requires mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl UpstreamConfig {
+    pub fn client_tls(&self) -> Option<ClientTls> {
+        (self.ca.is_some() || self.cert.is_some()).then(|| ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -275,6 +290,16 @@ pub enum AuthConfig {
         password: Option<String>,
         password_file: Option<PathBuf>,
     },
+    /// OAuth2 client credentials grant; the token is renewed before it expires.
+    Oauth2 {
+        token_url: String,
+        client_id: String,
+        client_secret_file: PathBuf,
+        scope: Option<String>,
+        audience: Option<String>,
+    },
+    /// A Google service account key file (JWT-bearer grant), scope cloud-healthcare.
+    Google { service_account_file: PathBuf },
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -507,6 +532,9 @@ impl Config {
                 if u.stow_concurrency == 0 {
                     p.push("upstream.stow_concurrency must be at least 1".into());
                 }
+                if let Some(tls) = u.client_tls() {
+                    tls.validate("upstream", &mut p);
+                }
                 let auth_ok = match &u.auth {
                     Some(AuthConfig::Bearer { token, token_file }) => {
                         token.is_some() != token_file.is_some()
@@ -516,10 +544,13 @@ impl Config {
                         password_file,
                         ..
                     }) => password.is_some() != password_file.is_some(),
-                    None => true,
+                    Some(AuthConfig::Oauth2 { token_url, .. }) => {
+                        token_url.starts_with("https://") || token_url.starts_with("http://")
+                    }
+                    Some(AuthConfig::Google { .. }) | None => true,
                 };
                 if !auth_ok {
-                    p.push("upstream.auth needs exactly one of token/token_file (bearer) or password/password_file (basic)".into());
+                    p.push("upstream.auth needs exactly one of token/token_file (bearer) or password/password_file (basic), or an http(s) token_url (oauth2)".into());
                 }
             }
         }

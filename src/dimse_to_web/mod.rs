@@ -62,6 +62,7 @@ pub fn upstream_comment(e: &crate::web::client::UpstreamError) -> String {
         E::BadResponse { .. } => "archive sent an unreadable answer".into(),
         E::File { .. } => "Pons cannot read its spool file".into(),
         E::Config(_) => "gateway configuration problem".into(),
+        E::Token { .. } => "Pons cannot log in to the archive; retry later".into(),
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod commitment;
 mod qido;
+mod token;
 mod wado;
 
 pub use crate::dicom::part10::FileMetaInfo;
@@ -49,6 +50,8 @@ pub enum UpstreamError {
     Busy { url: String, max: usize, secs: u64 },
     #[error("upstream {url} sent a response we cannot read: {message}")]
     BadResponse { url: String, message: String },
+    #[error("no access token for the upstream from {endpoint}: {message}")]
+    Token { endpoint: String, message: String },
     #[error("cannot read spooled file {path}: {source}")]
     File {
         path: PathBuf,
@@ -65,6 +68,7 @@ impl UpstreamError {
             UpstreamError::Connect { .. }
             | UpstreamError::Timeout { .. }
             | UpstreamError::Busy { .. }
+            | UpstreamError::Token { .. }
             | UpstreamError::BadResponse { .. } => true,
             UpstreamError::Status { status, .. } => {
                 *status >= 500 || *status == 408 || *status == 429
@@ -106,7 +110,12 @@ const DICOM: &str = "application/dicom";
 enum Auth {
     None,
     Bearer(String),
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// Expiring tokens, fetched and renewed as needed.
+    Tokens(token::Tokens),
 }
 
 pub struct UpstreamClient {
@@ -141,7 +150,13 @@ impl UpstreamClient {
         // The whole-request timeout is set per request: a WADO-RS retrieve of
         // a large study may rightly take longer, and is bounded by the idle
         // (read) timeout instead.
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(tls) = config.client_tls() {
+            let tls = crate::tls::client_config(&tls, true)
+                .map_err(|e| UpstreamError::Config(format!("{e:#}")))?;
+            http = http.use_preconfigured_tls(tls);
+        }
+        let http = http
             .default_headers(headers)
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
             .read_timeout(request_timeout)
@@ -175,10 +190,35 @@ impl UpstreamClient {
     fn request_untimed(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let req = self.http.request(method, url);
         match &self.auth {
-            Auth::None => req,
+            Auth::None | Auth::Tokens(_) => req,
             Auth::Bearer(token) => req.bearer_auth(token),
             Auth::Basic { username, password } => req.basic_auth(username, Some(password)),
         }
+    }
+
+    /// Send with the current access token; on 401 drop it, and ask once
+    /// more with a new one when the request can be sent again (a streamed
+    /// STOW body cannot: the spool sends it again later).
+    async fn send_authorized(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Result<reqwest::Response, reqwest::Error>, UpstreamError> {
+        let Auth::Tokens(tokens) = &self.auth else {
+            return Ok(req.send().await);
+        };
+        let again = req.try_clone();
+        let token = tokens.get().await?;
+        let resp = req.bearer_auth(&token).send().await;
+        if !matches!(&resp, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
+            return Ok(resp);
+        }
+        tokens.invalidate(&token).await;
+        let Some(again) = again else {
+            return Ok(resp);
+        };
+        tracing::info!("upstream answered 401; asking once more with a new token");
+        let token = tokens.get().await?;
+        Ok(again.bearer_auth(&token).send().await)
     }
 
     /// Send in turn: at most `max_connections` requests are in flight, the
@@ -197,9 +237,9 @@ impl UpstreamClient {
                 secs: self.turn_wait.as_secs(),
             })?
             .expect("the semaphore is never closed");
-        let resp = req
-            .send()
-            .await
+        let resp = self
+            .send_authorized(req)
+            .await?
             .map_err(|e| self.transport_error(url, e, timeout))?;
         Ok((resp, turn))
     }
@@ -376,8 +416,11 @@ fn read_auth(auth: Option<&AuthConfig>) -> Result<Auth, UpstreamError> {
             }),
         (None, None) => Err(UpstreamError::Config(format!("no {what} configured"))),
     };
+    if let Some(tokens) = auth.map(token::Tokens::new).transpose()?.flatten() {
+        return Ok(Auth::Tokens(tokens));
+    }
     Ok(match auth {
-        None => Auth::None,
+        None | Some(AuthConfig::Oauth2 { .. } | AuthConfig::Google { .. }) => Auth::None,
         Some(AuthConfig::Bearer { token, token_file }) => {
             Auth::Bearer(secret(token, token_file, "bearer token")?)
         }
