@@ -30,6 +30,9 @@ use tracing::info;
 
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.prepare_tls()?;
+    if let Some(audit) = &config.audit {
+        crate::audit::open(audit)?;
+    }
     let node = node_id(&config);
     let jobs = crate::jobs::open(&config.jobs.url, &node).await?;
     info!(node, jobs = %crate::jobs::redact(&config.jobs.url), "job table open");

@@ -10,6 +10,7 @@
 //! table); `translate` is pure and imports only dicom-rs and `dicom`.
 
 pub mod app;
+pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod dicom;

@@ -34,6 +34,8 @@ pub struct Config {
     pub pacs: Vec<PacsConfig>,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// One JSON line per operation on patient data.
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

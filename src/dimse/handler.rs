@@ -76,15 +76,36 @@ pub struct IncomingStore {
     pub pc_id: u8,
     pub rq: Command,
     sink: Result<Box<dyn StoreSink>, Refusal>,
+    /// Reads the Study Instance UID as the data set passes, for the audit log.
+    study_scan: Option<Box<crate::dicom::scan::DatasetScanner>>,
 }
 
 impl IncomingStore {
     pub fn new(pc_id: u8, rq: Command, sink: Result<Box<dyn StoreSink>, Refusal>) -> Self {
-        IncomingStore { pc_id, rq, sink }
+        IncomingStore {
+            pc_id,
+            rq,
+            sink,
+            study_scan: None,
+        }
+    }
+
+    /// Note the study of the data set as it arrives (in `transfer_syntax`).
+    pub fn scan_study(&mut self, transfer_syntax: &str) {
+        self.study_scan = crate::dicom::scan::DatasetScanner::new(transfer_syntax).map(Box::new);
+    }
+
+    pub fn study(&self) -> Option<String> {
+        self.study_scan
+            .as_ref()
+            .and_then(|s| s.uids().study_instance_uid.clone())
     }
 
     /// The next bytes; a sink that refuses them is aborted.
     pub async fn write(&mut self, chunk: &[u8]) {
+        if let Some(scan) = self.study_scan.as_mut().filter(|s| !s.uids_known()) {
+            scan.feed(chunk);
+        }
         let Ok(sink) = &mut self.sink else { return };
         if let Err(r) = sink.write(chunk).await {
             if let Ok(s) = std::mem::replace(&mut self.sink, Err(r)) {

@@ -10,6 +10,7 @@ use super::message::{Command, CommandField};
 use super::pdv::{self, CommandAssembler, Wire};
 use super::request::{AssociationHandle, Context, DataSource, Outgoing, RequestContext};
 use super::DimseError;
+use crate::audit;
 use crate::dicom::status;
 use crate::dicom::uid;
 use dicom_ul::association::server::AsyncServerAssociation;
@@ -35,6 +36,8 @@ enum Incoming {
         rq: Command,
         bytes: Vec<u8>,
         refusal: Option<Refusal>,
+        /// Past the size limit: the rest is drained, not kept.
+        overflowed: bool,
     },
 }
 
@@ -46,6 +49,8 @@ struct Running {
     /// Set when the handler panicked: it answered nothing, so the
     /// association is aborted rather than left waiting.
     panicked: Arc<AtomicBool>,
+    /// The service and study, for the audit log (when it is kept).
+    audit: Option<(&'static str, Option<String>)>,
 }
 
 /// However the association ends, its running handler is told to stop.
@@ -120,7 +125,18 @@ impl<S: Wire> Session<S> {
                 }
             };
             match event {
-                Event::Out(Some(msg)) | Event::Own(msg) => self.send_outgoing(msg).await?,
+                Event::Out(Some(msg)) => {
+                    let audited = self.running.as_ref().and_then(|r| r.audit.as_ref());
+                    if let (Some((service, study)), Some(st)) = (audited, msg.command.status) {
+                        if msg.command.field.is_response()
+                            && status::kind(st) != status::StatusKind::Pending
+                        {
+                            self.audit(service, study.as_deref(), st);
+                        }
+                    }
+                    self.send_outgoing(msg).await?
+                }
+                Event::Own(msg) => self.send_outgoing(msg).await?,
                 Event::Out(None) => {
                     let running = self.running.take();
                     if running.is_some_and(|r| r.panicked.load(Ordering::Acquire)) {
@@ -160,6 +176,23 @@ impl<S: Wire> Session<S> {
                 },
             }
         }
+    }
+
+    fn audit(&self, service: &str, study: Option<&str>, status: u16) {
+        if !audit::enabled() {
+            return;
+        }
+        audit::record(&audit::Event {
+            service,
+            study,
+            outcome: audit::dimse_outcome(status),
+            status: format!("{status:04X}"),
+            who: audit::Who::Dimse {
+                calling_ae: &self.info.calling_ae,
+                peer: self.info.peer.to_string(),
+                association: self.info.id,
+            },
+        });
     }
 
     /// The association is ending: drop partial data, stop the running handler.
@@ -240,17 +273,23 @@ impl<S: Wire> Session<S> {
                 ))
             }
             Some(Incoming::Store(store)) => store.write(&pdv.data).await,
-            Some(Incoming::Request { bytes, refusal, .. }) => {
-                if refusal.is_none() {
-                    if bytes.len() + pdv.data.len() > MAX_REQUEST_DATA_SET {
-                        bytes.clear();
-                        *refusal = Some(Refusal::new(
-                            status::general::PROCESSING_FAILURE,
-                            "request data set larger than 4 MiB",
-                        ));
-                    } else {
-                        bytes.extend_from_slice(&pdv.data);
-                    }
+            Some(Incoming::Request {
+                bytes,
+                refusal,
+                overflowed,
+                ..
+            }) => {
+                // A refused request's data set is kept too: the audit log
+                // names the study it asked for.
+                if !*overflowed && bytes.len() + pdv.data.len() > MAX_REQUEST_DATA_SET {
+                    *bytes = Vec::new();
+                    *overflowed = true;
+                    refusal.get_or_insert(Refusal::new(
+                        status::general::PROCESSING_FAILURE,
+                        "request data set larger than 4 MiB",
+                    ));
+                } else if !*overflowed {
+                    bytes.extend_from_slice(&pdv.data);
                 }
             }
         }
@@ -259,8 +298,10 @@ impl<S: Wire> Session<S> {
         }
         match self.incoming.take() {
             Some(Incoming::Store(store)) => {
+                let study = store.study();
                 let (pc_id, rsp) = store.finish().await;
                 let st = rsp.status.unwrap_or_default();
+                self.audit("C-STORE", study.as_deref(), st);
                 if status::kind(st) != status::StatusKind::Success {
                     info!(
                         status = format_args!("{st:04X}"),
@@ -275,8 +316,13 @@ impl<S: Wire> Session<S> {
                 rq,
                 bytes,
                 refusal,
+                ..
             }) => match refusal {
                 Some(r) => {
+                    let study = self
+                        .context(pc_id)
+                        .and_then(|c| audit::study_in(&bytes, uid::trim(&c.transfer_syntax)));
+                    self.audit(audit::dimse_service(rq.field), study.as_deref(), r.status);
                     let rsp = Command::failure_response(&rq, r.status, r.comment);
                     pdv::send_command(&mut self.assoc, pc_id, &rsp).await
                 }
@@ -317,11 +363,16 @@ impl<S: Wire> Session<S> {
             out: tx.clone(),
         };
         let panicked = Arc::new(AtomicBool::new(false));
+        let audit = audit::enabled().then(|| {
+            let study = audit::study_in(&data_set, &ctx.transfer_syntax);
+            (audit::dimse_service(rq.field), study)
+        });
         self.running = Some(Running {
             message_id: rq.message_id,
             cancel,
             out: rx,
             panicked: panicked.clone(),
+            audit,
         });
         let handler = self.handler.clone();
         let info = self.info.clone();
@@ -383,6 +434,7 @@ impl<S: Wire> Session<S> {
             ))),
             CommandField::CStoreRq => {
                 if !cmd.has_data_set {
+                    self.audit("C-STORE", None, status::storage::CANNOT_UNDERSTAND);
                     let rsp = Command::c_store_rsp(
                         &cmd,
                         status::storage::CANNOT_UNDERSTAND,
@@ -404,7 +456,11 @@ impl<S: Wire> Session<S> {
                         .begin_store(&self.info, &cmd, uid::trim(&context.transfer_syntax))
                         .await
                 };
-                self.incoming = Some(Incoming::Store(IncomingStore::new(pc_id, cmd, result)));
+                let mut store = IncomingStore::new(pc_id, cmd, result);
+                if audit::enabled() {
+                    store.scan_study(uid::trim(&context.transfer_syntax));
+                }
+                self.incoming = Some(Incoming::Store(store));
                 Ok(())
             }
             _ => {
@@ -423,11 +479,13 @@ impl<S: Wire> Session<S> {
                         rq: cmd,
                         bytes: Vec::new(),
                         refusal,
+                        overflowed: false,
                     });
                     return Ok(());
                 }
                 match refusal {
                     Some(r) => {
+                        self.audit(audit::dimse_service(cmd.field), None, r.status);
                         let rsp = Command::failure_response(&cmd, r.status, r.comment);
                         pdv::send_command(&mut self.assoc, pc_id, &rsp).await
                     }

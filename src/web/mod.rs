@@ -1,5 +1,6 @@
 //! The HTTP wire: our server face and the upstream client. Knows nothing of associations.
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod listen;

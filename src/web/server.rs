@@ -29,6 +29,8 @@ pub fn router(
         .with_state(state)
         .merge(dicomweb)
         .layer(middleware::from_fn_with_state(auth, super::auth::check))
+        // Sees who authentication let in (or not), and every answer.
+        .layer(middleware::from_fn(super::audit::record))
         // Outside authentication: a browser's preflight carries no credentials.
         .layer(cors(cors_origins))
         // JSON answers shrink ~10×; DICOM parts are left as they are.

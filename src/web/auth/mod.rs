@@ -188,10 +188,14 @@ pub async fn check(
                 rsp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
         }
+        rsp.extensions_mut().insert(who);
         return rsp;
     }
-    req.extensions_mut().insert(who);
-    next.run(req).await
+    req.extensions_mut().insert(who.clone());
+    let mut rsp = next.run(req).await;
+    // For the audit log, outside this layer.
+    rsp.extensions_mut().insert(who);
+    rsp
 }
 
 /// `pons hash-secret`: what goes into `sha256` (bearer) or `password_hash` (basic).
