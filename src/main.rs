@@ -170,6 +170,15 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    // SIGHUP re-reads TLS certificates (where configured); it never ends
+    // the process, as its default action would (`systemctl reload`).
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: TLS certificates are read again; nothing else reloads");
+            }
+        });
+    }
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {

@@ -46,6 +46,7 @@ fn dcmtk_over_tls_stores_finds_and_echoes_and_bad_certificates_are_refused() {
     let server = pki.leaf("pons", &["localhost", "127.0.0.1"]);
     let modality = pki.leaf("modality", &["modality.example.org"]);
     let other_device = pki.leaf("other", &["other.example.org"]);
+    let wildcard = pki.leaf("wildcard", &["*.example.org"]);
     let expired = pki.expired("old-modality", &["modality.example.org"]);
     let foreign_pki = Pki::new("Someone else's CA");
     let foreign = foreign_pki.leaf("foreign", &["modality.example.org"]);
@@ -123,6 +124,10 @@ fn dcmtk_over_tls_stores_finds_and_echoes_and_bad_certificates_are_refused() {
                 tls_port,
                 &tls_args(Some(&other_device), &pki.ca),
             ),
+        ),
+        (
+            "CT1 with a wildcard certificate",
+            echoscu("CT1", "PONS", tls_port, &tls_args(Some(&wildcard), &pki.ca)),
         ),
         (
             "CT1 without TLS",
@@ -241,4 +246,62 @@ fn orthanc_behind_the_dicomweb_face_over_tls() {
         "{}",
         pons.log()
     );
+}
+
+/// C-MOVE sub-operations to a destination that speaks TLS only: a DCMTK
+/// storescp with `+tls` that requires our certificate.
+#[test]
+fn move_sub_operations_reach_a_tls_destination() {
+    let orthanc = Orthanc::start();
+    let files = testdata().ct(3).files(3);
+    storescu("LOADER", orthanc.aet(), orthanc.dicom_port(), &files, &[]).assert_success();
+    let pki = Pki::new("Hospital CA");
+    let pons_leaf = pki.leaf("pons", &["pons.example.org"]);
+    let station = pki.leaf("station", &["localhost", "127.0.0.1"]);
+    let tls_scp_args = [
+        "+tls",
+        p(&station.key),
+        p(&station.cert),
+        "-pw",
+        "+cf",
+        p(&pki.ca),
+        "-rc",
+    ];
+    let scp = StoreScp::start_with_args("STATION", &tls_scp_args);
+    let state = tempfile::tempdir().unwrap();
+    let cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
+    let toml = cfg.to_toml()
+        + &format!(
+            "\n[[ae]]\ntitle = \"STATION\"\nhost = \"127.0.0.1\"\nport = {}\ntls = true\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            scp.port(),
+            p(&pki.ca),
+            p(&pons_leaf.cert),
+            p(&pons_leaf.key)
+        );
+    let pons = Pons::start(&toml);
+    let study = format!("StudyInstanceUID={}", file_uids(&files[0]).0);
+    let out = dcmtk("movescu")
+        .args([
+            "-v", "-S", "-aet", "MODALITY", "-aec", "PONS", "-aem", "STATION",
+        ])
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &study])
+        .args(["127.0.0.1", &pons.dimse_port().to_string()])
+        .output()
+        .unwrap();
+    let log = text(&out);
+    assert!(
+        log.contains("Final Move Response (Success)"),
+        "{log}\n{}",
+        pons.log()
+    );
+    assert_eq!(scp.files().len(), 3, "{}", scp.log_tail(20));
+    for f in &files {
+        let sop = file_uids(f).2;
+        let received = scp
+            .files()
+            .into_iter()
+            .find(|r| file_uids(r).2 == sop)
+            .unwrap();
+        assert_same_dataset(f, &std::fs::read(received).unwrap());
+    }
 }

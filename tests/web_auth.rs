@@ -146,7 +146,7 @@ fn oidc_tokens_decide_who_reads_stores_and_administers() {
     let mut toml = cfg.to_toml();
     toml.push_str(&format!(
         "\n[web.auth]\nkind = \"jwt\"\njwks_url = \"http://127.0.0.1:{}/jwks.json\"\n\
-         issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nalgorithms = [\"RS256\"]\n\
+         issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
          [web.auth.permissions]\nread = [\"dicom.read\"]\nwrite = [\"dicom.write\"]\n",
         jwks.1
     ));

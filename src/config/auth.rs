@@ -160,8 +160,11 @@ impl WebAuth {
                 }
             }
             WebAuth::Jwt(j) => {
-                if !(j.jwks_url.starts_with("https://") || j.jwks_url.starts_with("http://")) {
-                    p.push("web.auth.jwks_url must be an http(s) URL".into());
+                if !secure_or_loopback(&j.jwks_url) {
+                    p.push(format!(
+                        "web.auth.jwks_url {:?} must be https:// (or http:// on this host): whoever can change the keys can forge tokens",
+                        j.jwks_url
+                    ));
                 }
                 if j.algorithms.is_empty() {
                     p.push("web.auth.algorithms is empty".into());
@@ -180,4 +183,26 @@ impl WebAuth {
             }
         }
     }
+}
+
+/// `https://`, or `http://` to this host: a URL that may carry secrets or
+/// keys.
+pub fn secure_or_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return url.starts_with("https://");
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

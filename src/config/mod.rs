@@ -259,7 +259,7 @@ pub struct UpstreamConfig {
 
 impl UpstreamConfig {
     pub fn client_tls(&self) -> Option<ClientTls> {
-        (self.ca.is_some() || self.cert.is_some()).then(|| ClientTls {
+        (self.ca.is_some() || self.cert.is_some() || self.key.is_some()).then(|| ClientTls {
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
@@ -547,12 +547,12 @@ impl Config {
                         ..
                     }) => password.is_some() != password_file.is_some(),
                     Some(AuthConfig::Oauth2 { token_url, .. }) => {
-                        token_url.starts_with("https://") || token_url.starts_with("http://")
+                        auth::secure_or_loopback(token_url)
                     }
                     Some(AuthConfig::Google { .. }) | None => true,
                 };
                 if !auth_ok {
-                    p.push("upstream.auth needs exactly one of token/token_file (bearer) or password/password_file (basic), or an http(s) token_url (oauth2)".into());
+                    p.push("upstream.auth needs exactly one of token/token_file (bearer) or password/password_file (basic), or an https:// token_url (oauth2; http:// only to this host: the client secret travels in it)".into());
                 }
             }
         }

@@ -117,3 +117,15 @@ fn ae_services_and_move_destinations() {
     ));
     assert!(bad.unwrap_err().to_string().contains("print"));
 }
+
+#[test]
+fn urls_carrying_secrets_must_be_https_unless_local() {
+    use super::auth::secure_or_loopback as ok;
+    assert!(ok("https://idp.example.org/keys"));
+    assert!(ok("http://127.0.0.1:8080/keys"));
+    assert!(ok("http://localhost/token"));
+    assert!(ok("http://[::1]:9000/token"));
+    assert!(!ok("http://idp.example.org/keys"));
+    assert!(!ok("http://127.0.0.1.evil.org/keys"));
+    assert!(!ok("ftp://127.0.0.1/keys"));
+}

@@ -89,6 +89,12 @@ pub fn server_config(spec: &ServerTls, alpn: &[&[u8]]) -> anyhow::Result<ServerC
             )
         })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if spec.client_ca.is_some() {
+        // No resumption: a resumed session skips the certificate verifier,
+        // which is where the client's certificate is noted for the AE check.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(config)
 }
 

@@ -31,8 +31,19 @@ pub fn peer_is(name: &str) -> bool {
     PEER_CERT
         .try_with(|slot| {
             slot.borrow().as_ref().is_some_and(|der| {
-                webpki::EndEntityCert::try_from(der)
-                    .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&server_name).is_ok())
+                let Ok(cert) = webpki::EndEntityCert::try_from(der) else {
+                    return false;
+                };
+                let names = |n: &ServerName| cert.verify_is_valid_for_subject_name(n).is_ok();
+                // A wildcard certificate (*.example.org) would name every
+                // device of the domain: only an exact name binds an AE.
+                let sibling = matches!(server_name, ServerName::DnsName(_))
+                    .then(|| name.split_once('.'))
+                    .flatten()
+                    .and_then(|(_, domain)| {
+                        ServerName::try_from(format!("pons-probe-x7.{domain}")).ok()
+                    });
+                names(&server_name) && !sibling.is_some_and(|s| names(&s))
             })
         })
         .unwrap_or(false)

@@ -14,7 +14,11 @@ pub async fn record(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let path = req.uri().path().to_owned();
-    let Some(service) = service(req.method(), &path) else {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| path.clone(), |m| m.as_str().to_owned());
+    let Some(service) = service(req.method(), &route) else {
         return next.run(req).await;
     };
     let study = study(&path, req.uri().query().unwrap_or(""));
@@ -52,7 +56,7 @@ fn service(method: &Method, path: &str) -> Option<&'static str> {
     let last = path.rsplit('/').next().unwrap_or("");
     Some(if path == "/jobs" || path.starts_with("/jobs/") {
         "jobs"
-    } else if path.contains("/commitment-requests") {
+    } else if path.ends_with("/commitment-requests/{uid}") {
         "storage commitment (commitment-requests)"
     } else if method == Method::POST {
         "STOW-RS"

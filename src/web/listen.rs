@@ -157,7 +157,7 @@ const MAX_REFUSING: usize = 64;
 
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Retry-After: 2\r\nContent-Type: text/plain\r\nContent-Length: 62\r\nConnection: close\r\n\r\n\
-Pons has reached web.max_connections; try again in 2 seconds\n";
+Pons has reached web.limits.max_connections; try again in 2 s\n";
 
 /// Past the connection limit: read (a bounded time and amount of) the
 /// request so that closing does not reset it, then say why.

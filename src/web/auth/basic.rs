@@ -15,9 +15,14 @@ use tokio::sync::Semaphore;
 
 const REMEMBER: Duration = Duration::from_secs(300);
 const REMEMBERED_MAX: usize = 4096;
+/// A flood of wrong passwords makes others wait at most this long (then 503).
+const CHECK_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Basic {
     users: HashMap<String, Arc<UserEntry>>,
+    /// Checked for unknown users, so that they cost as much as known ones
+    /// (no probing for usernames by timing).
+    dummy: Arc<UserEntry>,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     checking: Semaphore,
 }
@@ -29,6 +34,11 @@ impl Basic {
                 .iter()
                 .map(|u| (u.username.clone(), Arc::new(u.clone())))
                 .collect(),
+            dummy: Arc::new(UserEntry {
+                username: String::new(),
+                password_hash: hash_password("pons-dummy").unwrap_or_default(),
+                permissions: Vec::new(),
+            }),
             verified: Mutex::new(HashMap::new()),
             checking: Semaphore::new(2),
         }
@@ -46,7 +56,8 @@ impl Basic {
                 )
             })?;
         let (name, password) = decoded.split_once(':').ok_or_else(wrong)?;
-        let user = self.users.get(name).ok_or_else(wrong)?.clone();
+        let known = self.users.get(name);
+        let user = known.unwrap_or(&self.dummy).clone();
         let principal = Principal {
             subject: user.username.clone(),
             permissions: user.permissions.iter().copied().collect(),
@@ -55,12 +66,16 @@ impl Basic {
         if self.remembered(&key) {
             return Ok(principal);
         }
-        let _turn = self.checking.acquire().await.map_err(|_| wrong())?;
+        let busy = || Denied::Unavailable("too many password checks at once; try again".into());
+        let _turn = tokio::time::timeout(CHECK_WAIT, self.checking.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || verify(&user.password_hash, &password))
             .await
             .unwrap_or(false);
-        if !ok {
+        if !ok || known.is_none() {
             return Err(wrong());
         }
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());

@@ -32,7 +32,20 @@ struct Keys {
     by_kid: HashMap<String, DecodingKey>,
     /// Keys without a kid, tried in turn for tokens without one.
     unnamed: Vec<DecodingKey>,
+    /// The last successful fetch.
     fetched: Option<Instant>,
+    /// The last attempt, successful or not: attempts are spaced.
+    attempted: Option<Instant>,
+}
+
+impl Keys {
+    fn find(&self, kid: &str) -> Vec<&DecodingKey> {
+        if kid.is_empty() {
+            self.unnamed.iter().chain(self.by_kid.values()).collect()
+        } else {
+            self.by_kid.get(kid).into_iter().collect()
+        }
+    }
 }
 
 impl Jwt {
@@ -71,37 +84,45 @@ impl Jwt {
                 header.alg
             )));
         }
+        // Only the token's own algorithm: jsonwebtoken refuses a key whose
+        // family differs from any listed one, and a key must match its token.
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![header.alg];
         let kid = header.kid.unwrap_or_default();
-        let mut refetched = false;
-        loop {
-            {
-                let keys = self.keys.read().await;
-                let fresh = keys.fetched.is_some_and(|t| t.elapsed() < KEYS_TTL);
-                if fresh || refetched {
-                    let candidates: Vec<&DecodingKey> = if kid.is_empty() {
-                        keys.unnamed.iter().chain(keys.by_kid.values()).collect()
-                    } else {
-                        keys.by_kid.get(&kid).into_iter().collect()
-                    };
-                    if !candidates.is_empty() {
-                        return self.verify(token, &candidates);
-                    }
-                    if refetched {
-                        return Err(bad(format!(
-                            "the token's key (kid {kid:?}) is not in the issuer's key set"
-                        )));
-                    }
-                }
+        let stale = {
+            let keys = self.keys.read().await;
+            let found = keys.find(&kid);
+            let fresh = keys.fetched.is_some_and(|t| t.elapsed() < KEYS_TTL);
+            if fresh && !found.is_empty() {
+                return self.verify(token, &found, &validation);
             }
-            self.refetch().await?;
-            refetched = true;
+            !found.is_empty()
+        };
+        // Unknown kid, or keys due for renewal: fetch the set again. If the
+        // issuer cannot be reached, keys we already hold still serve.
+        let fetched = self.refetch().await;
+        let keys = self.keys.read().await;
+        let found = keys.find(&kid);
+        if !found.is_empty() {
+            return self.verify(token, &found, &validation);
+        }
+        match fetched {
+            Err(e) if !stale && keys.fetched.is_none() => Err(e),
+            _ => Err(bad(format!(
+                "the token's key (kid {kid:?}) is not in the issuer's key set"
+            ))),
         }
     }
 
-    fn verify(&self, token: &str, keys: &[&DecodingKey]) -> Result<Principal, Denied> {
+    fn verify(
+        &self,
+        token: &str,
+        keys: &[&DecodingKey],
+        validation: &Validation,
+    ) -> Result<Principal, Denied> {
         let mut last = None;
         for key in keys {
-            match jsonwebtoken::decode::<serde_json::Value>(token, key, &self.validation) {
+            match jsonwebtoken::decode::<serde_json::Value>(token, key, validation) {
                 Ok(data) => return Ok(self.principal(&data.claims)),
                 Err(e) => last = Some(e),
             }
@@ -145,19 +166,18 @@ impl Jwt {
         }
     }
 
-    /// Fetch the key set again unless another request just did.
+    /// Fetch the key set again unless another request just tried.
     async fn refetch(&self) -> Result<(), Denied> {
         let _one = self.fetching.lock().await;
-        if self
-            .keys
-            .read()
-            .await
-            .fetched
-            .is_some_and(|t| t.elapsed() < REFETCH_MIN)
         {
-            return Ok(());
+            let mut keys = self.keys.write().await;
+            if keys.attempted.is_some_and(|t| t.elapsed() < REFETCH_MIN) {
+                return Ok(());
+            }
+            keys.attempted = Some(Instant::now());
         }
         let unavailable = |e: String| {
+            tracing::warn!(url = %self.config.jwks_url, error = %e, "cannot fetch the token issuer's keys");
             Denied::Unavailable(format!(
                 "cannot fetch the token issuer's keys from {}: {e}",
                 self.config.jwks_url
@@ -177,9 +197,14 @@ impl Jwt {
             .map_err(|e| unavailable(format!("not a JWK set ({e})")))?;
         let mut keys = Keys {
             fetched: Some(Instant::now()),
+            attempted: Some(Instant::now()),
             ..Keys::default()
         };
         for jwk in &set.keys {
+            // Encryption keys never verify a signature.
+            if jwk.common.public_key_use == Some(jsonwebtoken::jwk::PublicKeyUse::Encryption) {
+                continue;
+            }
             let Ok(key) = DecodingKey::from_jwk(jwk) else {
                 continue;
             };

@@ -108,16 +108,18 @@ fn bearer(authorization: Option<&str>) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The permission a request needs; `None` for the probes, which load
-/// balancers call without credentials.
-pub fn required(method: &Method, path: &str) -> Option<Permission> {
+/// The permission a request needs, by the route it matched (`route`, e.g.
+/// `/dicom-web/commitment-requests/{uid}`; the path itself when none did);
+/// `None` for the probes, which load balancers call without credentials.
+pub fn required(method: &Method, path: &str, route: Option<&str>) -> Option<Permission> {
     if path == "/healthz" || path == "/readyz" {
         return None;
     }
+    let route = route.unwrap_or(path);
     Some(
-        if path == "/jobs" || path.starts_with("/jobs/") || path == "/metrics" {
+        if route == "/jobs" || route.starts_with("/jobs/") || route == "/metrics" {
             Permission::Admin
-        } else if path.contains("/commitment-requests") {
+        } else if route.ends_with("/commitment-requests/{uid}") {
             Permission::Commit
         } else if method == Method::GET || method == Method::HEAD {
             Permission::Read
@@ -133,7 +135,11 @@ pub async fn check(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(needed) = required(req.method(), req.uri().path()) else {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let Some(needed) = required(req.method(), req.uri().path(), route.as_deref()) else {
         return next.run(req).await;
     };
     let authorization = req

@@ -3,32 +3,48 @@ use crate::config::{TokenEntry, UserEntry};
 
 #[test]
 fn each_route_needs_its_permission() {
-    let get = Method::GET;
-    let post = Method::POST;
-    assert_eq!(required(&get, "/healthz"), None);
-    assert_eq!(required(&get, "/readyz"), None);
-    assert_eq!(required(&get, "/jobs"), Some(Permission::Admin));
-    assert_eq!(required(&get, "/jobs/7"), Some(Permission::Admin));
-    assert_eq!(required(&get, "/dicom-web/studies"), Some(Permission::Read));
+    let (get, post) = (Method::GET, Method::POST);
+    let need = |m: &Method, path: &str, route: &str| required(m, path, Some(route));
+    assert_eq!(required(&get, "/healthz", None), None);
+    assert_eq!(required(&get, "/readyz", None), None);
+    assert_eq!(need(&get, "/jobs", "/jobs"), Some(Permission::Admin));
+    assert_eq!(need(&get, "/jobs/7", "/jobs/{id}"), Some(Permission::Admin));
     assert_eq!(
-        required(&Method::HEAD, "/dicom-web/studies/1"),
+        need(&get, "/dicom-web/studies", "/dicom-web/studies"),
+        Some(Permission::Read)
+    );
+    let head = Method::HEAD;
+    assert_eq!(
+        need(&head, "/dicom-web/studies/1", "/dicom-web/studies/{study}"),
         Some(Permission::Read)
     );
     assert_eq!(
-        required(&post, "/dicom-web/studies"),
+        need(&post, "/dicom-web/studies", "/dicom-web/studies"),
         Some(Permission::Write)
     );
+    let commit = "/dicom-web/commitment-requests/{uid}";
     assert_eq!(
-        required(&post, "/pacs/b/dicom-web/studies/1.2"),
-        Some(Permission::Write)
-    );
-    assert_eq!(
-        required(&post, "/dicom-web/commitment-requests/1.2"),
+        need(&post, "/dicom-web/commitment-requests/1.2", commit),
         Some(Permission::Commit)
     );
     assert_eq!(
-        required(&get, "/dicom-web/commitment-requests/1.2"),
+        need(&get, "/dicom-web/commitment-requests/1.2", commit),
         Some(Permission::Commit)
+    );
+    // A path that merely contains the words is not the commitment route.
+    let bulk = "/dicom-web/studies/{study}/series/{series}/instances/{instance}/bulkdata/{*path}";
+    assert_eq!(
+        need(
+            &get,
+            "/dicom-web/studies/1/series/2/instances/3/bulkdata/commitment-requests",
+            bulk
+        ),
+        Some(Permission::Read)
+    );
+    let pacs_named_so = "/pacs/commitment-requests/dicom-web/studies";
+    assert_eq!(
+        need(&get, pacs_named_so, pacs_named_so),
+        Some(Permission::Read)
     );
 }
 

@@ -115,7 +115,7 @@ enum Auth {
         password: String,
     },
     /// Expiring tokens, fetched and renewed as needed.
-    Tokens(token::Tokens),
+    Tokens(Box<token::Tokens>),
 }
 
 pub struct UpstreamClient {
@@ -202,12 +202,12 @@ impl UpstreamClient {
     async fn send_authorized(
         &self,
         req: reqwest::RequestBuilder,
+        token: Option<String>,
     ) -> Result<Result<reqwest::Response, reqwest::Error>, UpstreamError> {
-        let Auth::Tokens(tokens) = &self.auth else {
+        let (Auth::Tokens(tokens), Some(token)) = (&self.auth, token) else {
             return Ok(req.send().await);
         };
         let again = req.try_clone();
-        let token = tokens.get().await?;
         let resp = req.bearer_auth(&token).send().await;
         if !matches!(&resp, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
             return Ok(resp);
@@ -229,6 +229,11 @@ impl UpstreamClient {
         url: &str,
         timeout: Duration,
     ) -> Result<(reqwest::Response, Turn), UpstreamError> {
+        // The token first: a slow token endpoint must not hold a turn.
+        let token = match &self.auth {
+            Auth::Tokens(tokens) => Some(tokens.get().await?),
+            _ => None,
+        };
         let turn = tokio::time::timeout(self.turn_wait, self.turns.clone().acquire_owned())
             .await
             .map_err(|_| UpstreamError::Busy {
@@ -238,7 +243,7 @@ impl UpstreamClient {
             })?
             .expect("the semaphore is never closed");
         let resp = self
-            .send_authorized(req)
+            .send_authorized(req, token)
             .await?
             .map_err(|e| self.transport_error(url, e, timeout))?;
         Ok((resp, turn))
@@ -417,7 +422,7 @@ fn read_auth(auth: Option<&AuthConfig>) -> Result<Auth, UpstreamError> {
         (None, None) => Err(UpstreamError::Config(format!("no {what} configured"))),
     };
     if let Some(tokens) = auth.map(token::Tokens::new).transpose()?.flatten() {
-        return Ok(Auth::Tokens(tokens));
+        return Ok(Auth::Tokens(Box::new(tokens)));
     }
     Ok(match auth {
         None | Some(AuthConfig::Oauth2 { .. } | AuthConfig::Google { .. }) => Auth::None,

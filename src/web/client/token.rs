@@ -16,6 +16,8 @@ use tokio::time::Instant;
 const GOOGLE_SCOPE: &str = "https://www.googleapis.com/auth/cloud-healthcare";
 /// A token without `expires_in` is used this long (or until a 401).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// A failed fetch is not tried again for this long.
+const FAILURE_HOLD: Duration = Duration::from_secs(5);
 
 enum Grant {
     ClientCredentials {
@@ -36,6 +38,9 @@ pub struct Tokens {
     /// The endpoint, for messages.
     endpoint: String,
     current: Mutex<Option<(String, Instant)>>,
+    /// The last failure, answered again for a few seconds: a token endpoint
+    /// that hangs or refuses must not be asked once per queued request.
+    failed: Mutex<Option<(String, Instant)>>,
 }
 
 impl Tokens {
@@ -74,6 +79,7 @@ impl Tokens {
                         http,
                     },
                     current: Mutex::new(None),
+                    failed: Mutex::new(None),
                 }
             }
             AuthConfig::Google {
@@ -93,6 +99,7 @@ impl Tokens {
                     ),
                     grant: Grant::Google(Box::new(account)),
                     current: Mutex::new(None),
+                    failed: Mutex::new(None),
                 }
             }
             _ => return Ok(None),
@@ -107,13 +114,24 @@ impl Tokens {
                 return Ok(token.clone());
             }
         }
-        let (token, lifetime) = self.fetch().await.map_err(|message| {
-            tracing::warn!(endpoint = %self.endpoint, error = %message, "cannot get an access token for the upstream");
-            UpstreamError::Token {
-                endpoint: self.endpoint.clone(),
-                message,
+        let error = |message: String| UpstreamError::Token {
+            endpoint: self.endpoint.clone(),
+            message,
+        };
+        if let Some((message, at)) = self.failed.lock().await.as_ref() {
+            if at.elapsed() < FAILURE_HOLD {
+                return Err(error(message.clone()));
             }
-        })?;
+        }
+        let (token, lifetime) = match self.fetch().await {
+            Ok(t) => t,
+            Err(message) => {
+                tracing::warn!(endpoint = %self.endpoint, error = %message, "cannot get an access token for the upstream");
+                *self.failed.lock().await = Some((message.clone(), Instant::now()));
+                return Err(error(message));
+            }
+        };
+        *self.failed.lock().await = None;
         // Renew a minute early (a quarter early for short-lived tokens).
         let margin = (lifetime / 4).min(Duration::from_secs(60));
         *current = Some((token.clone(), Instant::now() + lifetime - margin));
