@@ -83,6 +83,13 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         "pons is serving"
     );
 
+    tokio::spawn(purge_finished_jobs(
+        jobs.clone(),
+        config.spool.dir.clone(),
+        Duration::from_secs(config.jobs.retention_days * 86_400),
+        shutdown.clone(),
+    ));
+
     // The forwarder outlives the DIMSE listener so that it keeps draining
     // while associations finish; it stops last.
     let forwarder_stop = CancellationToken::new();
@@ -132,6 +139,13 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             dicomweb,
             &config.web.cors_origins,
             Arc::new(crate::web::auth::Authenticator::new(&config.web.auth).context("[web.auth]")?),
+            Arc::new(crate::web::origin::Origins::new(
+                config.web.public_url.as_deref(),
+                &config.web.base_path,
+                &config.web.trusted_proxies,
+                config.web.tls.is_some(),
+                config.web.listen.port(),
+            )),
         ),
         http_limits(&config),
         web_tls,
@@ -189,6 +203,31 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     }
     info!("pons stopped");
     Ok(())
+}
+
+/// `[jobs] retention_days`: at start, then hourly.
+async fn purge_finished_jobs(
+    jobs: Arc<dyn JobTable>,
+    spool_dir: std::path::PathBuf,
+    age: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match crate::spool::purge(jobs.as_ref(), &spool_dir, age).await {
+            Ok((0, 0)) => {}
+            Ok((rows, files)) => info!(
+                jobs = rows,
+                refused_files = files,
+                "finished jobs past retention purged"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot purge finished jobs"),
+        }
+    }
 }
 
 fn http_limits(config: &Config) -> crate::web::listen::Limits {

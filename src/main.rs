@@ -71,6 +71,15 @@ enum Command {
 enum JobsCommand {
     /// Print one job as JSON.
     Show { id: i64 },
+    /// Delete finished (done or failed) jobs older than DAYS, and refused
+    /// spool files as old (the daemon does this by [jobs] retention_days).
+    Purge {
+        #[arg(long, value_name = "DAYS")]
+        older_than: u64,
+    },
+    /// Send a failed job again (e.g. a refused instance, once its cause is
+    /// fixed): pending at once, attempts reset, its file back from failed/.
+    Retry { id: i64 },
 }
 
 fn init_logs(format: LogFormat) {
@@ -235,6 +244,31 @@ async fn jobs(
                 ExitCode::FAILURE
             }
         }),
+        Some(JobsCommand::Purge { older_than }) => {
+            let age = Duration::from_secs(older_than.saturating_mul(86_400));
+            return match pons::spool::purge(table.as_ref(), &config.spool.dir, age).await {
+                Ok((rows, files)) => {
+                    println!("purged {rows} finished jobs and {files} refused spool files older than {older_than} days");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(JobsCommand::Retry { id }) => {
+            return match pons::spool::retry_failed(table.as_ref(), &config.spool.dir, id).await {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         None => table.list(kind, state, limit).await.map(|jobs| {
             print!("{}", pons::jobs::report::table(&jobs));
             ExitCode::SUCCESS

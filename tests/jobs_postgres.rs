@@ -35,7 +35,15 @@ fn now_ms() -> i64 {
 #[test]
 fn conformance_scenarios() {
     let pg = Postgres::start();
-    let dbs = ["basic", "keys", "nodes", "overlap", "takeover", "race"];
+    let dbs = [
+        "basic",
+        "keys",
+        "nodes",
+        "overlap",
+        "takeover",
+        "race",
+        "housekeeping",
+    ];
     let url: Vec<String> = dbs.iter().map(|db| pg.create_database(db)).collect();
     runtime().block_on(async {
         let t = |i: usize, node: &'static str| {
@@ -47,6 +55,7 @@ fn conformance_scenarios() {
         tokio::join!(
             async { conformance::exercise(t(0, "n1").await).await },
             async { conformance::keys_and_progress(t(1, "n1").await).await },
+            async { conformance::housekeeping(t(6, "n1").await).await },
             async { conformance::node_affinity(t(2, "n1").await, t(2, "n2").await).await },
             conformance::claims_never_overlap(vec![a, b], 300),
             async { conformance::lease_takeover(t(4, "a").await, t(4, "b").await).await },

@@ -114,7 +114,7 @@ fn slow_silent_and_oversized_clients_are_cut_off_while_others_are_served() {
     let (answer, _) = read_to_close(s);
     assert_eq!(status(&answer), 503, "{answer}");
     assert!(answer.contains("Retry-After: 2"), "{answer}");
-    assert!(answer.contains("web.max_connections"), "{answer}");
+    assert!(answer.contains("web.limits.max_connections"), "{answer}");
     assert!(
         wait_until(Duration::from_secs(5), || healthz(port) == 200),
         "silent connections were never closed"

@@ -105,6 +105,12 @@ pub struct WebConfig {
     pub auth: WebAuth,
     /// HTTPS (h2 and http/1.1 by ALPN); plain HTTP without it.
     pub tls: Option<ServerTls>,
+    /// How clients reach the DICOMweb face (ends with `base_path`): every
+    /// absolute URL Pons writes starts with it. Default: from each request.
+    pub public_url: Option<String>,
+    /// Peers (CIDRs) whose Forwarded / X-Forwarded-* headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_qido_max_results() -> usize {
@@ -124,6 +130,8 @@ impl Default for WebConfig {
             limits: WebLimits::default(),
             auth: WebAuth::default(),
             tls: None,
+            public_url: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -351,6 +359,13 @@ pub struct JobsConfig {
     /// when a Pons dies.
     #[serde(default = "default_lease_secs")]
     pub lease_secs: u64,
+    /// Finished jobs (and refused spool files) older than this are purged.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+}
+
+fn default_retention_days() -> u64 {
+    30
 }
 
 fn default_lease_secs() -> u64 {
@@ -363,6 +378,7 @@ impl Default for JobsConfig {
             url: default_jobs_url(),
             node: None,
             lease_secs: default_lease_secs(),
+            retention_days: default_retention_days(),
         }
     }
 }
@@ -489,6 +505,25 @@ impl Config {
         if let Some(t) = &self.web.tls {
             t.validate("web.tls", &mut p);
         }
+        if let Some(url) = &self.web.public_url {
+            let path = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .and_then(|rest| rest.find('/').map(|i| rest[i..].trim_end_matches('/')));
+            if !path.is_some_and(|p| p.ends_with(&self.web.base_path)) {
+                p.push(format!(
+                    "web.public_url {url:?} must be an http(s) URL ending with web.base_path, e.g. https://gw.example.org{}",
+                    self.web.base_path
+                ));
+            }
+        }
+        for proxy in &self.web.trusted_proxies {
+            if crate::web::origin::Cidr::parse(proxy).is_none() {
+                p.push(format!(
+                    "web.trusted_proxies: {proxy:?} is not an address or CIDR (e.g. 10.0.0.0/8)"
+                ));
+            }
+        }
         if let Some(t) = &self.dimse.tls {
             t.server().validate("dimse.tls", &mut p);
             if t.listen == self.dimse.listen {
@@ -579,6 +614,9 @@ impl Config {
                 "web.commitment_deadline_secs and web.commitment_retention_secs must be at least 1"
                     .into(),
             );
+        }
+        if self.jobs.retention_days == 0 {
+            p.push("jobs.retention_days must be at least 1 (commitment results are read from finished jobs)".into());
         }
         if self.jobs.lease_secs < 3 {
             p.push(

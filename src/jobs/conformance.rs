@@ -337,3 +337,41 @@ pub async fn unique_keys_race(a: Arc<dyn JobTable>, b: Arc<dyn JobTable>) {
     assert_eq!((n, won.len()), (50, 50));
     assert_eq!(a.count("commit", JobState::Pending).await.unwrap(), 50);
 }
+
+/// Housekeeping: finished jobs purged by age, failed ones requeued by hand.
+pub async fn housekeeping(t: Arc<dyn JobTable>) {
+    let payload = json!({});
+    let done = t.insert("hk", &payload).await.unwrap();
+    let failed = t.insert("hk", &payload).await.unwrap();
+    let pending = t.insert("hk", &payload).await.unwrap();
+    t.complete(done).await.unwrap();
+    t.retry_later(failed, Duration::from_secs(60), "busy")
+        .await
+        .unwrap();
+    t.fail(failed, "refused").await.unwrap();
+    assert!(
+        !t.requeue_failed(pending).await.unwrap(),
+        "only failed jobs are requeued"
+    );
+    assert!(t.requeue_failed(failed).await.unwrap());
+    let again = t.get(failed).await.unwrap().unwrap();
+    assert_eq!((again.state, again.attempts), (JobState::Pending, 0));
+    assert!(again.next_attempt_at <= unix_ms());
+    t.fail(failed, "refused again").await.unwrap();
+    assert_eq!(t.purge_finished(0).await.unwrap(), 0, "nothing is that old");
+    let later = unix_ms() + 1;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // (Other scenarios may share the table: their finished jobs go too.)
+    assert!(t.purge_finished(later).await.unwrap() >= 2);
+    assert!(t.get(done).await.unwrap().is_none());
+    assert!(t.get(failed).await.unwrap().is_none());
+    assert_eq!(
+        t.get(pending).await.unwrap().unwrap().state,
+        JobState::Pending
+    );
+}
+
+fn unix_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| d.as_millis() as i64)
+}

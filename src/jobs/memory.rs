@@ -215,6 +215,28 @@ impl JobTable for MemoryJobs {
         })
     }
 
+    async fn purge_finished(&self, before_ms: i64) -> Result<u64, JobError> {
+        let mut inner = self.lock();
+        let before = inner.rows.len();
+        inner.rows.retain(|_, j| {
+            !(matches!(j.state, JobState::Done | JobState::Failed) && j.updated_at < before_ms)
+        });
+        Ok((before - inner.rows.len()) as u64)
+    }
+
+    async fn requeue_failed(&self, id: JobId) -> Result<bool, JobError> {
+        Ok(self.update_if(
+            id,
+            |j| j.state == JobState::Failed,
+            |j, now| {
+                j.state = JobState::Pending;
+                j.attempts = 0;
+                j.next_attempt_at = now;
+                release(j);
+            },
+        ))
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>, JobError> {
         Ok(self.lock().rows.get(&id).cloned())
     }

@@ -176,6 +176,12 @@ pub trait JobTable: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Job>, JobError>;
     async fn count(&self, kind: &str, state: JobState) -> Result<u64, JobError>;
+    /// Delete finished jobs (done or failed) last changed before
+    /// `before_ms` (Unix milliseconds); how many went.
+    async fn purge_finished(&self, before_ms: i64) -> Result<u64, JobError>;
+    /// A failed job pending again at once, attempts reset; `false` when
+    /// `id` is not a failed job.
+    async fn requeue_failed(&self, id: JobId) -> Result<bool, JobError>;
     /// Fails when a write would fail now (locked, read-only, disk full):
     /// /readyz asks, as a table that can be read may still refuse writes.
     async fn check_writable(&self) -> Result<(), JobError> {

@@ -139,6 +139,10 @@ const LIST: &str = concat!(
       ORDER BY id DESC LIMIT $3"
 );
 const COUNT: &str = "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND state = $2";
+const PURGE_FINISHED: &str =
+    "DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < $1";
+const REQUEUE_FAILED: &str = "UPDATE jobs SET state = 'pending', attempts = 0, lease_owner = NULL,
+     lease_until = NULL, updated_at = $1, next_attempt_at = $1 WHERE id = $2 AND state = 'failed'";
 const REQUEUE_NODE: &str = "UPDATE jobs SET state = 'pending', lease_owner = NULL,
      lease_until = NULL, updated_at = $1 WHERE kind = $2 AND node = $3 AND state = 'running'";
 const RENEW: &str = "UPDATE jobs SET lease_until = $1, updated_at = $2
@@ -485,6 +489,14 @@ impl JobTable for SqlJobs {
             .await)
         .map_err(query_err)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn purge_finished(&self, before_ms: i64) -> Result<u64, JobError> {
+        rows_changed!(self, PURGE_FINISHED, before_ms)
+    }
+
+    async fn requeue_failed(&self, id: JobId) -> Result<bool, JobError> {
+        rows_changed!(self, REQUEUE_FAILED, now_ms(), id).map(|n| n == 1)
     }
 
     async fn check_writable(&self) -> Result<(), JobError> {

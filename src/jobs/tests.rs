@@ -17,6 +17,7 @@ async fn sqlite(dir: &Path, node: &str) -> Arc<dyn JobTable> {
 #[tokio::test]
 async fn memory_back_end() {
     exercise(open("memory", "n1").await.unwrap()).await;
+    housekeeping(open("memory", "n1").await.unwrap()).await;
     keys_and_progress(open("memory", "n1").await.unwrap()).await;
     let t = open("memory", "n1").await.unwrap();
     claims_never_overlap(vec![t.clone(), t], 40).await;
@@ -26,6 +27,7 @@ async fn memory_back_end() {
 async fn sqlite_back_end() {
     let dir = tempfile::tempdir().unwrap();
     exercise(sqlite(dir.path(), "n1").await).await;
+    housekeeping(sqlite(dir.path(), "n1").await).await;
 }
 
 #[tokio::test]

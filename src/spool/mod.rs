@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+mod housekeeping;
+pub use housekeeping::{purge, retry_failed};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool I/O on {path}: {source}")]

@@ -5,4 +5,5 @@ pub mod auth;
 pub mod client;
 pub mod listen;
 pub mod multipart;
+pub mod origin;
 pub mod server;

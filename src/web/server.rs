@@ -22,12 +22,17 @@ pub fn router(
     dicomweb: Router,
     cors_origins: &[String],
     auth: Arc<Authenticator>,
+    origins: Arc<super::origin::Origins>,
 ) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(super::admin::routes())
         .with_state(state)
         .merge(dicomweb)
+        .layer(middleware::from_fn_with_state(
+            origins,
+            super::origin::resolve,
+        ))
         .layer(middleware::from_fn_with_state(auth, super::auth::check))
         // Sees who authentication let in (or not), and every answer.
         .layer(middleware::from_fn(super::audit::record))

@@ -62,28 +62,15 @@ impl PacsService {
     }
 
     /// This PACS's DICOMweb root as the client reached it, e.g.
-    /// `http://pons:8080/dicom-web`: Retrieve URLs start with it. Behind a
-    /// proxy, X-Forwarded-Proto and X-Forwarded-Host say what the client
-    /// used; without any host, the root is the bare path.
-    pub fn public_root(&self, headers: &HeaderMap, uri: &Uri) -> String {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
-        let host = header("x-forwarded-host")
-            .or_else(|| header(header::HOST.as_str()))
-            .or_else(|| uri.authority().map(|a| a.as_str()));
-        match host {
-            Some(host) => {
-                let scheme = header("x-forwarded-proto").unwrap_or("http");
-                format!("{scheme}://{host}{}", self.base_path)
-            }
-            None => self.base_path.clone(),
-        }
+    /// `http://pons:8080/dicom-web`: absolute URLs start with it. The
+    /// public prefix comes from `web::origin` (public_url, trusted proxies,
+    /// Host); without one, the root is the bare path.
+    pub fn public_root(&self, headers: &HeaderMap, _uri: &Uri) -> String {
+        let prefix = headers
+            .get(crate::web::origin::PUBLIC_PREFIX)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        format!("{prefix}{}", self.base_path)
     }
 }
 
