@@ -135,6 +135,12 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
                     .iter()
                     .map(|p| (p.name.clone(), echo_probe(p.scu().clone())))
                     .collect(),
+                collect: metrics_collector(
+                    jobs.clone(),
+                    direction_a.is_some().then(|| config.spool.dir.clone()),
+                    pacs_services.iter().map(|p| p.pool.clone()).collect(),
+                    pacs_services.first().map(|p| p.cache.clone()),
+                ),
             },
             dicomweb,
             &config.web.cors_origins,
@@ -203,6 +209,74 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     }
     info!("pons stopped");
     Ok(())
+}
+
+/// Reads the state the metrics show as gauges, at each scrape.
+fn metrics_collector(
+    jobs: Arc<dyn JobTable>,
+    spool_dir: Option<std::path::PathBuf>,
+    pools: Vec<Arc<Pool>>,
+    cache: Option<Arc<Cache>>,
+) -> crate::web::admin::Collector {
+    use crate::jobs::{
+        JobState, KIND_COMMIT, KIND_PACS_COMMIT, KIND_PACS_COMMIT_RESULT, KIND_STOW,
+    };
+    Arc::new(move || {
+        let (jobs, spool_dir, pools, cache) = (
+            jobs.clone(),
+            spool_dir.clone(),
+            pools.clone(),
+            cache.clone(),
+        );
+        Box::pin(async move {
+            let m = crate::metrics::get();
+            let states = [
+                JobState::Pending,
+                JobState::Running,
+                JobState::Done,
+                JobState::Failed,
+            ];
+            let mut backlog = 0;
+            for kind in [
+                KIND_STOW,
+                KIND_COMMIT,
+                KIND_PACS_COMMIT,
+                KIND_PACS_COMMIT_RESULT,
+            ] {
+                for state in states {
+                    let Ok(n) = jobs.count(kind, state).await else {
+                        continue;
+                    };
+                    let label = crate::metrics::JobLabels {
+                        kind,
+                        state: state.as_str(),
+                    };
+                    m.jobs
+                        .get_or_create(&label)
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                    if kind == KIND_STOW && matches!(state, JobState::Pending | JobState::Running) {
+                        backlog += n;
+                    }
+                }
+            }
+            if let Some(dir) = spool_dir {
+                let (bytes, oldest) = crate::spool::backlog(&dir).await;
+                m.spool_backlog_instances
+                    .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+                m.spool_backlog_bytes
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                m.spool_oldest_age
+                    .set(i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX));
+            }
+            for pool in &pools {
+                pool.report();
+            }
+            if let Some(cache) = cache {
+                m.cache_bytes
+                    .set(i64::try_from(cache.bytes()).unwrap_or(i64::MAX));
+            }
+        })
+    })
 }
 
 /// `[jobs] retention_days`: at start, then hourly.
@@ -397,6 +471,7 @@ fn direction_b(
             Ok(Arc::new(PacsService {
                 name: p.name.clone(),
                 pool: Pool::new(
+                    &p.name,
                     ScuConfig {
                         calling_ae: config.dimse.ae_title.clone(),
                         called_ae: p.ae_title.clone(),

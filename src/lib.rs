@@ -17,6 +17,7 @@ pub mod dicom;
 pub mod dimse;
 pub mod dimse_to_web;
 pub mod jobs;
+pub mod metrics;
 pub mod pixels;
 pub mod spool;
 pub mod test_hooks;

@@ -103,6 +103,11 @@ impl Cache {
         Ok(cache)
     }
 
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.lock().total()
+    }
+
     /// Orderly shutdown: the files on disk are whole, the next start keeps them.
     pub fn mark_clean(&self) {
         if let Err(e) = std::fs::write(self.dir.join("clean"), b"") {
@@ -137,11 +142,16 @@ impl Cache {
     /// The instance in that variant, if cached (and now most recently used).
     pub fn get(&self, sop_instance_uid: &str, variant: Variant) -> Option<CachedInstance> {
         let key = (sop_instance_uid.to_owned(), variant);
+        let metrics = crate::metrics::get();
         let handle = {
             let mut index = self.lock();
-            let e = index.touch(&key)?;
+            let Some(e) = index.touch(&key) else {
+                metrics.cache_misses.inc();
+                return None;
+            };
             self.handle(&key, &e)
         };
+        metrics.cache_hits.inc();
         // Deleted behind our back (a cleanup by hand): forget it.
         if !handle.path.exists() {
             warn!(path = %handle.path.display(), "cache file vanished");

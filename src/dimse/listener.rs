@@ -189,6 +189,7 @@ pub async fn serve(
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             warn!(%peer, limit = config.max_associations, "association limit reached, rejecting");
+            crate::metrics::get().rejected("busy");
             // A flood past the limit is dropped, not answered one by one;
             // over TLS a plain A-ASSOCIATE-RJ would be noise: closed.
             if secure {
@@ -246,6 +247,38 @@ pub async fn serve(
     Ok(())
 }
 
+/// Why establishing an association failed, for the metrics.
+fn rejection_reason(e: &dicom_ul::association::Error) -> &'static str {
+    use AssociationRJServiceUserReason as R;
+    match e {
+        dicom_ul::association::Error::Rejected { association_rj, .. } => {
+            match &association_rj.source {
+                AssociationRJSource::ServiceUser(R::CallingAETitleNotRecognized) => {
+                    "calling_ae_unknown"
+                }
+                AssociationRJSource::ServiceUser(R::CalledAETitleNotRecognized) => {
+                    "called_ae_unknown"
+                }
+                _ => "rejected",
+            }
+        }
+        _ => "protocol",
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
 /// Connections past the limit being answered at once; more are closed.
 const MAX_REFUSING: usize = 64;
 
@@ -296,14 +329,18 @@ async fn run_association<S: Wire + 'static>(
             e @ (dicom_ul::association::Error::TlsHandshake { .. }
             | dicom_ul::association::Error::TlsConnection { .. }),
         )) => {
+            crate::metrics::get().rejected("tls_handshake");
+            crate::metrics::get().tls_failed("dimse");
             warn!(id, %peer, reason = %crate::dimse::client::error_chain(&e), "DICOM TLS handshake failed; no association");
             return;
         }
         Ok(Err(e)) => {
+            crate::metrics::get().rejected(rejection_reason(&e));
             info!(id, %peer, reason = %e, "association refused");
             return;
         }
         Err(_) => {
+            crate::metrics::get().rejected("timeout");
             info!(id, %peer, "association request timed out");
             return;
         }
@@ -324,6 +361,26 @@ async fn run_association<S: Wire + 'static>(
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
             .count();
         info!(contexts = accepted, "association accepted");
+        let metrics = crate::metrics::get();
+        let known = config
+            .known_callers
+            .iter()
+            .any(|k| k.trim() == info.calling_ae);
+        metrics
+            .associations_accepted
+            .get_or_create(&crate::metrics::CallingAe {
+                calling_ae: if known {
+                    info.calling_ae.clone()
+                } else {
+                    "other".into()
+                },
+            })
+            .inc();
+        metrics.associations_active.inc();
+        // Counted down however the association ends (a panic included).
+        let _active = scopeguard(|| {
+            metrics.associations_active.dec();
+        });
         let mut session = Session::new(assoc, info, handler);
         // A bug in one association must not end the others: caught here,
         // it aborts this one.

@@ -69,6 +69,8 @@ struct Idle {
 }
 
 pub struct Pool {
+    /// The `[[pacs]]` name, for the metrics.
+    name: crate::metrics::Pacs,
     scu: ScuConfig,
     config: PoolConfig,
     /// One permit per association in use; idle ones hold none.
@@ -77,12 +79,15 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(scu: ScuConfig, config: PoolConfig) -> Arc<Pool> {
+    pub fn new(name: &str, scu: ScuConfig, config: PoolConfig) -> Arc<Pool> {
         let config = PoolConfig {
             max_associations: config.max_associations.max(1),
             ..config
         };
         let pool = Arc::new(Pool {
+            name: crate::metrics::Pacs {
+                pacs: name.to_owned(),
+            },
             scu,
             config,
             in_use: Arc::new(Semaphore::new(config.max_associations)),
@@ -96,24 +101,45 @@ impl Pool {
         &self.scu
     }
 
+    /// Associations open now, in use or idle.
+    pub fn open(&self) -> usize {
+        let in_use = self.config.max_associations - self.in_use.available_permits();
+        in_use + self.idle.lock().map_or(0, |idle| idle.len())
+    }
+
+    /// Set this pool's gauges (when the metrics are scraped).
+    pub fn report(&self) {
+        let m = crate::metrics::get();
+        let open = i64::try_from(self.open()).unwrap_or(i64::MAX);
+        m.pool_associations.get_or_create(&self.name).set(open);
+    }
+
     /// An association of `shape`: an idle one negotiated alike, or a new
     /// one. Waits its turn for up to `queue_timeout`.
     pub async fn get(self: &Arc<Self>, shape: Shape) -> Result<Pooled, DimseError> {
         let deadline = Instant::now() + self.config.queue_timeout;
+        let metrics = crate::metrics::get();
+        let waiting = metrics.pool_waiting.get_or_create(&self.name).clone();
+        waiting.inc();
         let permit = tokio::time::timeout(
             self.config.queue_timeout,
             self.in_use.clone().acquire_owned(),
         )
-        .await
-        .map_err(|_| DimseError::Busy {
-            peer: self.peer(),
-            detail: format!(
-                "all {} associations are in use; waited {} s",
-                self.config.max_associations,
-                self.config.queue_timeout.as_secs()
-            ),
-        })?
-        .expect("the semaphore is never closed");
+        .await;
+        waiting.dec();
+        let permit = permit
+            .map_err(|_| {
+                metrics.pacs_busy.get_or_create(&self.name).inc();
+                DimseError::Busy {
+                    peer: self.peer(),
+                    detail: format!(
+                        "all {} associations are in use; waited {} s",
+                        self.config.max_associations,
+                        self.config.queue_timeout.as_secs()
+                    ),
+                }
+            })?
+            .expect("the semaphore is never closed");
         let (reusable, surplus) = self.take_idle(&shape);
         for a in surplus {
             release(a).await;
@@ -132,7 +158,12 @@ impl Pool {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if matches!(e, DimseError::Busy { .. }) {
+                        metrics.pacs_busy.get_or_create(&self.name).inc();
+                    }
+                    return Err(e);
+                }
                 Ok(assoc) => return Ok(self.pooled(assoc, shape, permit, false)),
             }
         }

@@ -49,8 +49,10 @@ struct Running {
     /// Set when the handler panicked: it answered nothing, so the
     /// association is aborted rather than left waiting.
     panicked: Arc<AtomicBool>,
-    /// The service and study, for the audit log (when it is kept).
-    audit: Option<(&'static str, Option<String>)>,
+    /// For the metrics and the audit log: the service, and its study when
+    /// the audit log is kept.
+    service: &'static str,
+    study: Option<String>,
 }
 
 /// However the association ends, its running handler is told to stop.
@@ -79,6 +81,8 @@ pub(crate) struct Session<S: Wire> {
     /// Kept so that `own_rx` never ends; handles hold clones.
     own_tx: mpsc::Sender<Outgoing>,
     own_rx: mpsc::Receiver<Outgoing>,
+    /// When the operation now arriving or running was asked for.
+    op_started: std::time::Instant,
 }
 
 impl<S: Wire> Session<S> {
@@ -98,6 +102,7 @@ impl<S: Wire> Session<S> {
             replies: HashMap::new(),
             own_tx,
             own_rx,
+            op_started: std::time::Instant::now(),
         }
     }
 
@@ -126,12 +131,12 @@ impl<S: Wire> Session<S> {
             };
             match event {
                 Event::Out(Some(msg)) => {
-                    let audited = self.running.as_ref().and_then(|r| r.audit.as_ref());
-                    if let (Some((service, study)), Some(st)) = (audited, msg.command.status) {
+                    let running = self.running.as_ref();
+                    if let (Some(r), Some(st)) = (running, msg.command.status) {
                         if msg.command.field.is_response()
                             && status::kind(st) != status::StatusKind::Pending
                         {
-                            self.audit(service, study.as_deref(), st);
+                            self.finished(r.service, r.study.as_deref(), st);
                         }
                     }
                     self.send_outgoing(msg).await?
@@ -178,7 +183,13 @@ impl<S: Wire> Session<S> {
         }
     }
 
-    fn audit(&self, service: &str, study: Option<&str>, status: u16) {
+    /// An operation got its final response: count it, and audit it.
+    fn finished(&self, service: &'static str, study: Option<&str>, status: u16) {
+        crate::metrics::get().dimse_finished(
+            service,
+            audit::dimse_outcome(status),
+            self.op_started.elapsed(),
+        );
         if !audit::enabled() {
             return;
         }
@@ -301,7 +312,7 @@ impl<S: Wire> Session<S> {
                 let study = store.study();
                 let (pc_id, rsp) = store.finish().await;
                 let st = rsp.status.unwrap_or_default();
-                self.audit("C-STORE", study.as_deref(), st);
+                self.finished("C-STORE", study.as_deref(), st);
                 if status::kind(st) != status::StatusKind::Success {
                     info!(
                         status = format_args!("{st:04X}"),
@@ -322,7 +333,7 @@ impl<S: Wire> Session<S> {
                     let study = self
                         .context(pc_id)
                         .and_then(|c| audit::study_in(&bytes, uid::trim(&c.transfer_syntax)));
-                    self.audit(audit::dimse_service(rq.field), study.as_deref(), r.status);
+                    self.finished(audit::dimse_service(rq.field), study.as_deref(), r.status);
                     let rsp = Command::failure_response(&rq, r.status, r.comment);
                     pdv::send_command(&mut self.assoc, pc_id, &rsp).await
                 }
@@ -363,16 +374,16 @@ impl<S: Wire> Session<S> {
             out: tx.clone(),
         };
         let panicked = Arc::new(AtomicBool::new(false));
-        let audit = audit::enabled().then(|| {
-            let study = audit::study_in(&data_set, &ctx.transfer_syntax);
-            (audit::dimse_service(rq.field), study)
-        });
+        let study = audit::enabled()
+            .then(|| audit::study_in(&data_set, &ctx.transfer_syntax))
+            .flatten();
         self.running = Some(Running {
             message_id: rq.message_id,
             cancel,
             out: rx,
             panicked: panicked.clone(),
-            audit,
+            service: audit::dimse_service(rq.field),
+            study,
         });
         let handler = self.handler.clone();
         let info = self.info.clone();
@@ -433,8 +444,9 @@ impl<S: Wire> Session<S> {
                 "unsolicited response {field:?}"
             ))),
             CommandField::CStoreRq => {
+                self.op_started = std::time::Instant::now();
                 if !cmd.has_data_set {
-                    self.audit("C-STORE", None, status::storage::CANNOT_UNDERSTAND);
+                    self.finished("C-STORE", None, status::storage::CANNOT_UNDERSTAND);
                     let rsp = Command::c_store_rsp(
                         &cmd,
                         status::storage::CANNOT_UNDERSTAND,
@@ -464,6 +476,9 @@ impl<S: Wire> Session<S> {
                 Ok(())
             }
             _ => {
+                if self.running.is_none() {
+                    self.op_started = std::time::Instant::now();
+                }
                 // One operation at a time: we never negotiate asynchronous operations.
                 let refusal = if self.running.is_some() {
                     Some(Refusal::new(
@@ -485,7 +500,7 @@ impl<S: Wire> Session<S> {
                 }
                 match refusal {
                     Some(r) => {
-                        self.audit(audit::dimse_service(cmd.field), None, r.status);
+                        self.finished(audit::dimse_service(cmd.field), None, r.status);
                         let rsp = Command::failure_response(&cmd, r.status, r.comment);
                         pdv::send_command(&mut self.assoc, pc_id, &rsp).await
                     }

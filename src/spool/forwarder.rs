@@ -351,6 +351,7 @@ impl Forwarder {
     }
     async fn fail(&self, id: JobId, msg: &str) -> bool {
         tracing::warn!(job = id, error = msg, "job failed for good");
+        crate::metrics::get().spool_failures.inc();
         log_table(id, self.jobs.fail(id, msg).await)
     }
     async fn retry(&self, id: JobId, delay: Duration, msg: &str) -> bool {

@@ -80,3 +80,19 @@ pub async fn retry_failed(
     }
     Ok(format!("job {id} ({}) is pending again", job.kind))
 }
+
+/// Bytes waiting in ready/, and how long the oldest has waited (for the
+/// metrics).
+pub async fn backlog(spool_dir: &Path) -> (u64, Duration) {
+    let (mut bytes, mut oldest) = (0, Duration::ZERO);
+    if let Ok(mut dir) = tokio::fs::read_dir(spool_dir.join(super::READY)).await {
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            if let Ok(meta) = entry.metadata().await {
+                bytes += meta.len();
+                let age = meta.modified().ok().and_then(|t| t.elapsed().ok());
+                oldest = oldest.max(age.unwrap_or_default());
+            }
+        }
+    }
+    (bytes, oldest)
+}

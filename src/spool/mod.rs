@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 mod housekeeping;
-pub use housekeeping::{purge, retry_failed};
+pub use housekeeping::{backlog, purge, retry_failed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {

@@ -21,17 +21,23 @@ const JOBS_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// room knows no associations: the app hands in how each peer is probed.
 pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// Brings the metrics of state (jobs, spool, pools, cache) up to date
+/// before a scrape.
+pub type Collector = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct AdminState {
     pub jobs: Arc<dyn JobTable>,
     pub upstream: Option<Probe>,
     /// Direction B's PACS by name.
     pub pacs: Vec<(String, Probe)>,
+    pub collect: Collector,
 }
 
 pub fn routes() -> Router<AdminState> {
     Router::new()
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/jobs", get(list))
         .route("/jobs/{id}", get(one))
 }
@@ -141,4 +147,16 @@ fn unavailable(e: JobError) -> Response {
 
 fn error(code: StatusCode, message: String) -> Response {
     (code, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The OpenMetrics text format, which Prometheus reads.
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (state.collect)().await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::get().render(),
+    )
 }

@@ -50,7 +50,7 @@ pub async fn record(req: Request, next: Next) -> Response {
 
 /// The service a route stands for; `None` for the probes and preflights.
 fn service(method: &Method, path: &str) -> Option<&'static str> {
-    if path == "/healthz" || path == "/readyz" || method == Method::OPTIONS {
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") || method == Method::OPTIONS {
         return None;
     }
     let last = path.rsplit('/').next().unwrap_or("");

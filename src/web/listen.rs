@@ -123,6 +123,7 @@ pub async fn serve(
                     let stream = match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
+                            crate::metrics::get().tls_failed("web");
                             info!(%peer, error = %e, "TLS handshake failed; connection closed");
                             return;
                         }

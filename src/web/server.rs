@@ -36,6 +36,7 @@ pub fn router(
         .layer(middleware::from_fn_with_state(auth, super::auth::check))
         // Sees who authentication let in (or not), and every answer.
         .layer(middleware::from_fn(super::audit::record))
+        .layer(middleware::from_fn(observe))
         // Outside authentication: a browser's preflight carries no credentials.
         .layer(cors(cors_origins))
         // JSON answers shrink ~10×; DICOM parts are left as they are.
@@ -96,4 +97,33 @@ async fn request_span(req: Request, next: Next) -> Response {
     }
     .instrument(span)
     .await
+}
+
+/// Count and time every request by its route template (never its path:
+/// paths hold UIDs).
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let rsp = next.run(req).await;
+    let metrics = crate::metrics::get();
+    metrics
+        .http_duration
+        .get_or_create(&crate::metrics::HttpRoute {
+            route: route.clone(),
+            method: method.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&crate::metrics::HttpRequest {
+            route,
+            method,
+            status: rsp.status().as_u16().to_string(),
+        })
+        .inc();
+    rsp
 }

@@ -149,6 +149,7 @@ pub async fn check(
     let who = match auth.identify(authorization).await {
         Ok(who) => who,
         Err(Denied::Unavailable(why)) => {
+            failure("unavailable");
             warn!(reason = %why, "cannot check credentials");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -158,6 +159,7 @@ pub async fn check(
                 .into_response();
         }
         Err(Denied::Unauthenticated(why)) => {
+            failure("unauthenticated");
             info!(reason = %why, "request refused: not authenticated");
             let challenge = match auth.scheme() {
                 "Basic" => r#"Basic realm="pons", charset="UTF-8""#.to_owned(),
@@ -175,6 +177,7 @@ pub async fn check(
         }
     };
     if !who.permissions.contains(&needed) {
+        failure("forbidden");
         info!(subject = %who.subject, permission = needed.name(), "request refused: not permitted");
         let mut rsp = (
             StatusCode::FORBIDDEN,
@@ -202,6 +205,13 @@ pub async fn check(
     // For the audit log, outside this layer.
     rsp.extensions_mut().insert(who);
     rsp
+}
+
+fn failure(reason: &'static str) {
+    crate::metrics::get()
+        .auth_failures
+        .get_or_create(&crate::metrics::Reason { reason })
+        .inc();
 }
 
 /// `pons hash-secret`: what goes into `sha256` (bearer) or `password_hash` (basic).

@@ -242,10 +242,22 @@ impl UpstreamClient {
                 secs: self.turn_wait.as_secs(),
             })?
             .expect("the semaphore is never closed");
-        let resp = self
-            .send_authorized(req, token)
-            .await?
-            .map_err(|e| self.transport_error(url, e, timeout))?;
+        let operation = operation(&req, url);
+        let started = std::time::Instant::now();
+        let resp = self.send_authorized(req, token).await?;
+        let metrics = crate::metrics::get();
+        let status = resp
+            .as_ref()
+            .map_or_else(|_| "error".to_owned(), |r| r.status().as_u16().to_string());
+        metrics
+            .upstream_requests
+            .get_or_create(&crate::metrics::UpstreamOp { operation, status })
+            .inc();
+        metrics
+            .upstream_duration
+            .get_or_create(&crate::metrics::Operation { operation })
+            .observe(started.elapsed().as_secs_f64());
+        let resp = resp.map_err(|e| self.transport_error(url, e, timeout))?;
         Ok((resp, turn))
     }
 
@@ -438,6 +450,27 @@ fn read_auth(auth: Option<&AuthConfig>) -> Result<Auth, UpstreamError> {
             password: secret(password, password_file, "password")?,
         },
     })
+}
+
+/// What a request to the origin is, for the metrics.
+fn operation(req: &reqwest::RequestBuilder, url: &str) -> &'static str {
+    // A body that cannot be cloned is a stream: a STOW-RS POST.
+    let post = req
+        .try_clone()
+        .is_none_or(|r| r.build().is_ok_and(|r| r.method() == reqwest::Method::POST));
+    let path = url.split('?').next().unwrap_or(url);
+    if path.contains("/commitment-requests") {
+        "commitment"
+    } else if post {
+        "stow"
+    } else if ["/studies", "/series", "/instances"]
+        .iter()
+        .any(|l| path.ends_with(l))
+    {
+        "qido"
+    } else {
+        "wado"
+    }
 }
 
 /// Read at most `max` bytes of the body (the rest is dropped).
