@@ -75,7 +75,10 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::CONTENT_LENGTH,
             header::ETAG,
             header::LOCATION,
+            header::CONTENT_LOCATION,
             header::RETRY_AFTER,
+            header::WARNING,
+            header::WWW_AUTHENTICATE,
         ]);
     if origins.iter().any(|o| o == "*") {
         layer.allow_origin(Any)
@@ -106,7 +109,12 @@ async fn observe(req: Request, next: Next) -> Response {
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    // Known methods only: a client inventing methods must not invent series.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH") => m,
+        _ => "other",
+    }
+    .to_owned();
     let started = std::time::Instant::now();
     let rsp = next.run(req).await;
     let metrics = crate::metrics::get();
