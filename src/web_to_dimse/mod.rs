@@ -14,6 +14,7 @@ pub mod stow;
 mod transfer;
 pub mod wado;
 pub mod wado_uri;
+mod worklist;
 
 use crate::cache::Cache;
 use crate::config::RetrieveMode;
@@ -188,6 +189,7 @@ pub fn router(services: &[Arc<PacsService>], base_path: &str) -> Router {
                 .merge(metadata::routes())
                 .merge(stow::routes())
                 .merge(commitment::routes())
+                .merge(worklist::routes())
                 .with_state(svc.clone())
                 // Buffered bodies (JSON); STOW-RS streams and counts its own.
                 .layer(DefaultBodyLimit::max(

@@ -6,8 +6,7 @@
 
 use super::accept::{require_json, DICOM_JSON};
 use super::{PacsService, WebError};
-use crate::dimse::client::find::study_root_find_proposal;
-use crate::dimse::client::ScuAssociation;
+use crate::dimse::client::{Proposal, ScuAssociation};
 use crate::dimse::pool::Shape;
 use crate::dimse::DimseError;
 use crate::translate::json::{to_json, Bulk};
@@ -107,7 +106,8 @@ async fn search(
     let fetch = {
         let svc = svc.clone();
         let request = request.clone();
-        async move { find_page(&svc, &request, limit).await }
+        let class = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND;
+        async move { find_page(&svc, class, &request, limit).await }
     };
     let page = svc.queries.get(key, fetch).await?;
     let base = svc.public_root(headers, uri);
@@ -150,8 +150,8 @@ async fn search(
 
 /// One page of matches, and whether the PACS had more.
 pub struct Page {
-    matches: Vec<InMemDicomObject>,
-    more: bool,
+    pub matches: Vec<InMemDicomObject>,
+    pub more: bool,
 }
 
 /// Identical queries (same identifier, level and page) share one C-FIND.
@@ -176,18 +176,19 @@ fn query_key(request: &FindRequest) -> Result<Vec<u8>, WebError> {
 /// The page on an association from the pool. One that sat idle may have
 /// been closed by the PACS meanwhile: if it fails before any answer, the
 /// query goes once more on a new one.
-async fn find_page(
+pub async fn find_page(
     svc: &PacsService,
+    class: &'static str,
     request: &FindRequest,
     limit: usize,
 ) -> Result<Page, WebError> {
     let pacs = |e: DimseError| WebError::from_dimse(&svc.name, e);
-    let shape = Shape::new(vec![study_root_find_proposal()]);
+    let shape = Shape::new(vec![Proposal::uncompressed(class)]);
     let mut retried = false;
     loop {
         let mut assoc = svc.pool.get(shape.clone()).await.map_err(pacs)?;
         let mut answered = false;
-        match collect(&mut assoc, request, limit, &mut answered).await {
+        match collect(&mut assoc, class, request, limit, &mut answered).await {
             Ok(page) => {
                 assoc.done();
                 tracing::info!(
@@ -217,11 +218,11 @@ async fn find_page(
 /// there are more: then C-CANCEL, never the PACS's whole match list.
 async fn collect(
     assoc: &mut ScuAssociation,
+    class: &str,
     request: &FindRequest,
     limit: usize,
     answered: &mut bool,
 ) -> Result<Page, DimseError> {
-    let class = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND;
     let mut find = assoc.find_stream(class, &request.identifier).await?;
     let (mut skipped, mut matches) = (0, Vec::new());
     while let Some(found) = find.next().await? {

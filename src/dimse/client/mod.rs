@@ -119,7 +119,10 @@ impl ScuAssociation {
             .called_ae_title(config.called_ae.clone())
             .max_pdu_length(config.max_pdu)
             .strict(false)
-            .read_timeout(config.timeout)
+            // Ours fires first: with its TLS support built in, dicom-ul
+            // reports its own read timeout during the A-ASSOCIATE exchange
+            // as "peer seems to be sending TLS data".
+            .read_timeout(config.timeout + Duration::from_secs(1))
             .write_timeout(config.timeout)
             .connection_timeout(config.timeout);
         for p in proposals {

@@ -315,6 +315,30 @@ pub fn qido_to_cfind(
     series: Option<&str>,
     params: &[(String, String)],
 ) -> Result<FindRequest, ParamError> {
+    let defaults = |all| {
+        default_keys(level, study.is_some(), series.is_some(), all)
+            .into_iter()
+            .map(|t| (None, t))
+            .collect()
+    };
+    let mut request = to_identifier(params, defaults, study, series)?;
+    request.level = level;
+    request.identifier.put(DataElement::new(
+        tags::QUERY_RETRIEVE_LEVEL,
+        VR::CS,
+        PrimitiveValue::from(level.code()),
+    ));
+    Ok(request)
+}
+
+/// The identifier of a C-FIND: `defaults(all)` (sequence, attribute) asked
+/// back, the parameters' matching and return keys, the path's UIDs.
+fn to_identifier(
+    params: &[(String, String)],
+    defaults: impl Fn(bool) -> Vec<(Option<Tag>, Tag)>,
+    study: Option<&str>,
+    series: Option<&str>,
+) -> Result<FindRequest, ParamError> {
     for (what, uid) in [
         ("study UID in the path", study),
         ("series UID in the path", series),
@@ -381,9 +405,9 @@ pub fn qido_to_cfind(
 
     let mut top = InMemDicomObject::new_empty();
     let mut items: BTreeMap<Tag, InMemDicomObject> = BTreeMap::new();
-    for tag in default_keys(level, study.is_some(), series.is_some(), all) {
+    for (seq, tag) in defaults(all) {
         let vr = vr_of(tag).unwrap_or(VR::UN);
-        put(&mut top, &mut items, None, tag, vr, PrimitiveValue::Empty);
+        put(&mut top, &mut items, seq, tag, vr, PrimitiveValue::Empty);
     }
     for (seq, tag, vr) in returns {
         if vr == VR::SQ && seq.is_none() {
@@ -422,11 +446,6 @@ pub fn qido_to_cfind(
             PrimitiveValue::from(s),
         ));
     }
-    top.put(DataElement::new(
-        tags::QUERY_RETRIEVE_LEVEL,
-        VR::CS,
-        PrimitiveValue::from(level.code()),
-    ));
     if params.iter().any(|(_, v)| !v.is_ascii()) {
         top.put(DataElement::new(
             tags::SPECIFIC_CHARACTER_SET,
@@ -435,13 +454,16 @@ pub fn qido_to_cfind(
         ));
     }
     Ok(FindRequest {
-        level,
+        level: Level::Patient,
         identifier: top,
         limit,
         offset,
         fuzzy,
     })
 }
+
+mod worklist;
+pub use worklist::mwl_to_cfind;
 
 #[cfg(test)]
 mod tests;
