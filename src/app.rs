@@ -221,14 +221,23 @@ fn metrics_collector(
     use crate::jobs::{
         JobState, KIND_COMMIT, KIND_PACS_COMMIT, KIND_PACS_COMMIT_RESULT, KIND_STOW,
     };
+    // One collection at a time, at most every few seconds: /metrics may be
+    // open to anyone, and each collection counts jobs and lists the spool.
+    let last: Arc<tokio::sync::Mutex<Option<std::time::Instant>>> = Default::default();
     Arc::new(move || {
-        let (jobs, spool_dir, pools, cache) = (
+        let (jobs, spool_dir, pools, cache, last) = (
             jobs.clone(),
             spool_dir.clone(),
             pools.clone(),
             cache.clone(),
+            last.clone(),
         );
         Box::pin(async move {
+            let mut last = last.lock().await;
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
             let m = crate::metrics::get();
             let states = [
                 JobState::Pending,

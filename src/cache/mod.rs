@@ -142,16 +142,11 @@ impl Cache {
     /// The instance in that variant, if cached (and now most recently used).
     pub fn get(&self, sop_instance_uid: &str, variant: Variant) -> Option<CachedInstance> {
         let key = (sop_instance_uid.to_owned(), variant);
-        let metrics = crate::metrics::get();
         let handle = {
             let mut index = self.lock();
-            let Some(e) = index.touch(&key) else {
-                metrics.cache_misses.inc();
-                return None;
-            };
+            let e = index.touch(&key)?;
             self.handle(&key, &e)
         };
-        metrics.cache_hits.inc();
         // Deleted behind our back (a cleanup by hand): forget it.
         if !handle.path.exists() {
             warn!(path = %handle.path.display(), "cache file vanished");

@@ -615,6 +615,12 @@ impl Config {
                     .into(),
             );
         }
+        if self.web.commitment_retention_secs > self.jobs.retention_days.saturating_mul(86_400) {
+            p.push(format!(
+                "web.commitment_retention_secs ({}) is longer than jobs.retention_days ({} days): results would be purged before they expire",
+                self.web.commitment_retention_secs, self.jobs.retention_days
+            ));
+        }
         if self.jobs.retention_days == 0 {
             p.push("jobs.retention_days must be at least 1 (commitment results are read from finished jobs)".into());
         }

@@ -121,12 +121,20 @@ impl Pool {
         let metrics = crate::metrics::get();
         let waiting = metrics.pool_waiting.get_or_create(&self.name).clone();
         waiting.inc();
+        // Counted down even when the waiter gives up (its request was dropped).
+        struct Waiting(prometheus_client::metrics::gauge::Gauge);
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        let in_line = Waiting(waiting);
         let permit = tokio::time::timeout(
             self.config.queue_timeout,
             self.in_use.clone().acquire_owned(),
         )
         .await;
-        waiting.dec();
+        drop(in_line);
         let permit = permit
             .map_err(|_| {
                 metrics.pacs_busy.get_or_create(&self.name).inc();

@@ -341,7 +341,13 @@ impl Forwarder {
             .join(path.file_name().unwrap_or_default());
         if let Err(e) = tokio::fs::rename(path, &dest).await {
             tracing::warn!(file = %path.display(), error = %e, "cannot move refused file to failed/");
+            return;
         }
+        // Its age in failed/ counts from now: retention purges by it.
+        let _ = std::fs::File::options()
+            .write(true)
+            .open(&dest)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     }
 
     // Job-table errors are logged, not propagated: the lease runs out and the

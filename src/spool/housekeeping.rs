@@ -58,12 +58,14 @@ pub async fn retry_failed(
             job.state.as_str()
         ));
     }
+    let mut moved = None;
     if job.kind == KIND_STOW {
         let payload: StowPayload = serde_json::from_value(job.payload.clone())
             .map_err(|e| format!("job {id} has no spooled file: {e}"))?;
         if !payload.path.exists() {
             let name = payload.path.file_name().unwrap_or_default();
             let refused = spool_dir.join(FAILED).join(name);
+            moved = Some((payload.path.clone(), refused.clone()));
             tokio::fs::rename(&refused, &payload.path)
                 .await
                 .map_err(|e| {
@@ -75,8 +77,14 @@ pub async fn retry_failed(
                 })?;
         }
     }
-    if !jobs.requeue_failed(id).await.map_err(|e| e.to_string())? {
-        return Err(format!("job {id} changed meanwhile; look again"));
+    if !jobs.requeue_failed(id).await.unwrap_or(false) {
+        // Put the file back: ready/ would send it again at the next start.
+        if let Some((back, refused)) = moved {
+            let _ = tokio::fs::rename(back, refused).await;
+        }
+        return Err(format!(
+            "job {id} could not be requeued (changed meanwhile?); look again"
+        ));
     }
     Ok(format!("job {id} ({}) is pending again", job.kind))
 }

@@ -60,6 +60,8 @@ fn service(method: &Method, path: &str) -> Option<&'static str> {
         "storage commitment (commitment-requests)"
     } else if method == Method::POST {
         "STOW-RS"
+    } else if last == "modality-scheduled-procedure-steps" {
+        "worklist search"
     } else if last == "wado" {
         "WADO-URI"
     } else if matches!(last, "studies" | "series" | "instances") {

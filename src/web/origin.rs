@@ -55,16 +55,21 @@ impl Origins {
         if let Some(fixed) = &self.fixed {
             return fixed.clone();
         }
+        // The last value: proxies that append put theirs after whatever
+        // the client sent.
         let header = |name: &str| {
             headers
-                .get(name)
+                .get_all(name)
+                .iter()
+                .next_back()
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.rsplit(',').next())
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         };
-        let (mut proto, mut host, mut path) = (None, None, None);
-        if peer.is_some_and(|ip| self.trusted.iter().any(|c| c.contains(ip))) {
+        let (mut proto, mut host, mut path, mut port) = (None, None, None, None);
+        let trusted = peer.is_some_and(|ip| self.trusted.iter().any(|c| c.contains(ip)));
+        if trusted {
             if let Some(forwarded) = header("forwarded") {
                 for pair in forwarded.split(';') {
                     if let Some((k, v)) = pair.split_once('=') {
@@ -80,26 +85,28 @@ impl Origins {
             proto = proto.or_else(|| header("x-forwarded-proto"));
             host = host.or_else(|| header("x-forwarded-host"));
             path = header("x-forwarded-prefix");
+            port = header("x-forwarded-port").filter(|p| p.parse::<u16>().is_ok());
         }
         let own = if self.https { "https" } else { "http" };
         let scheme = proto
             .filter(|p| *p == "http" || *p == "https")
             .unwrap_or(own);
         let forwarded_host = host.filter(|h| plausible_host(h));
-        let host = match forwarded_host {
-            Some(h) => h.to_owned(),
-            None => {
-                let direct = header(header::HOST.as_str())
-                    .or(authority)
-                    .filter(|h| plausible_host(h))
-                    .unwrap_or("localhost");
-                let default_port = if self.https { 443 } else { 80 };
-                if has_port(direct) || self.port == default_port {
-                    direct.to_owned()
-                } else {
-                    format!("{direct}:{}", self.port)
-                }
-            }
+        let host = forwarded_host
+            .or_else(|| header(header::HOST.as_str()).or(authority))
+            .filter(|h| plausible_host(h))
+            .unwrap_or("localhost");
+        let default_port = if scheme == "https" { "443" } else { "80" };
+        // Behind a trusted proxy the port we listen on is the proxy's
+        // business, not the client's: only X-Forwarded-Port says it.
+        let port = match port {
+            Some(p) => Some(p.to_owned()),
+            None if trusted => None,
+            None => Some(self.port.to_string()),
+        };
+        let host = match port.filter(|p| p != default_port && !has_port(host)) {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
         };
         let path = path
             .filter(|p| {
@@ -219,6 +226,27 @@ mod tests {
             "https://pacs.example.org/imaging"
         );
         assert_eq!(plain.prefix(&fwd, None, Some(stranger)), "http://pons:8080");
+        // nginx's usual set-up: Host passed on, X-Forwarded-Proto added.
+        let nginx = headers(&[("host", "gw.example.org"), ("x-forwarded-proto", "https")]);
+        assert_eq!(
+            plain.prefix(&nginx, None, Some(proxy)),
+            "https://gw.example.org"
+        );
+        let ported = headers(&[
+            ("host", "gw"),
+            ("x-forwarded-port", "8443"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        assert_eq!(plain.prefix(&ported, None, Some(proxy)), "https://gw:8443");
+        // An appending proxy: the client's value first, the proxy's last.
+        let appended = headers(&[
+            ("host", "gw"),
+            ("x-forwarded-host", "evil.example, gw.example.org"),
+        ]);
+        assert_eq!(
+            plain.prefix(&appended, None, Some(proxy)),
+            "http://gw.example.org"
+        );
         let rfc = headers(&[(
             "forwarded",
             "for=1.2.3.4;proto=https;host=\"gw.example.org\"",

@@ -11,8 +11,10 @@ use dicom_dictionary_std::tags;
 
 const SPS: Tag = tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE;
 
-/// Returned for every scheduled procedure step.
+/// Returned for every scheduled procedure step. Specific Character Set is
+/// asked for too: without it an SCP may send Latin-1 names untagged.
 const TOP_DEFAULTS: &[Tag] = &[
+    tags::SPECIFIC_CHARACTER_SET,
     tags::ACCESSION_NUMBER,
     tags::REFERRING_PHYSICIAN_NAME,
     tags::PATIENT_NAME,
@@ -55,22 +57,47 @@ const SPS_ALL: &[Tag] = &[
     tags::REQUESTED_CONTRAST_AGENT,
 ];
 
+/// Every attribute of a Scheduled Procedure Step item (PS3.4 Table K.6-1):
+/// named bare, they are meant inside the sequence.
+const SPS_ITEM: &[Tag] = &[
+    tags::SCHEDULED_STATION_AE_TITLE,
+    tags::SCHEDULED_PROCEDURE_STEP_START_DATE,
+    tags::SCHEDULED_PROCEDURE_STEP_START_TIME,
+    tags::SCHEDULED_PROCEDURE_STEP_END_DATE,
+    tags::SCHEDULED_PROCEDURE_STEP_END_TIME,
+    tags::MODALITY,
+    tags::SCHEDULED_PERFORMING_PHYSICIAN_NAME,
+    tags::SCHEDULED_PROCEDURE_STEP_DESCRIPTION,
+    tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE,
+    tags::SCHEDULED_PROCEDURE_STEP_ID,
+    tags::SCHEDULED_PROCEDURE_STEP_STATUS,
+    tags::COMMENTS_ON_THE_SCHEDULED_PROCEDURE_STEP,
+    tags::SCHEDULED_STATION_NAME,
+    tags::SCHEDULED_PROCEDURE_STEP_LOCATION,
+    tags::PRE_MEDICATION,
+    tags::REQUESTED_CONTRAST_AGENT,
+];
+
 /// Translate a worklist search into a Modality Worklist C-FIND identifier
 /// (no Query/Retrieve Level: MWL has none).
 pub fn mwl_to_cfind(params: &[(String, String)]) -> Result<FindRequest, ParamError> {
-    let in_sps = |name: &str| {
-        super::attribute(name)
-            .is_some_and(|(tag, _)| SPS_DEFAULTS.contains(&tag) || SPS_ALL.contains(&tag))
+    let into_sps = |name: &str| {
+        let bare = !name.contains('.')
+            && super::attribute(name).is_some_and(|(tag, _)| SPS_ITEM.contains(&tag));
+        if bare {
+            format!("ScheduledProcedureStepSequence.{name}")
+        } else {
+            name.to_owned()
+        }
     };
     let params: Vec<(String, String)> = params
         .iter()
-        .map(|(k, v)| {
-            let key = if !k.contains('.') && in_sps(k) {
-                format!("ScheduledProcedureStepSequence.{k}")
-            } else {
-                k.clone()
-            };
-            (key, v.clone())
+        .map(|(k, v)| match k.as_str() {
+            "includefield" => {
+                let names: Vec<String> = v.split(',').map(|n| into_sps(n.trim())).collect();
+                (k.clone(), names.join(","))
+            }
+            _ => (into_sps(k), v.clone()),
         })
         .collect();
     let defaults = |all: bool| {
@@ -160,5 +187,23 @@ mod tests {
             mwl_to_cfind(&params(&[("ScheduledProcedureStepStartDate", "yesterday")])).is_err()
         );
         assert!(mwl_to_cfind(&params(&[("NoSuchAttribute", "x")])).is_err());
+        let asked = mwl_to_cfind(&params(&[
+            (
+                "includefield",
+                "ScheduledProcedureStepEndDate,PatientWeight",
+            ),
+            ("CommentsOnTheScheduledProcedureStep", "fasting"),
+        ]))
+        .unwrap();
+        let item = sps(&asked.identifier);
+        assert!(item.get(tags::SCHEDULED_PROCEDURE_STEP_END_DATE).is_some());
+        assert!(item
+            .get(tags::COMMENTS_ON_THE_SCHEDULED_PROCEDURE_STEP)
+            .is_some());
+        assert!(asked
+            .identifier
+            .get(tags::SCHEDULED_PROCEDURE_STEP_END_DATE)
+            .is_none());
+        assert!(asked.identifier.get(tags::PATIENT_WEIGHT).is_some());
     }
 }

@@ -180,13 +180,19 @@ fn cached(
         }],
         _ => svc.cache.members(scope.study(), scope.series())?,
     };
+    let metrics = crate::metrics::get();
     members
         .iter()
         .map(|m| {
-            [Variant::Stored, Variant::ExplicitLe]
+            let found = [Variant::Stored, Variant::ExplicitLe]
                 .into_iter()
                 .filter_map(|v| svc.cache.get(&m.sop_instance, v))
-                .find(|c| c.uids == *m && usable(c))
+                .find(|c| c.uids == *m && usable(c));
+            match found {
+                Some(_) => metrics.cache_hits.inc(),
+                None => metrics.cache_misses.inc(),
+            };
+            found
         })
         .collect()
 }
