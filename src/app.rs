@@ -161,6 +161,16 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
 
     let handler = Arc::new(Gateway {
         callers: config.ae.clone(),
+        pacs_only: if config.dimse.accept_any_calling_ae {
+            Vec::new()
+        } else {
+            config
+                .pacs
+                .iter()
+                .map(|p| p.ae_title.trim().to_owned())
+                .filter(|t| find_ae(&config.ae, t).is_none())
+                .collect()
+        },
         direction_a: direction_a.map(|a| a.handler),
         moves,
         commitments: (!pacs_services.is_empty()).then_some(commitments),
@@ -519,6 +529,10 @@ fn direction_b(
 struct Gateway {
     /// `[[ae]]`: what each known caller may ask of us.
     callers: Vec<AeConfig>,
+    /// `[[pacs]]` AE titles without an `[[ae]]` entry: admitted to send what
+    /// we asked of them (our C-MOVEs' instances, commitment reports), not to
+    /// use direction A, unless any caller may (`accept_any_calling_ae`).
+    pacs_only: Vec<String>,
     direction_a: Option<Arc<DimseToWeb>>,
     moves: Arc<MoveInbox>,
     /// Storage commitment reports from our PACS (direction B).
@@ -528,8 +542,23 @@ struct Gateway {
 #[async_trait]
 impl ScpHandler for Gateway {
     fn authorize(&self, assoc: &AssociationInfo, rq: &Command) -> Result<(), Refusal> {
-        // Callers without an entry (accept_any_calling_ae) may use everything.
         let Some(ae) = find_ae(&self.callers, &assoc.calling_ae) else {
+            let pacs = self.pacs_only.iter().any(|t| *t == assoc.calling_ae.trim());
+            let ours = match rq.field {
+                CommandField::CEchoRq | CommandField::NEventReportRq => true,
+                CommandField::CStoreRq => self.moves.target_for(&assoc.calling_ae, rq).is_some(),
+                _ => false,
+            };
+            if pacs && !ours {
+                return Err(Refusal::new(
+                    status::general::NOT_AUTHORIZED,
+                    format!(
+                        "{} is a [[pacs]] here; to use this service it needs an [[ae]] entry",
+                        assoc.calling_ae.trim()
+                    ),
+                ));
+            }
+            // Callers without an entry (accept_any_calling_ae) may use everything.
             return Ok(());
         };
         let service = match rq.field {

@@ -636,3 +636,39 @@ fn an_answer_that_breaks_off_mid_instance_fails_that_instance_alone() {
     compare_datasets(&pairs).unwrap();
     assert_eq!(s.scp.files().len(), 4, "only whole instances are stored");
 }
+
+/// A [[pacs]] AE title may call us to deliver what we asked of it, but
+/// without an [[ae]] entry it may not query, retrieve or store here.
+#[test]
+fn a_pacs_without_an_ae_entry_may_not_use_direction_a() {
+    let orthanc = Orthanc::start();
+    let data = tempfile::tempdir().unwrap();
+    load_archive(&orthanc, data.path());
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = PonsConfig::new(&orthanc.dicomweb_url(), state.path());
+    cfg.accept_any_calling_ae = false;
+    cfg.pacs = vec![PacsEntry::new("main", "PACSAE", orthanc.dicom_port())];
+    let pons = Pons::start(&cfg.to_toml());
+    let find = dcmtk("findscu")
+        .args([
+            "-v",
+            "-d",
+            "-S",
+            "-aet",
+            "PACSAE",
+            "-aec",
+            "PONS",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+        ])
+        .args(["127.0.0.1", &pons.dimse_port().to_string()])
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&find.stdout).into_owned() + &String::from_utf8_lossy(&find.stderr);
+    assert!(final_status(&log).contains("0x0124"), "{log}");
+    assert!(log.contains("PACSAE is a [[pacs]] here"), "{log}");
+    assert!(echoscu("PACSAE", "PONS", pons.dimse_port(), &[])
+        .status
+        .success());
+}
