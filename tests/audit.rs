@@ -40,24 +40,7 @@ fn every_operation_on_patient_data_is_audited_once_with_who_and_outcome() {
 
     storescu("CT1", "PONS", pons.dimse_port(), &files, &[]).assert_success();
     assert_eq!(orthanc.wait_for_instances(2, Duration::from_secs(20)), 2);
-    let find = |calling: &str| {
-        dcmtk("findscu")
-            .args([
-                "-S",
-                "-aet",
-                calling,
-                "-aec",
-                "PONS",
-                "-k",
-                "QueryRetrieveLevel=STUDY",
-                "-k",
-            ])
-            .arg(format!("StudyInstanceUID={study}"))
-            .arg("127.0.0.1")
-            .arg(pons.dimse_port().to_string())
-            .output()
-            .unwrap()
-    };
+    let find = |calling: &str| findscu_study(calling, pons.dimse_port(), &study);
     assert!(find("CT1").status.success());
     find("LIMITED");
 

@@ -56,22 +56,7 @@ fn counters_move_by_exactly_what_was_done() {
 
     storescu("MODALITY", "PONS", pons.dimse_port(), &files, &[]).assert_success();
     assert_eq!(orthanc.wait_for_instances(1, Duration::from_secs(20)), 1);
-    let find = dcmtk("findscu")
-        .args([
-            "-S",
-            "-aet",
-            "MODALITY",
-            "-aec",
-            "PONS",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-        ])
-        .arg(format!("StudyInstanceUID={study}"))
-        .arg("127.0.0.1")
-        .arg(pons.dimse_port().to_string())
-        .output()
-        .unwrap();
+    let find = findscu_study("MODALITY", pons.dimse_port(), &study);
     assert!(find.status.success());
     let url = format!(
         "{}/dicom-web/studies/{study}/series/{series}/instances/{sop}",

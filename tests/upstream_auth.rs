@@ -104,22 +104,7 @@ fn oauth2_tokens_are_renewed_before_expiry_and_after_a_401_nothing_is_lost() {
     // one 401, one new token, one answer.
     http("POST", &gate.url("/revoke"), &[], b"").unwrap();
     let issued = gate.count("issued");
-    let find = dcmtk("findscu")
-        .args([
-            "-S",
-            "-aet",
-            "MODALITY",
-            "-aec",
-            "PONS",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            "StudyInstanceUID",
-            "127.0.0.1",
-        ])
-        .arg(pons.dimse_port().to_string())
-        .output()
-        .unwrap();
+    let find = findscu_study("MODALITY", pons.dimse_port(), "");
     assert!(
         find.status.success(),
         "{}",
@@ -170,19 +155,7 @@ fn a_google_service_account_signs_its_own_grant() {
     let gate = Gate::start(&orthanc, "unused", 60);
     let state = tempfile::tempdir().unwrap();
     let key = state.path().join("sa.key");
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    common::certs::write_rsa_key(&key);
     let account = serde_json::json!({
         "type": "service_account",
         "project_id": "hospital-imaging",

@@ -24,20 +24,7 @@ struct Key {
 
 fn rsa_key(dir: &Path, kid: &str) -> Key {
     let path = dir.join(format!("{kid}.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&path)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    common::certs::write_rsa_key(&path);
     let out = Command::new("openssl")
         .args(["rsa", "-noout", "-modulus", "-in"])
         .arg(&path)

@@ -111,24 +111,34 @@ async fn search(
     };
     let page = svc.queries.get(key, fetch).await?;
     let base = svc.public_root(headers, uri);
-    let mut body = Vec::with_capacity(page.matches.len() * 512 + 2);
-    body.push(b'[');
-    for (i, found) in page.matches.iter().enumerate() {
+    let found = page
+        .matches
+        .iter()
+        .map(|m| with_retrieve_url(m.clone(), request.level, &base));
+    Ok(json_page(found, page.more, request.fuzzy))
+}
+
+/// A search answer: the matches as a DICOM JSON array, and the Warnings
+/// PS3.18 asks for when it is a page (§8.3.4.2) or fuzzy matching was
+/// asked and not done (§8.3.4.5).
+pub fn json_page(
+    matches: impl Iterator<Item = InMemDicomObject>,
+    more: bool,
+    fuzzy: bool,
+) -> Response {
+    let mut body = vec![b'['];
+    for (i, found) in matches.enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        let json = to_json(
-            &with_retrieve_url(found.clone(), request.level, &base),
-            &Bulk::Inline,
-        );
+        let json = to_json(&found, &Bulk::Inline);
         serde_json::to_writer(&mut body, &json).expect("a JSON value always serializes");
     }
     body.push(b']');
     let mut response = Body::from(body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(DICOM_JSON));
-    if page.more {
-        // PS3.18 §8.3.4.2: the answer is a page; more can be asked for.
+    if more {
         h.append(
             header::WARNING,
             HeaderValue::from_static(
@@ -136,8 +146,7 @@ async fn search(
             ),
         );
     }
-    if request.fuzzy {
-        // PS3.18 §8.3.4.5: say that only literal matching was done.
+    if fuzzy {
         h.append(
             header::WARNING,
             HeaderValue::from_static(
@@ -145,7 +154,7 @@ async fn search(
             ),
         );
     }
-    Ok(response)
+    response
 }
 
 /// One page of matches, and whether the PACS had more.

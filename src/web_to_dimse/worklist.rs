@@ -4,15 +4,13 @@
 //! `fuzzymatching` work as in QIDO-RS: the C-FIND is cancelled after the
 //! page, and a Warning says when more exist.
 
-use super::accept::{require_json, DICOM_JSON};
-use super::qido::find_page;
+use super::accept::require_json;
+use super::qido::{find_page, json_page};
 use super::{PacsService, WebError};
-use crate::translate::json::{to_json, Bulk};
 use crate::translate::qido_params::mwl_to_cfind;
-use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use dicom_dictionary_std::{tags, uids};
@@ -37,35 +35,9 @@ async fn search(
         .min(svc.qido_max_results);
     let class = uids::MODALITY_WORKLIST_INFORMATION_MODEL_FIND;
     let page = find_page(&svc, class, &request, limit).await?;
-    let mut body = Vec::with_capacity(page.matches.len() * 768 + 2);
-    body.push(b'[');
-    for (i, mut found) in page.matches.into_iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        found.remove_element(tags::SPECIFIC_CHARACTER_SET); // JSON is always UTF-8
-        let json = to_json(&found, &Bulk::Inline);
-        serde_json::to_writer(&mut body, &json).expect("a JSON value always serializes");
-    }
-    body.push(b']');
-    let mut response = Body::from(body).into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(DICOM_JSON));
-    if page.more {
-        h.append(
-            header::WARNING,
-            HeaderValue::from_static(
-                "299 pons: \"There are additional results that can be requested\"",
-            ),
-        );
-    }
-    if request.fuzzy {
-        h.append(
-            header::WARNING,
-            HeaderValue::from_static(
-                "299 pons: \"The fuzzymatching parameter is not supported. Only literal matching has been performed.\"",
-            ),
-        );
-    }
-    Ok(response)
+    let found = page.matches.into_iter().map(|mut step| {
+        step.remove_element(tags::SPECIFIC_CHARACTER_SET); // JSON is always UTF-8
+        step
+    });
+    Ok(json_page(found, page.more, request.fuzzy))
 }

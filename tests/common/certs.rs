@@ -26,7 +26,8 @@ pub struct Leaf {
     pub key: PathBuf,
 }
 
-fn rsa_key(path: &Path) -> KeyPair {
+/// A new 2048-bit RSA private key in PEM (PKCS#8) at `path`, by openssl.
+pub fn write_rsa_key(path: &Path) {
     let ok = Command::new("openssl")
         .args([
             "genpkey",
@@ -41,6 +42,10 @@ fn rsa_key(path: &Path) -> KeyPair {
         .status()
         .unwrap();
     assert!(ok.success(), "openssl genpkey");
+}
+
+fn rsa_key(path: &Path) -> KeyPair {
+    write_rsa_key(path);
     KeyPair::from_pem(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 

@@ -240,6 +240,19 @@ pub fn echoscu(calling: &str, called: &str, port: u16, extra_args: &[&str]) -> O
         .expect("run echoscu (is dcmtk installed?)")
 }
 
+/// `findscu -S` at STUDY level from `calling` to PONS on `port`, asking for
+/// Study Instance UID `study` (all studies when empty).
+pub fn findscu_study(calling: &str, port: u16, study: &str) -> Output {
+    dcmtk("findscu")
+        .args(["-S", "-aet", calling, "-aec", "PONS"])
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k"])
+        .arg(format!("StudyInstanceUID={study}"))
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .output()
+        .expect("run findscu (is dcmtk installed?)")
+}
+
 /// A DCMTK storescp receiving into its own directory (C-MOVE destination,
 /// C-STORE sink), on a free port, killed on drop. Accepts every storage SOP
 /// class and any transfer syntax (`+xa`), answers any called AE.
