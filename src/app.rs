@@ -12,6 +12,7 @@ use crate::dimse::move_inbox::MoveInbox;
 use crate::dimse::pool::{Pool, PoolConfig};
 use crate::dimse::request::RequestContext;
 use crate::dimse_to_web::commit::{self, Commit, OpenAssociations};
+use crate::dimse_to_web::worklist::Worklist;
 use crate::dimse_to_web::{find::Find, retrieve::Retrieve, store::Store, DimseToWeb};
 use crate::jobs::JobTable;
 use crate::spool::Spool;
@@ -389,6 +390,13 @@ impl DirectionA {
                 max_results: config.dimse.find_max_results,
                 fuzzy: upstream_cfg.fuzzy_matching,
             }),
+            worklist: Arc::new(Worklist {
+                upstream: upstream.clone(),
+                mode: upstream_cfg.worklist,
+                page_size: upstream_cfg.qido_page_size,
+                max_results: config.dimse.find_max_results,
+                found: Default::default(),
+            }),
             retrieve: Arc::new(Retrieve {
                 upstream: upstream.clone(),
                 our_ae: config.dimse.ae_title.clone(),
@@ -564,6 +572,14 @@ impl ScpHandler for Gateway {
         let service = match rq.field {
             CommandField::CEchoRq => Service::Echo,
             CommandField::CStoreRq => Service::Store,
+            CommandField::CFindRq
+                if rq.sop_class_uid.as_deref()
+                    == Some(
+                        dicom_dictionary_std::uids::MODALITY_WORKLIST_INFORMATION_MODEL_FIND,
+                    ) =>
+            {
+                Service::Worklist
+            }
             CommandField::CFindRq => Service::Find,
             CommandField::CGetRq => Service::Get,
             CommandField::CMoveRq => Service::Move,

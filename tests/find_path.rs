@@ -7,7 +7,6 @@ use common::archive::*;
 use common::*;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -53,11 +52,6 @@ fn merge(toml: &str, extra: &str) -> String {
     out
 }
 
-struct FindResult {
-    matches: Vec<InMemDicomObject>,
-    log: String,
-}
-
 fn findscu(pons: &Pons, model: &str, keys: &[&str], extra: &[&str]) -> FindResult {
     let keys: Vec<OsString> = keys.iter().map(OsString::from).collect();
     findscu_raw(pons, model, &keys, extra)
@@ -65,37 +59,9 @@ fn findscu(pons: &Pons, model: &str, keys: &[&str], extra: &[&str]) -> FindResul
 
 /// Keys as raw bytes, for values in a character set other than the shell's.
 fn findscu_raw(pons: &Pons, model: &str, keys: &[OsString], extra: &[&str]) -> FindResult {
-    let out_dir = tempfile::tempdir().unwrap();
-    let mut cmd = dcmtk("findscu");
-    cmd.args([
-        "-v", "-d", model, "-aet", "MODALITY", "-aec", "PONS", "-X", "-od",
-    ])
-    .arg(out_dir.path())
-    .args(extra);
-    for k in keys {
-        cmd.arg("-k").arg(k);
-    }
-    cmd.arg("127.0.0.1").arg(pons.dimse_port().to_string());
-    let out = cmd.output().unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut names: Vec<_> = std::fs::read_dir(out_dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    let matches = names
-        .iter()
-        .map(|p| {
-            dicom_object::open_file(p)
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-                .into_inner()
-        })
-        .collect();
-    FindResult { matches, log }
+    let mut args = vec!["-v", "-d", model];
+    args.extend_from_slice(extra);
+    findscu_extract(pons.dimse_port(), &args, keys)
 }
 
 fn values(r: &FindResult, tag: Tag) -> BTreeSet<String> {

@@ -144,4 +144,325 @@ fn worklist_searches_return_exactly_the_matching_steps() {
     )
     .unwrap();
     assert_eq!(bad.status, 400, "{}", bad.text());
+
+    // The same worklist as UPS-RS workitems (search only).
+    let workitems = format!("{}/dicom-web/workitems", pons.web_url().unwrap());
+    let items = |query: &str| {
+        let rsp = http(
+            "GET",
+            &format!("{workitems}{query}"),
+            &[("Accept", "application/dicom+json")],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(rsp.status, 200, "{query}: {}", rsp.text());
+        rsp.json().as_array().unwrap().clone()
+    };
+    let item_accessions = |items: Vec<Value>| {
+        items
+            .iter()
+            .map(|i| {
+                // Scheduled, a UPS, the request inside Referenced Request Sequence.
+                assert_eq!(i["00741000"]["Value"][0], "SCHEDULED");
+                assert_eq!(i["00080016"]["Value"][0], "1.2.840.10008.5.1.4.34.6.1");
+                i["0040A370"]["Value"][0]["00080050"]["Value"][0]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        item_accessions(items("?ScheduledStationClassCodeSequence.CodeValue=CT")),
+        set(&["ACC1", "ACC3"])
+    );
+    assert_eq!(
+        item_accessions(items("?ScheduledStationNameCodeSequence.CodeValue=MR1")),
+        set(&["ACC2"])
+    );
+    assert_eq!(
+        item_accessions(items(
+            "?ScheduledProcedureStepStartDateTime=20261203080000-20261203100000"
+        )),
+        set(&["ACC1", "ACC2"])
+    );
+    assert_eq!(
+        // Asked of the worklist by day; the time of day is checked by Pons.
+        item_accessions(items(
+            "?ScheduledProcedureStepStartDateTime=20261203100000-20261205"
+        )),
+        set(&["ACC3"])
+    );
+    assert!(items("?ProcedureStepState=COMPLETED").is_empty());
+    let mr = &items("?ReferencedRequestSequence.AccessionNumber=ACC2")[0];
+    assert_eq!(mr["00404005"]["Value"][0], "202612030900");
+    assert_eq!(mr["00404026"]["Value"][0]["00080100"]["Value"][0], "MR");
+    let bad = http(
+        "GET",
+        &format!("{workitems}?ProcedureStepState=DONE"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.text());
+}
+
+// ---------------------------------------------------------------------------
+// Direction A: a modality asks Pons for its worklist; Pons asks the origin's
+// DICOMweb worklist (or UPS-RS workitems). Orthanc has neither, so the
+// origin is scripts/worklist_origin.py.
+// ---------------------------------------------------------------------------
+
+/// (accession, name, modality, station AE, date, time, UPS state)
+const ENTRIES: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
+    (
+        "ACC1",
+        "Doe^Jane",
+        "CT",
+        "CT1",
+        "20261203",
+        "090000",
+        "SCHEDULED",
+    ),
+    (
+        "ACC2",
+        "Roe^Rick",
+        "MR",
+        "MR1",
+        "20261203",
+        "140000",
+        "SCHEDULED",
+    ),
+    (
+        "ACC3",
+        "Poe^Paul",
+        "CT",
+        "CT2",
+        "20261205",
+        "080000",
+        "SCHEDULED",
+    ),
+    (
+        "ACC4",
+        "Müller^Jürgen",
+        "CT",
+        "CT1",
+        "20261203",
+        "160000",
+        "SCHEDULED",
+    ),
+    (
+        "ACC5",
+        "Done^Don",
+        "CT",
+        "CT1",
+        "20261203",
+        "100000",
+        "COMPLETED",
+    ),
+];
+
+fn start_origin(mode: &str, dir: &Path) -> (ScriptPeer, String) {
+    let entries: Vec<Value> = ENTRIES
+        .iter()
+        .enumerate()
+        .map(|(i, (acc, name, modality, station, date, time, state))| {
+            json!({
+                "acc": acc, "pid": format!("P{i}"), "name": name,
+                "study": format!("1.2.826.0.1.3680043.10.999.78.{i}"),
+                "modality": modality, "station": station,
+                "station_name": format!("Room {station}"),
+                "date": date, "time": time, "sps_id": format!("SPS{i}"), "state": state,
+            })
+        })
+        .collect();
+    let file = dir.join("entries.json");
+    std::fs::write(&file, serde_json::to_vec(&entries).unwrap()).unwrap();
+    let port = free_port();
+    let origin = ScriptPeer::start(
+        "worklist_origin.py",
+        &[&port.to_string(), mode, file.to_str().unwrap()],
+    );
+    (origin, format!("http://127.0.0.1:{port}/dicom-web"))
+}
+
+fn findscu_worklist(pons: &Pons, keys: &[&str]) -> FindResult {
+    let keys: Vec<std::ffi::OsString> = keys.iter().map(Into::into).collect();
+    let r = findscu_extract(pons.dimse_port(), &["-W"], &keys);
+    assert!(
+        r.log.is_empty() || !r.log.contains("E: "),
+        "findscu failed: {}",
+        r.log
+    );
+    r
+}
+
+fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.get(tag)
+        .map(|e| e.to_str().unwrap().trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn found_accessions(r: &FindResult) -> BTreeSet<String> {
+    r.matches
+        .iter()
+        .map(|m| text(m, dicom_dictionary_std::tags::ACCESSION_NUMBER))
+        .collect()
+}
+
+/// The modality's queries and the exact entries each must find, the same
+/// whichever resource the origin has.
+fn check_worklist_queries(pons: &Pons) {
+    use dicom_core::value::Value as DicomValue;
+    use dicom_dictionary_std::tags;
+    let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let ct1_today = findscu_worklist(
+        pons,
+        &[
+            "AccessionNumber",
+            "PatientName",
+            "ScheduledProcedureStepSequence[0].Modality=CT",
+            "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=CT1",
+            "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20261203",
+            "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime",
+            "ScheduledProcedureStepSequence[0].ScheduledStationName",
+        ],
+    );
+    assert_eq!(
+        found_accessions(&ct1_today),
+        set(&["ACC1", "ACC4"]),
+        "{}",
+        ct1_today.log
+    );
+    for m in &ct1_today.matches {
+        // Exactly the requested keys: two at the top, five in the step.
+        assert!(m.get(tags::PATIENT_ID).is_none());
+        let DicomValue::Sequence(steps) = m
+            .get(tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+            .unwrap()
+            .value()
+        else {
+            panic!("no step sequence")
+        };
+        assert_eq!(steps.items().len(), 1);
+        let step = &steps.items()[0];
+        assert_eq!(step.iter().count(), 5);
+        assert_eq!(text(step, tags::SCHEDULED_STATION_NAME), "Room CT1");
+        if text(m, tags::ACCESSION_NUMBER) == "ACC4" {
+            // UTF-8 from the origin, declared as such.
+            assert_eq!(text(m, tags::PATIENT_NAME), "Müller^Jürgen");
+            assert_eq!(text(m, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 192");
+            assert_eq!(
+                text(step, tags::SCHEDULED_PROCEDURE_STEP_START_TIME),
+                "160000"
+            );
+        }
+    }
+    let afternoon = findscu_worklist(
+        pons,
+        &[
+            "AccessionNumber",
+            "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20261203",
+            "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime=1300-1700",
+        ],
+    );
+    assert_eq!(found_accessions(&afternoon), set(&["ACC2", "ACC4"]));
+    let later = findscu_worklist(
+        pons,
+        &[
+            "AccessionNumber",
+            "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20261204-20261206",
+        ],
+    );
+    assert_eq!(found_accessions(&later), set(&["ACC3"]));
+    let by_name = findscu_worklist(pons, &["AccessionNumber", "PatientName=R*"]);
+    assert_eq!(found_accessions(&by_name), set(&["ACC2"]));
+
+    // pynetdicom, as a modality: its station's steps of the day.
+    let out = script_command("mwl_client.py")
+        .args(["127.0.0.1", &pons.dimse_port().to_string(), "PONS"])
+        .args(["MR", "MR1", "20261203"])
+        .output()
+        .unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.last().unwrap()["status"], 0, "{lines:?}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["accession"], "ACC2");
+    assert_eq!(lines[0]["name"], "Roe^Rick");
+    assert_eq!(lines[0]["time"], "140000");
+}
+
+#[test]
+fn a_modality_fetches_its_worklist_from_a_dicomweb_worklist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut origin, url) = start_origin("mwl", dir.path());
+    let pons = Pons::start(&PonsConfig::new(&url, dir.path()).to_toml());
+    check_worklist_queries(&pons);
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the reader thread
+    let asked = origin.lines_now();
+    assert!(
+        asked
+            .iter()
+            .all(|l| l.contains("/modality-scheduled-procedure-steps?")),
+        "{asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .any(|l| l.contains("ScheduledProcedureStepSequence.Modality=CT")),
+        "{asked:?}"
+    );
+}
+
+#[test]
+fn a_modality_fetches_its_worklist_from_ups_rs_workitems() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut origin, url) = start_origin("ups", dir.path());
+    let pons = Pons::start(&PonsConfig::new(&url, dir.path()).to_toml());
+    check_worklist_queries(&pons);
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the reader thread
+    let asked = origin.lines_now();
+    // auto: the worklist service is asked once, then only workitems.
+    assert_eq!(
+        asked
+            .iter()
+            .filter(|l| l.contains("/modality-scheduled-procedure-steps"))
+            .count(),
+        1,
+        "{asked:?}"
+    );
+    let first_ups = asked.iter().find(|l| l.contains("/workitems?")).unwrap();
+    assert!(
+        first_ups.contains("ProcedureStepState=SCHEDULED"),
+        "{first_ups}"
+    );
+    assert!(
+        first_ups.contains("ScheduledStationClassCodeSequence.CodeValue=CT"),
+        "{first_ups}"
+    );
+    assert!(
+        first_ups.contains("ScheduledStationNameCodeSequence.CodeValue=CT1"),
+        "{first_ups}"
+    );
+    assert!(
+        first_ups.contains("ScheduledProcedureStepStartDateTime=20261203000000-20261203235959"),
+        "{first_ups}"
+    );
+
+    // worklist = "ups" asks workitems straight away.
+    let dir2 = tempfile::tempdir().unwrap();
+    let config = PonsConfig::new(&url, dir2.path()).to_toml().replacen(
+        "[upstream]\n",
+        "[upstream]\nworklist = \"ups\"\n",
+        1,
+    );
+    let pons = Pons::start(&config);
+    let r = findscu_worklist(&pons, &["AccessionNumber", "PatientName=Poe*"]);
+    assert_eq!(found_accessions(&r), ["ACC3".to_owned()].into());
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the reader thread
+    let asked = origin.lines_now();
+    assert!(asked.iter().all(|l| l.contains("/workitems?")), "{asked:?}");
 }

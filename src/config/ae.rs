@@ -48,6 +48,8 @@ pub enum Service {
     Echo,
     Store,
     Find,
+    /// Modality Worklist C-FIND.
+    Worklist,
     Get,
     Move,
     /// Storage commitment (N-ACTION).
@@ -60,6 +62,7 @@ impl Service {
             Service::Echo => "C-ECHO",
             Service::Store => "C-STORE",
             Service::Find => "C-FIND",
+            Service::Worklist => "the worklist",
             Service::Get => "C-GET",
             Service::Move => "C-MOVE",
             Service::Commit => "storage commitment",

@@ -259,6 +259,9 @@ pub struct UpstreamConfig {
     /// How storage commitment is asked of the origin.
     #[serde(default)]
     pub commitment: CommitmentMode,
+    /// Where a modality's worklist query is asked.
+    #[serde(default)]
+    pub worklist: WorklistMode,
     /// A private CA for the origin's certificate (instead of the public roots).
     pub ca: Option<PathBuf>,
     /// Our client certificate and key, for an origin that requires mutual TLS.
@@ -287,6 +290,19 @@ pub enum CommitmentMode {
     Dicomweb,
     /// Look each instance up with QIDO-RS: present with its SOP class means committed.
     Verify,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WorklistMode {
+    /// `mwl` if the origin answers /modality-scheduled-procedure-steps, else
+    /// `ups` (decided at the first worklist query).
+    #[default]
+    Auto,
+    /// The DICOMweb Modality Worklist service (Supplement 246).
+    Mwl,
+    /// UPS-RS: `GET /workitems`, scheduled workitems as worklist entries.
+    Ups,
 }
 
 #[derive(Debug, Clone, Deserialize)]

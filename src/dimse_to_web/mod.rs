@@ -5,18 +5,21 @@ pub mod commit;
 pub mod find;
 pub mod retrieve;
 pub mod store;
+pub mod worklist;
 
 use crate::dicom::status;
 use crate::dimse::handler::{refuse_unsupported, AssociationInfo, Refusal, ScpHandler, StoreSink};
 use crate::dimse::message::{Command, CommandField};
 use crate::dimse::request::RequestContext;
 use async_trait::async_trait;
+use dicom_dictionary_std::uids;
 use std::sync::Arc;
 
 pub struct DimseToWeb {
     pub commit: Arc<commit::Commit>,
     pub store: Arc<store::Store>,
     pub find: Arc<find::Find>,
+    pub worklist: Arc<worklist::Worklist>,
     pub retrieve: Arc<retrieve::Retrieve>,
 }
 
@@ -39,6 +42,12 @@ impl ScpHandler for DimseToWeb {
         ctx: RequestContext,
     ) {
         match rq.field {
+            CommandField::CFindRq
+                if rq.sop_class_uid.as_deref()
+                    == Some(uids::MODALITY_WORKLIST_INFORMATION_MODEL_FIND) =>
+            {
+                self.worklist.run(rq, data_set, ctx).await
+            }
             CommandField::CFindRq => self.find.run(rq, data_set, ctx).await,
             CommandField::CGetRq | CommandField::CMoveRq => {
                 self.retrieve

@@ -62,6 +62,8 @@ fn service(method: &Method, path: &str) -> Option<&'static str> {
         "STOW-RS"
     } else if last == "modality-scheduled-procedure-steps" {
         "worklist search"
+    } else if last == "workitems" {
+        "workitem search (UPS-RS)"
     } else if last == "wado" {
         "WADO-URI"
     } else if matches!(last, "studies" | "series" | "instances") {

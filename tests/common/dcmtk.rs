@@ -2,7 +2,9 @@
 #![allow(unused_imports)]
 
 use super::*;
+use dicom_object::InMemDicomObject;
 use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -251,6 +253,46 @@ pub fn findscu_study(calling: &str, port: u16, study: &str) -> Output {
         .arg(port.to_string())
         .output()
         .expect("run findscu (is dcmtk installed?)")
+}
+
+/// What a findscu run answered: its matches (written by `-X`) and its log.
+pub struct FindResult {
+    pub matches: Vec<InMemDicomObject>,
+    pub log: String,
+}
+
+/// findscu from MODALITY to PONS on `port` with `args` (`-S`, `-W`, `-d`…)
+/// and `-k` keys (raw bytes, for values in another character set).
+pub fn findscu_extract(port: u16, args: &[&str], keys: &[OsString]) -> FindResult {
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut cmd = dcmtk("findscu");
+    cmd.args(["-aet", "MODALITY", "-aec", "PONS", "-X", "-od"])
+        .arg(out_dir.path())
+        .args(args);
+    for k in keys {
+        cmd.arg("-k").arg(k);
+    }
+    cmd.arg("127.0.0.1").arg(port.to_string());
+    let out = cmd.output().expect("run findscu (is dcmtk installed?)");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<_> = fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let matches = names
+        .iter()
+        .map(|p| {
+            dicom_object::open_file(p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .into_inner()
+        })
+        .collect();
+    FindResult { matches, log }
 }
 
 /// A DCMTK storescp receiving into its own directory (C-MOVE destination,

@@ -155,7 +155,7 @@ fn default_keys(level: Level, study: bool, series: bool, all: bool) -> Vec<Tag> 
 }
 
 /// An attribute named by keyword (`PatientName`) or tag (`00100010`).
-fn attribute(name: &str) -> Option<(Tag, VR)> {
+pub(crate) fn attribute(name: &str) -> Option<(Tag, VR)> {
     let tag = if name.len() == 8 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
         Tag(
             u16::from_str_radix(&name[..4], 16).ok()?,
@@ -167,7 +167,7 @@ fn attribute(name: &str) -> Option<(Tag, VR)> {
     Some((tag, vr_of(tag)?))
 }
 
-fn vr_of(tag: Tag) -> Option<VR> {
+pub(crate) fn vr_of(tag: Tag) -> Option<VR> {
     StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed())
 }
 
