@@ -12,7 +12,10 @@
 # DICOMweb: 256 clients of paged QIDO-RS, one patient's query on a kept-alive
 # connection, viewers loading frames of a 500-instance CT series, concurrent
 # cold WADO-RS of one study (bench/load.py), then a storescu run alone and
-# beside 32 connections sending poisoned command sets (bench/hostile.py). With BIG=1, last, a C-MOVE of a
+# beside 32 connections sending poisoned command sets (bench/hostile.py), then
+# a modality's worklist query through Pons versus straight at Orthanc's
+# worklist (bench/worklist.py), then the ingest of two modalities into two
+# routed archives versus one (bench/routing.py). With BIG=1, last, a C-MOVE of a
 # 2 GB study through Pons for its peak RSS (bench/qr_big.py; ~6 GB of free
 # disk). Usage: bench/run.sh [N instances]
 set -euo pipefail
@@ -32,6 +35,8 @@ cargo build --release --quiet
 "$PY" bench/stow.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N" --n "$N"
 "$PY" bench/load.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
 "$PY" bench/hostile.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N" --n 200
+"$PY" bench/worklist.py "$CARGO_TARGET_DIR/release/pons"
+"$PY" bench/routing.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N" --n 400
 if [[ "${BIG:-0}" == 1 ]]; then
     "$PY" bench/qr_big.py "$CARGO_TARGET_DIR/release/pons" "$PONS_CACHE/testdata/ct/$N"
 fi

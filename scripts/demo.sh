@@ -13,6 +13,9 @@
 #     storescp       <-C-STORE--- pons
 #   getscu           --C-GET----> pons --QIDO-RS + WADO-RS-> Orthanc /dicom-web
 #                    <-C-STORE--- pons  (same association)
+#   findscu -W       --MWL C-FIND (called WORKLIST)--> pons --GET /modality-scheduled-procedure-steps-->
+#                    pons's own DICOMweb face --MWL C-FIND--> Orthanc LEGACY's worklist plugin
+#   storescu         --C-STORE (called CT_ARCHIVE, a [[route]])--> pons --STOW-RS--> Orthanc /dicom-web
 #   dicomweb-client  --STOW/QIDO/WADO-RS--> pons --C-STORE/C-FIND/C-GET--> Orthanc LEGACY (DIMSE)
 #   urllib           --/commitment-requests--> pons --N-ACTION--> Orthanc LEGACY (reports back to PONS)
 #
@@ -23,7 +26,9 @@
 # synthetic CT instances through Pons, waits until the archive has them all,
 # asks for storage commitment of the CT instances (and one never sent), then finds the CT patient's studies (and all studies) with findscu, moves the
 # CT study into the storescp with movescu and gets its series with getscu,
-# prints a summary and stops everything.
+# then, as a CT modality, fetches its worklist through Pons (called AE
+# WORKLIST, routed to the worklist of the DIMSE PACS) and stores through the
+# CT_ARCHIVE route, prints a summary and stops everything.
 #
 # Environment: PONS_CACHE (default $HOME/.cache/pons), CARGO_TARGET_DIR
 # (default $PONS_CACHE/target), KEEP=1 keeps the work directory.
@@ -90,7 +95,37 @@ say "Orthanc (DICOMweb archive) at $ORTHANC_DICOMWEB"
 # --- the legacy DIMSE PACS (direction B): a second Orthanc, used only over DIMSE -----
 # It knows Pons as a modality, as a real PACS must before it answers C-FIND/C-GET.
 read -r dimse_port web_port demo_port < <("$py" scripts/peers.py free-ports 3)
-"$py" scripts/peers.py orthanc --dir "$work/pacs" --aet LEGACY \
+# Its worklist plugin serves the modality worklist: three scheduled steps
+# written with DCMTK's dump2dcm (two for station CT1 today, one MR).
+mkdir -p "$work/worklists"
+today=$(date +%Y%m%d)
+wl=0
+for step in "ACC-1001 Doe^Jane P-1001 CT CT1 0900" "ACC-1002 Roe^Rick P-1002 CT CT1 1030" \
+    "ACC-1003 Poe^Paul P-1003 MR MR1 0945"; do
+    read -r acc name pid modality station time <<<"$step"
+    wl=$((wl + 1))
+    cat >"$work/worklists/$acc.dump" <<EOF
+(0008,0005) CS [ISO_IR 100]
+(0008,0050) SH [$acc]
+(0010,0010) PN [$name]
+(0010,0020) LO [$pid]
+(0020,000d) UI [1.2.826.0.1.3680043.10.1055.77.$wl]
+(0032,1060) LO [$modality examination]
+(0040,0100) SQ (Sequence with explicit length #=1)
+(fffe,e000) na (Item with explicit length #=6)
+(0008,0060) CS [$modality]
+(0040,0001) AE [$station]
+(0040,0002) DA [$today]
+(0040,0003) TM [$time]
+(0040,0007) LO [$modality routine]
+(0040,0009) SH [SPS$wl]
+(fffe,e00d) na (ItemDelimitationItem for re-encoding)
+(fffe,e0dd) na (SequenceDelimitationItem for re-encod.)
+(0040,1001) SH [RP$wl]
+EOF
+    dump2dcm "$work/worklists/$acc.dump" "$work/worklists/$acc.wl"
+done
+"$py" scripts/peers.py orthanc --dir "$work/pacs" --aet LEGACY --worklists "$work/worklists" \
     --modality "PONS@127.0.0.1:$dimse_port" >"$work/pacs.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 300); do
@@ -113,10 +148,26 @@ accept_any_calling_ae = true
 [web]
 listen = "127.0.0.1:$web_port"
 
-[upstream]
+[[upstream]]
+name = "archive"
 url = "$ORTHANC_DICOMWEB"
 stow_batch = 50
 stow_concurrency = 4
+
+# The RIS, as modalities see it: LEGACY's worklist, published as a DICOMweb
+# worklist by Pons's own DICOMweb face (direction B).
+[[upstream]]
+name = "ris"
+url = "http://127.0.0.1:$web_port/dicom-web"
+worklist = "mwl"
+
+[[route]]
+called_ae = "CT_ARCHIVE"
+upstream = "archive"
+
+[[route]]
+called_ae = "WORKLIST"
+upstream = "ris"
 
 [spool]
 mode = "spool"
@@ -292,6 +343,46 @@ get_secs=$(elapsed "$t0" "$t1")
     exit 1
 }
 
+# --- a CT modality's day: its worklist through Pons, then images through a route ------
+say "worklist of station CT1 for today (MWL C-FIND as CT1 to WORKLIST, through Pons twice)"
+mkdir -p "$work/worklist"
+t0=$(date +%s.%N)
+if ! findscu -W -aet CT1 -aec WORKLIST -X -od "$work/worklist" \
+    -k "ScheduledProcedureStepSequence[0].Modality=CT" \
+    -k "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=CT1" \
+    -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=$today" \
+    -k "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime" \
+    -k AccessionNumber -k PatientName -k PatientID \
+    127.0.0.1 "$dimse_port" >"$work/worklist.log" 2>&1; then
+    tail -n 20 "$work/worklist.log" >&2
+    say "findscu -W failed" >&2
+    exit 1
+fi
+t1=$(date +%s.%N)
+wl_secs=$(elapsed "$t0" "$t1")
+wl_matches=$(find "$work/worklist" -name 'rsp*.dcm' | wc -l)
+while read -r f; do
+    printf '  scheduled: %s  %s  %s at %s\n' "$(tag 0008,0050 "$f")" "$(tag 0010,0010 "$f")" \
+        "$(tag 0008,0060 "$f")" "$(tag 0040,0003 "$f")"
+done < <(find "$work/worklist" -name 'rsp*.dcm' | sort)
+((wl_matches == 2)) || { say "expected 2 scheduled CT steps for CT1, got $wl_matches" >&2; exit 1; }
+
+mapfile -t routed_files < <(tail -n +2 "$td/ct/200/manifest.tsv" |
+    sed -n "$((CT_COUNT + 1)),$((CT_COUNT + 5))p" | cut -f1 | sed "s|^|$td/ct/200/|")
+say "storing ${#routed_files[@]} CT instances as CT1 to CT_ARCHIVE (the route to the archive)"
+storescu -aet CT1 -aec CT_ARCHIVE 127.0.0.1 "$dimse_port" "${routed_files[@]}" \
+    >"$work/storescu-routed.log" 2>&1 || { say "storescu to CT_ARCHIVE failed" >&2; exit 1; }
+routed_total=$((total + ${#routed_files[@]}))
+archived_routed=$("$py" scripts/peers.py wait-instances "$ORTHANC_REST" "$routed_total" --timeout 60) || {
+    say "archive holds ${archived_routed:-?} of $routed_total instances" >&2
+    exit 1
+}
+if echoscu -aet CT1 -aec NOBODY 127.0.0.1 "$dimse_port" >/dev/null 2>&1; then
+    say "a C-ECHO to an unknown called AE title was accepted" >&2
+    exit 1
+fi
+say "archive holds all $archived_routed; an unknown called AE title (NOBODY) is refused"
+
 # --- summary -----------------------------------------------------------------------
 mb=$(du -cb "${files[@]}" | tail -n 1 | cut -f1)
 awk -v sent="$total" -v got="$archived" -v t0="$start" -v t1="$stored_at" -v t2="$done_at" \
@@ -309,6 +400,9 @@ printf '  C-FIND by PatientID:               %d match(es) in %s s (%s)\n' "$find
 printf '  C-FIND every study:                %d matches in %s s\n' "$all_matches" "$all_secs"
 printf '  C-MOVE study to storescp:          %d instances received in %s s\n' "$moved" "$move_secs"
 printf '  C-GET series:                      %d instances received in %s s\n' "$got" "$get_secs"
+printf '  worklist (MWL C-FIND) for CT1:     %d scheduled steps in %s s\n' "$wl_matches" "$wl_secs"
+printf '  C-STORE through route CT_ARCHIVE:  %d instances, archive holds %d\n' \
+    "${#routed_files[@]}" "$archived_routed"
 
 # --- direction B: a DICOMweb application uses Pons in front of the DIMSE PACS -------
 mapfile -t web_files < <(tail -n +2 "$td/ct/200/manifest.tsv" | head -n "$CT_COUNT" |

@@ -54,6 +54,7 @@ for status, found in assoc.send_c_find(query, ModalityWorklistInformationFind):
                     "station": sps.ScheduledStationAETitle,
                     "date": sps.ScheduledProcedureStepStartDate,
                     "time": sps.ScheduledProcedureStepStartTime,
+                    "step_id": sps.ScheduledProcedureStepID,
                 }
             ),
             flush=True,

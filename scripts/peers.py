@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Small launcher and helpers for Pons's real peers (used by scripts/demo.sh).
 
-    peers.py orthanc --dir DIR [--aet AET] [--modality AET@HOST:PORT ...]
+    peers.py orthanc --dir DIR [--aet AET] [--modality AET@HOST:PORT ...] [--worklists DIR]
         Starts a private Orthanc (DICOMweb plugin at /dicom-web/) on free
         127.0.0.1 ports with storage under DIR, TCP_NODELAY=1. When it answers,
         writes DIR/ready.env (ORTHANC_HTTP_PORT, ORTHANC_DICOM_PORT,
@@ -36,6 +36,7 @@ import urllib.request
 from pathlib import Path
 
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+WORKLIST_PLUGIN = "/usr/share/orthanc/plugins/libModalityWorklists.so"
 
 
 def free_ports(n: int) -> list[int]:
@@ -98,6 +99,11 @@ def cmd_orthanc(args) -> int:
         "Plugins": [DICOMWEB_PLUGIN],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
+    if args.worklists:
+        # Orthanc's own worklist plugin answers MWL C-FIND from *.wl files.
+        config["Plugins"].append(WORKLIST_PLUGIN)
+        config["Worklists"] = {"Enable": True, "Database": str(Path(args.worklists).resolve())}
+        config["DicomAlwaysAllowFindWorklist"] = True
     (d / "orthanc.json").write_text(json.dumps(config, indent=2))
     log = open(d / "orthanc.log", "ab")
     env = dict(os.environ, TCP_NODELAY="1")
@@ -234,6 +240,7 @@ def main() -> int:
     p.add_argument("--dir", required=True)
     p.add_argument("--aet", default="ORTHANC")
     p.add_argument("--modality", action="append", default=[], metavar="AET@HOST:PORT")
+    p.add_argument("--worklists", metavar="DIR", help="serve MWL C-FIND from DIR/*.wl")
     p.add_argument("--timeout", type=float, default=30)
     p.set_defaults(fn=cmd_orthanc)
     p = sub.add_parser("free-ports")

@@ -2,7 +2,7 @@
 //! forwarder, and stop them in order on shutdown.
 
 use crate::cache::Cache;
-use crate::config::{find_ae, AeConfig, Config, Service, SpoolMode, UpstreamConfig};
+use crate::config::{find_ae, AeConfig, Config, Service};
 use crate::dicom::status;
 use crate::dimse::client::ScuConfig;
 use crate::dimse::handler::{AssociationInfo, Refusal, ScpHandler, StoreSink};
@@ -11,11 +11,9 @@ use crate::dimse::message::{Command, CommandField};
 use crate::dimse::move_inbox::MoveInbox;
 use crate::dimse::pool::{Pool, PoolConfig};
 use crate::dimse::request::RequestContext;
-use crate::dimse_to_web::commit::{self, Commit, OpenAssociations};
-use crate::dimse_to_web::worklist::Worklist;
-use crate::dimse_to_web::{find::Find, retrieve::Retrieve, store::Store, DimseToWeb};
+use crate::dimse_to_web::setup::DirectionA;
+use crate::dimse_to_web::DimseToWeb;
 use crate::jobs::JobTable;
-use crate::spool::Spool;
 use crate::web::admin::{AdminState, Probe};
 use crate::web::client::UpstreamClient;
 use crate::web::server::router;
@@ -37,9 +35,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let node = node_id(&config);
     let jobs = crate::jobs::open(&config.jobs.url, &node).await?;
     info!(node, jobs = %crate::jobs::redact(&config.jobs.url), "job table open");
-    let direction_a = match &config.upstream {
-        Some(upstream_cfg) => Some(DirectionA::build(&config, upstream_cfg, &jobs).await?),
-        None => None,
+    let direction_a = match config.upstream.is_empty() {
+        false => Some(DirectionA::build(&config, &jobs).await?),
+        true => None,
     };
     let moves = MoveInbox::new(&config.dimse.ae_title);
     let commitments = Arc::new(Commitments::new(
@@ -86,7 +84,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
 
     tokio::spawn(purge_finished_jobs(
         jobs.clone(),
-        config.spool.dir.clone(),
+        crate::spool::layout(&config)
+            .into_iter()
+            .map(|s| s.dir)
+            .collect(),
         Duration::from_secs(config.jobs.retention_days * 86_400),
         shutdown.clone(),
     ));
@@ -94,9 +95,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     // The forwarder outlives the DIMSE listener so that it keeps draining
     // while associations finish; it stops last.
     let forwarder_stop = CancellationToken::new();
-    let forwarder = direction_a
+    let forwarders = direction_a
         .as_ref()
-        .and_then(|a| a.start_forwarder(&config, &jobs, forwarder_stop.clone()));
+        .map(|a| a.start_forwarders(&config, &jobs, forwarder_stop.clone()))
+        .unwrap_or_default();
     let commit_worker = direction_a
         .as_ref()
         .map(|a| a.start_commit_worker(&config, &jobs, forwarder_stop.clone()));
@@ -129,16 +131,25 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         router(
             AdminState {
                 jobs: jobs.clone(),
-                upstream: direction_a
+                upstream: direction_a.as_ref().map(|a| {
+                    upstream_probe(
+                        a.origins
+                            .iter()
+                            .map(|o| (o.cfg.name.clone(), o.upstream.clone()))
+                            .collect(),
+                    )
+                }),
+                spool_kinds: direction_a
                     .as_ref()
-                    .map(|a| upstream_probe(a.upstream.clone())),
+                    .map(DirectionA::spool_kinds)
+                    .unwrap_or_default(),
                 pacs: pacs_services
                     .iter()
                     .map(|p| (p.name.clone(), echo_probe(p.scu().clone())))
                     .collect(),
                 collect: metrics_collector(
                     jobs.clone(),
-                    direction_a.is_some().then(|| config.spool.dir.clone()),
+                    crate::spool::layout(&config),
                     pacs_services.iter().map(|p| p.pool.clone()).collect(),
                     pacs_services.first().map(|p| p.cache.clone()),
                 ),
@@ -160,6 +171,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     );
     let web = tokio::spawn(web);
 
+    let direction_a_titles = direction_a
+        .as_ref()
+        .map(|a| a.router.called_titles().into_iter().collect())
+        .unwrap_or_default();
     let handler = Arc::new(Gateway {
         callers: config.ae.clone(),
         pacs_only: if config.dimse.accept_any_calling_ae {
@@ -178,6 +193,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     });
     let dimse_cfg = ListenerConfig {
         ae_title: config.dimse.ae_title.clone(),
+        called_titles: direction_a_titles,
         // A PACS sends the instances of our C-MOVEs to our listener.
         known_callers: config
             .ae
@@ -207,7 +223,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     .await?;
     info!("DIMSE listener drained");
     forwarder_stop.cancel();
-    for task in forwarder
+    for task in forwarders
         .into_iter()
         .chain(commit_worker)
         .chain(pacs_commit_worker)
@@ -225,7 +241,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
 /// Reads the state the metrics show as gauges, at each scrape.
 fn metrics_collector(
     jobs: Arc<dyn JobTable>,
-    spool_dir: Option<std::path::PathBuf>,
+    spools: Vec<crate::spool::SpoolPlace>,
     pools: Vec<Arc<Pool>>,
     cache: Option<Arc<Cache>>,
 ) -> crate::web::admin::Collector {
@@ -236,9 +252,9 @@ fn metrics_collector(
     // open to anyone, and each collection counts jobs and lists the spool.
     let last: Arc<tokio::sync::Mutex<Option<std::time::Instant>>> = Default::default();
     Arc::new(move || {
-        let (jobs, spool_dir, pools, cache, last) = (
+        let (jobs, spools, pools, cache, last) = (
             jobs.clone(),
-            spool_dir.clone(),
+            spools.clone(),
             pools.clone(),
             cache.clone(),
             last.clone(),
@@ -257,30 +273,34 @@ fn metrics_collector(
                 JobState::Failed,
             ];
             let mut backlog = 0;
-            for kind in [
-                KIND_STOW,
-                KIND_COMMIT,
-                KIND_PACS_COMMIT,
-                KIND_PACS_COMMIT_RESULT,
-            ] {
+            let kinds = [KIND_COMMIT, KIND_PACS_COMMIT, KIND_PACS_COMMIT_RESULT]
+                .into_iter()
+                .chain(spools.iter().map(|s| s.kind.as_str()));
+            for kind in kinds {
                 for state in states {
                     let Ok(n) = jobs.count(kind, state).await else {
                         continue;
                     };
                     let label = crate::metrics::JobLabels {
-                        kind,
+                        kind: kind.to_owned(),
                         state: state.as_str(),
                     };
                     m.jobs
                         .get_or_create(&label)
                         .set(i64::try_from(n).unwrap_or(i64::MAX));
-                    if kind == KIND_STOW && matches!(state, JobState::Pending | JobState::Running) {
+                    let spooled = kind.starts_with(KIND_STOW);
+                    if spooled && matches!(state, JobState::Pending | JobState::Running) {
                         backlog += n;
                     }
                 }
             }
-            if let Some(dir) = spool_dir {
-                let (bytes, oldest) = crate::spool::backlog(&dir).await;
+            if !spools.is_empty() {
+                let (mut bytes, mut oldest) = (0, Duration::ZERO);
+                for spool in &spools {
+                    let (b, o) = crate::spool::backlog(&spool.dir).await;
+                    bytes += b;
+                    oldest = oldest.max(o);
+                }
                 m.spool_backlog_instances
                     .set(i64::try_from(backlog).unwrap_or(i64::MAX));
                 m.spool_backlog_bytes
@@ -302,7 +322,7 @@ fn metrics_collector(
 /// `[jobs] retention_days`: at start, then hourly.
 async fn purge_finished_jobs(
     jobs: Arc<dyn JobTable>,
-    spool_dir: std::path::PathBuf,
+    spool_dirs: Vec<std::path::PathBuf>,
     age: Duration,
     stop: CancellationToken,
 ) {
@@ -312,7 +332,7 @@ async fn purge_finished_jobs(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match crate::spool::purge(jobs.as_ref(), &spool_dir, age).await {
+        match crate::spool::purge(jobs.as_ref(), &spool_dirs, age).await {
             Ok((0, 0)) => {}
             Ok((rows, files)) => info!(
                 jobs = rows,
@@ -353,123 +373,6 @@ pub fn node_id(config: &Config) -> String {
     };
     let dir = std::path::absolute(&config.spool.dir).unwrap_or_else(|_| config.spool.dir.clone());
     format!("{host}:{}", dir.display())
-}
-
-/// Direction A: the DICOMweb origin behind our DIMSE face.
-struct DirectionA {
-    upstream: Arc<UpstreamClient>,
-    upstream_cfg: UpstreamConfig,
-    spool: Arc<Spool>,
-    handler: Arc<DimseToWeb>,
-    /// Shared by the N-ACTION handler and the commitment worker.
-    commit_routes: Arc<OpenAssociations>,
-    commit_wake: Arc<tokio::sync::Notify>,
-}
-
-impl DirectionA {
-    async fn build(
-        config: &Config,
-        upstream_cfg: &UpstreamConfig,
-        jobs: &Arc<dyn JobTable>,
-    ) -> anyhow::Result<DirectionA> {
-        let upstream = Arc::new(UpstreamClient::new(upstream_cfg)?);
-        let spool = Arc::new(Spool::open(&config.spool.dir, jobs.clone()).await?);
-        let commit_routes = Arc::new(OpenAssociations::default());
-        let commit_wake = Arc::new(tokio::sync::Notify::new());
-        let handler = Arc::new(DimseToWeb {
-            commit: Arc::new(Commit {
-                jobs: jobs.clone(),
-                open: commit_routes.clone(),
-                wake: commit_wake.clone(),
-                deadline: Duration::from_secs(config.dimse.commitment_report_deadline_secs),
-            }),
-            find: Arc::new(Find {
-                upstream: upstream.clone(),
-                retrieve_ae: config.dimse.ae_title.clone(),
-                page_size: upstream_cfg.qido_page_size,
-                max_results: config.dimse.find_max_results,
-                fuzzy: upstream_cfg.fuzzy_matching,
-            }),
-            worklist: Arc::new(Worklist {
-                upstream: upstream.clone(),
-                mode: upstream_cfg.worklist,
-                page_size: upstream_cfg.qido_page_size,
-                max_results: config.dimse.find_max_results,
-                found: Default::default(),
-            }),
-            retrieve: Arc::new(Retrieve {
-                upstream: upstream.clone(),
-                our_ae: config.dimse.ae_title.clone(),
-                destinations: config.ae.clone(),
-                page_size: upstream_cfg.qido_page_size,
-                max_pdu: config.dimse.max_pdu,
-                max_sub_operations: config.dimse.max_sub_operations,
-            }),
-            store: Arc::new(Store {
-                mode: config.spool.mode,
-                spool: spool.clone(),
-                upstream: upstream.clone(),
-            }),
-        });
-        Ok(DirectionA {
-            upstream,
-            upstream_cfg: upstream_cfg.clone(),
-            spool,
-            handler,
-            commit_routes,
-            commit_wake,
-        })
-    }
-
-    fn start_commit_worker(
-        &self,
-        config: &Config,
-        jobs: &Arc<dyn JobTable>,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(commit::run_commit_worker(
-            jobs.clone(),
-            self.upstream.clone(),
-            self.commit_routes.clone(),
-            self.commit_wake.clone(),
-            commit::CommitWorkerConfig {
-                mode: self.upstream_cfg.commitment,
-                our_ae: config.dimse.ae_title.clone(),
-                peers: config.ae.clone(),
-                max_pdu: config.dimse.max_pdu,
-                dimse_timeout: Duration::from_secs(config.dimse.association_timeout_secs),
-                retry_max: Duration::from_secs(config.spool.retry_max_secs),
-                // Renewed while a step runs; short, so that the jobs of a
-                // process that died are soon taken over.
-                lease: Duration::from_secs(config.jobs.lease_secs),
-                concurrency: 2,
-            },
-            stop,
-        ))
-    }
-
-    fn start_forwarder(
-        &self,
-        config: &Config,
-        jobs: &Arc<dyn JobTable>,
-        stop: CancellationToken,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        (config.spool.mode == SpoolMode::Spool).then(|| {
-            tokio::spawn(crate::spool::run_forwarder(
-                jobs.clone(),
-                self.upstream.clone(),
-                crate::spool::ForwarderConfig {
-                    batch: self.upstream_cfg.stow_batch,
-                    concurrency: self.upstream_cfg.stow_concurrency,
-                    retry_max: Duration::from_secs(config.spool.retry_max_secs),
-                    lease: Duration::from_secs(self.upstream_cfg.request_timeout_secs + 60),
-                    failed_dir: self.spool.failed_dir(),
-                },
-                self.spool.notifier(),
-                stop,
-            ))
-        })
-    }
 }
 
 /// Direction B: one service per `[[pacs]]`, sharing one cache.
@@ -652,11 +555,25 @@ impl ScpHandler for Gateway {
     }
 }
 
-/// /readyz asks the upstream for one study.
-fn upstream_probe(upstream: Arc<UpstreamClient>) -> Probe {
+/// /readyz asks each upstream for one study.
+fn upstream_probe(upstreams: Vec<(String, Arc<UpstreamClient>)>) -> Probe {
     Arc::new(move || {
-        let upstream = upstream.clone();
-        Box::pin(async move { upstream.ping().await.map_err(|e| e.to_string()) })
+        let upstreams = upstreams.clone();
+        Box::pin(async move {
+            let named = upstreams.len() > 1;
+            let answers = futures::future::join_all(upstreams.iter().map(|(name, u)| async move {
+                u.ping().await.map_err(|e| match named {
+                    false => e.to_string(),
+                    true => format!("{name}: {e}"),
+                })
+            }))
+            .await;
+            let problems: Vec<String> = answers.into_iter().filter_map(Result::err).collect();
+            match problems.is_empty() {
+                true => Ok(()),
+                false => Err(problems.join("; ")),
+            }
+        })
     })
 }
 

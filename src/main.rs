@@ -246,7 +246,7 @@ async fn jobs(
         }),
         Some(JobsCommand::Purge { older_than }) => {
             let age = Duration::from_secs(older_than.saturating_mul(86_400));
-            return match pons::spool::purge(table.as_ref(), &config.spool.dir, age).await {
+            return match pons::spool::purge(table.as_ref(), &spool_dirs(config), age).await {
                 Ok((rows, files)) => {
                     println!("purged {rows} finished jobs and {files} refused spool files older than {older_than} days");
                     ExitCode::SUCCESS
@@ -258,7 +258,7 @@ async fn jobs(
             };
         }
         Some(JobsCommand::Retry { id }) => {
-            return match pons::spool::retry_failed(table.as_ref(), &config.spool.dir, id).await {
+            return match pons::spool::retry_failed(table.as_ref(), id).await {
                 Ok(msg) => {
                     println!("{msg}");
                     ExitCode::SUCCESS
@@ -317,5 +317,18 @@ async fn echo(target: &str, calling_ae: &str, timeout_secs: u64) -> ExitCode {
             eprintln!("C-ECHO {target} failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every upstream's spool directory (only `spool.dir` without an upstream).
+fn spool_dirs(config: &pons::config::Config) -> Vec<std::path::PathBuf> {
+    let dirs: Vec<_> = pons::spool::layout(config)
+        .into_iter()
+        .map(|s| s.dir)
+        .collect();
+    if dirs.is_empty() {
+        vec![config.spool.dir.clone()]
+    } else {
+        dirs
     }
 }

@@ -67,7 +67,7 @@ pub struct Pacs {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
-    pub kind: &'static str,
+    pub kind: String,
     pub state: &'static str,
 }
 

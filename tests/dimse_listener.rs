@@ -106,6 +106,7 @@ fn start_scp(max_associations: usize) -> Scp {
     let log = Arc::new(Mutex::new(Recorded::default()));
     let stop = CancellationToken::new();
     let config = ListenerConfig {
+        called_titles: Default::default(),
         ae_title: "PONS".into(),
         known_callers: ["MODALITY".to_owned()].into(),
         accept_any_caller: false,

@@ -10,7 +10,7 @@ use common::{repo_root, venv_python};
 use std::collections::BTreeSet;
 
 const TABLES: &[&str] = &[
-    "dimse", "web", "upstream", "spool", "jobs", "ae", "pacs", "cache", "audit",
+    "dimse", "web", "upstream", "route", "spool", "jobs", "ae", "pacs", "cache", "audit",
 ];
 
 /// Every key config/pons.toml shows, set or commented out, as a dotted path

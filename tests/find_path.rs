@@ -61,7 +61,7 @@ fn findscu(pons: &Pons, model: &str, keys: &[&str], extra: &[&str]) -> FindResul
 fn findscu_raw(pons: &Pons, model: &str, keys: &[OsString], extra: &[&str]) -> FindResult {
     let mut args = vec!["-v", "-d", model];
     args.extend_from_slice(extra);
-    findscu_extract(pons.dimse_port(), &args, keys)
+    findscu_extract("PONS", pons.dimse_port(), &args, keys)
 }
 
 fn values(r: &FindResult, tag: Tag) -> BTreeSet<String> {

@@ -158,6 +158,7 @@ async fn spool_forwards_to_orthanc() {
         retry_max: Duration::from_secs(5),
         lease: Duration::from_secs(60),
         failed_dir: spool.failed_dir(),
+        kind: "stow".into(),
     };
     let task = tokio::spawn(pons::spool::run_forwarder(
         jobs.clone(),

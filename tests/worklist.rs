@@ -288,7 +288,7 @@ fn start_origin(mode: &str, dir: &Path) -> (ScriptPeer, String) {
 
 fn findscu_worklist(pons: &Pons, keys: &[&str]) -> FindResult {
     let keys: Vec<std::ffi::OsString> = keys.iter().map(Into::into).collect();
-    let r = findscu_extract(pons.dimse_port(), &["-W"], &keys);
+    let r = findscu_extract("PONS", pons.dimse_port(), &["-W"], &keys);
     assert!(
         r.log.is_empty() || !r.log.contains("E: "),
         "findscu failed: {}",
@@ -393,6 +393,11 @@ fn check_worklist_queries(pons: &Pons) {
     assert_eq!(lines[0]["accession"], "ACC2");
     assert_eq!(lines[0]["name"], "Roe^Rick");
     assert_eq!(lines[0]["time"], "140000");
+    // Type 1 in a worklist: from the step, or made from the workitem's UID.
+    assert!(
+        !lines[0]["step_id"].as_str().unwrap().is_empty(),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -464,5 +469,6 @@ fn a_modality_fetches_its_worklist_from_ups_rs_workitems() {
     assert_eq!(found_accessions(&r), ["ACC3".to_owned()].into());
     std::thread::sleep(std::time::Duration::from_millis(300)); // the reader thread
     let asked = origin.lines_now();
+    assert!(!asked.is_empty());
     assert!(asked.iter().all(|l| l.contains("/workitems?")), "{asked:?}");
 }

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 mod ae;
 mod auth;
 mod limits;
+mod route;
 mod tls;
 mod validate;
 pub use ae::{find_ae, AeConfig, Service};
 pub use auth::{JwtConfig, Permission, TokenEntry, UserEntry, WebAuth};
 pub use limits::WebLimits;
+pub use route::{RouteConfig, DEFAULT_UPSTREAM};
 pub use tls::{ClientTls, DimseTls, ServerTls};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -22,7 +24,13 @@ pub struct Config {
     pub dimse: DimseConfig,
     #[serde(default)]
     pub web: WebConfig,
-    pub upstream: Option<UpstreamConfig>,
+    /// Direction A: one `[upstream]` or several named `[[upstream]]`.
+    #[serde(default, deserialize_with = "route::one_or_many")]
+    pub upstream: Vec<UpstreamConfig>,
+    /// Which called AE title goes to which upstream (and which C-STOREs
+    /// also go elsewhere). Without any: `dimse.ae_title` to the first.
+    #[serde(default)]
+    pub route: Vec<RouteConfig>,
     #[serde(default)]
     pub spool: SpoolConfig,
     #[serde(default)]
@@ -230,6 +238,9 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
+    /// What `[[route]]` calls it; a single `[upstream]` is "default".
+    #[serde(default = "route::default_upstream_name")]
+    pub name: String,
     /// Base URL of the DICOMweb origin, e.g. `https://archive/dicom-web`.
     pub url: String,
     #[serde(default)]

@@ -21,7 +21,8 @@ fn minimal_config_is_valid() {
     let c = parse(MINIMAL);
     assert_eq!(c.validate(), Vec::<String>::new());
     assert_eq!(c.spool.mode, SpoolMode::Spool);
-    assert_eq!(c.upstream.unwrap().stow_batch, 50);
+    assert_eq!(c.upstream[0].stow_batch, 50);
+    assert_eq!(c.upstream[0].name, "default");
 }
 
 #[test]
@@ -128,4 +129,72 @@ fn urls_carrying_secrets_must_be_https_unless_local() {
     assert!(!ok("http://idp.example.org/keys"));
     assert!(!ok("http://127.0.0.1.evil.org/keys"));
     assert!(!ok("ftp://127.0.0.1/keys"));
+}
+
+const ROUTED: &str = r#"
+    [dimse]
+    ae_title = "PONS"
+    listen = "127.0.0.1:11112"
+    [[upstream]]
+    name = "clinical"
+    url = "http://127.0.0.1:8042/dicom-web"
+    [[upstream]]
+    name = "research"
+    url = "http://127.0.0.1:8043/dicom-web"
+    upstream_typo = 1
+    [spool]
+    dir = "/tmp/spool"
+    [jobs]
+    url = "sqlite:///tmp/jobs.db"
+"#;
+
+#[test]
+fn upstream_lists_and_routes_are_checked() {
+    // A typo inside one [[upstream]] is named.
+    let err = toml::from_str::<Config>(ROUTED).unwrap_err();
+    assert!(err.to_string().contains("upstream_typo"), "{err}");
+    let base = ROUTED.replace("upstream_typo = 1\n", "");
+    let c = parse(&base);
+    assert_eq!(c.upstream.len(), 2);
+    let problems = c.validate();
+    assert!(
+        problems.iter().any(|p| p.contains("need [[route]]")),
+        "{problems:?}"
+    );
+
+    let routed = format!(
+        "{base}
+        [[route]]
+        called_ae = \"CT_ARCHIVE\"
+        upstream = \"clinical\"
+        [[route]]
+        called_ae = \"RESEARCH\"
+        upstream = \"research\"
+        [[route]]
+        called_ae = \"CT_ARCHIVE\"
+        upstream = \"research\"
+        sop_class = [\"1.2.840.10008.5.1.4.1.1.88.22\"]
+        "
+    );
+    assert_eq!(parse(&routed).validate(), Vec::<String>::new());
+
+    let wrong = format!(
+        "{base}
+        [[route]]
+        called_ae = \"CT_ARCHIVE\"
+        upstream = \"clinic\"
+        [[route]]
+        called_ae = \"MR_ONLY\"
+        upstream = \"research\"
+        modality = [\"MR\"]
+        "
+    );
+    let problems = parse(&wrong).validate();
+    let has = |s: &str| problems.iter().any(|p| p.contains(s));
+    assert!(has("names upstream \"clinic\""), "{problems:?}");
+    assert!(has("MR_ONLY needs one [[route]] without"), "{problems:?}");
+    assert!(
+        has("upstream \"clinical\" is used by no [[route]]"),
+        "{problems:?}"
+    );
 }

@@ -61,52 +61,15 @@ impl Config {
                 self.web.base_path
             ));
         }
-        match &self.upstream {
-            None if self.pacs.is_empty() => p.push(
+        if self.upstream.is_empty() && self.pacs.is_empty() {
+            p.push(
                 "neither [upstream] (direction A) nor [[pacs]] (direction B) is configured".into(),
-            ),
-            None => {}
-            Some(u) => {
-                if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
-                    p.push(format!(
-                        "upstream.url {:?} must start with http:// or https://",
-                        u.url
-                    ));
-                }
-                if u.stow_batch == 0 {
-                    p.push("upstream.stow_batch must be at least 1".into());
-                }
-                if u.max_connections == 0 {
-                    p.push("upstream.max_connections must be at least 1".into());
-                }
-                if u.qido_page_size == 0 {
-                    p.push("upstream.qido_page_size must be at least 1".into());
-                }
-                if u.stow_concurrency == 0 {
-                    p.push("upstream.stow_concurrency must be at least 1".into());
-                }
-                if let Some(tls) = u.client_tls() {
-                    tls.validate("upstream", &mut p);
-                }
-                let auth_ok = match &u.auth {
-                    Some(AuthConfig::Bearer { token, token_file }) => {
-                        token.is_some() != token_file.is_some()
-                    }
-                    Some(AuthConfig::Basic {
-                        password,
-                        password_file,
-                        ..
-                    }) => password.is_some() != password_file.is_some(),
-                    Some(AuthConfig::Oauth2 { token_url, .. }) => {
-                        auth::secure_or_loopback(token_url)
-                    }
-                    Some(AuthConfig::Google { .. }) | None => true,
-                };
-                if !auth_ok {
-                    p.push("upstream.auth needs exactly one of token/token_file (bearer) or password/password_file (basic), or an https:// token_url (oauth2; http:// only to this host: the client secret travels in it)".into());
-                }
-            }
+            );
         }
+        for u in &self.upstream {
+            self.validate_upstream(u, &mut p);
+        }
+        self.validate_routes(&mut p);
         let url = &self.jobs.url;
         if url != "memory" && !url.starts_with("sqlite://") && !crate::jobs::is_postgres_url(url) {
             p.push(format!(
@@ -232,5 +195,104 @@ fn check_ae_title(key: &str, title: &str, problems: &mut Vec<String>) {
         problems.push(format!(
             "{key} {title:?} is not a valid AE title (1-16 printable ASCII characters, no backslash)"
         ));
+    }
+}
+
+impl Config {
+    fn validate_upstream(&self, u: &UpstreamConfig, p: &mut Vec<String>) {
+        let at = if self.upstream.len() == 1 {
+            "upstream.".to_owned()
+        } else {
+            format!("upstream {:?}: ", u.name)
+        };
+        if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
+            p.push(format!(
+                "{at}url {:?} must start with http:// or https://",
+                u.url
+            ));
+        }
+        if u.stow_batch == 0 {
+            p.push(format!("{at}stow_batch must be at least 1"));
+        }
+        if u.max_connections == 0 {
+            p.push(format!("{at}max_connections must be at least 1"));
+        }
+        if u.qido_page_size == 0 {
+            p.push(format!("{at}qido_page_size must be at least 1"));
+        }
+        if u.stow_concurrency == 0 {
+            p.push(format!("{at}stow_concurrency must be at least 1"));
+        }
+        if let Some(tls) = u.client_tls() {
+            tls.validate("upstream", p);
+        }
+        let auth_ok = match &u.auth {
+            Some(AuthConfig::Bearer { token, token_file }) => {
+                token.is_some() != token_file.is_some()
+            }
+            Some(AuthConfig::Basic {
+                password,
+                password_file,
+                ..
+            }) => password.is_some() != password_file.is_some(),
+            Some(AuthConfig::Oauth2 { token_url, .. }) => auth::secure_or_loopback(token_url),
+            Some(AuthConfig::Google { .. }) | None => true,
+        };
+        if !auth_ok {
+            p.push(format!("{at}auth needs exactly one of token/token_file (bearer) or password/password_file (basic), or an https:// token_url (oauth2; http:// only to this host: the client secret travels in it)"));
+        }
+    }
+
+    /// Upstream names are unique and fit a directory name; every route names
+    /// one; every called AE has a route for its queries; every upstream is used.
+    fn validate_routes(&self, p: &mut Vec<String>) {
+        let names: Vec<&str> = self.upstream.iter().map(|u| u.name.as_str()).collect();
+        for (i, name) in names.iter().enumerate() {
+            let ok = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                p.push(format!(
+                    "upstream name {name:?} must be 1-32 letters, digits, '-' or '_'"
+                ));
+            }
+            if names[..i].contains(name) {
+                p.push(format!("upstream name {name:?} is used twice"));
+            }
+        }
+        if self.upstream.len() > 1 && self.route.is_empty() {
+            p.push("several [[upstream]] need [[route]] entries saying which called AE title goes where".into());
+        }
+        for r in &self.route {
+            let title = r.called_ae.trim();
+            if title.is_empty() || title.len() > 16 {
+                p.push(format!(
+                    "route called_ae {:?} must be 1-16 characters",
+                    r.called_ae
+                ));
+            }
+            if !names.contains(&r.upstream.as_str()) {
+                p.push(format!(
+                    "route for {title} names upstream {:?}, which no [[upstream]] has",
+                    r.upstream
+                ));
+            }
+            let answered = self
+                .route
+                .iter()
+                .any(|o| o.called_ae.trim() == title && !o.is_conditional());
+            if !answered {
+                p.push(format!(
+                    "called AE {title} needs one [[route]] without calling_ae/modality/sop_class: it answers its C-FIND, C-MOVE, C-GET and worklist queries"
+                ));
+            }
+        }
+        for name in &names {
+            if !self.route.is_empty() && !self.route.iter().any(|r| r.upstream == *name) {
+                p.push(format!("upstream {name:?} is used by no [[route]]"));
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@ const SOP_CLASS_UID: (u16, u16) = (0x0008, 0x0016);
 const SOP_INSTANCE_UID: (u16, u16) = (0x0008, 0x0018);
 const STUDY_INSTANCE_UID: (u16, u16) = (0x0020, 0x000D);
 const SERIES_INSTANCE_UID: (u16, u16) = (0x0020, 0x000E);
+const MODALITY: (u16, u16) = (0x0008, 0x0060);
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 /// UIDs are at most 64 bytes; anything longer is not worth capturing.
@@ -35,6 +36,8 @@ pub struct ScanResult {
     pub sop_instance_uid: Option<String>,
     pub study_instance_uid: Option<String>,
     pub series_instance_uid: Option<String>,
+    /// For routing by modality.
+    pub modality: Option<String>,
     /// The VR of top-level Pixel Data, once its header went past (OW in
     /// Implicit VR, where the stream names none).
     pub pixel_data_vr: Option<[u8; 2]>,
@@ -295,7 +298,11 @@ impl DatasetScanner {
                 if self.stack.is_empty()
                     && matches!(
                         tag,
-                        SOP_CLASS_UID | SOP_INSTANCE_UID | STUDY_INSTANCE_UID | SERIES_INSTANCE_UID
+                        SOP_CLASS_UID
+                            | SOP_INSTANCE_UID
+                            | STUDY_INSTANCE_UID
+                            | SERIES_INSTANCE_UID
+                            | MODALITY
                     )
                     && len <= MAX_CAPTURE
                 {
@@ -318,6 +325,7 @@ impl DatasetScanner {
                 SOP_CLASS_UID => &mut self.result.sop_class_uid,
                 SOP_INSTANCE_UID => &mut self.result.sop_instance_uid,
                 STUDY_INSTANCE_UID => &mut self.result.study_instance_uid,
+                MODALITY => &mut self.result.modality,
                 _ => &mut self.result.series_instance_uid,
             };
             *slot = Some(value);

@@ -30,6 +30,8 @@ use tracing::{error, info, warn, Instrument};
 
 pub struct ListenerConfig {
     pub ae_title: String,
+    /// Every AE title we answer to (`[[route]] called_ae`), ours included.
+    pub called_titles: HashSet<String>,
     pub known_callers: HashSet<String>,
     pub accept_any_caller: bool,
     pub max_associations: usize,
@@ -62,6 +64,7 @@ pub const SERVICE_SOP_CLASSES: &[&str] = &[
 
 #[derive(Clone)]
 struct AePolicy {
+    called_titles: HashSet<String>,
     known_callers: HashSet<String>,
     accept_any_caller: bool,
     certificate_names: HashMap<String, String>,
@@ -75,7 +78,8 @@ impl AccessControl for AePolicy {
         called_ae_title: &str,
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
-        if called_ae_title.trim() != this_ae_title.trim() {
+        let called = called_ae_title.trim();
+        if called != this_ae_title.trim() && !self.called_titles.contains(called) {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
         let calling = calling_ae_title.trim();
@@ -129,6 +133,11 @@ pub async fn serve(
 ) -> Result<(), DimseError> {
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(AePolicy {
+            called_titles: config
+                .called_titles
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .collect(),
             known_callers: config
                 .known_callers
                 .iter()

@@ -17,7 +17,6 @@ use tracing::{info, warn};
 
 pub struct Find {
     pub upstream: Arc<UpstreamClient>,
-    pub retrieve_ae: String,
     pub page_size: usize,
     pub max_results: usize,
     pub fuzzy: bool,
@@ -32,8 +31,10 @@ pub fn model_of(sop_class_uid: &str) -> Option<Model> {
 }
 
 impl Find {
-    pub async fn run(&self, rq: Command, data_set: Vec<u8>, ctx: RequestContext) {
-        let (status, comment) = self.answer(&rq, &data_set, &ctx).await;
+    /// `called_ae` is the Retrieve AE Title of the matches: a C-MOVE to it
+    /// reaches the same archive.
+    pub async fn run(&self, called_ae: &str, rq: Command, data_set: Vec<u8>, ctx: RequestContext) {
+        let (status, comment) = self.answer(called_ae, &rq, &data_set, &ctx).await;
         let rsp = match comment {
             None => Command::c_find_rsp(&rq, status, false),
             Some(c) => Command::failure_response(&rq, status, c),
@@ -44,6 +45,7 @@ impl Find {
     /// Streams the pending responses; returns the final status and comment.
     async fn answer(
         &self,
+        retrieve_ae: &str,
         rq: &Command,
         data_set: &[u8],
         ctx: &RequestContext,
@@ -112,7 +114,7 @@ impl Find {
                         )),
                     );
                 }
-                let out = qido_to_identifier(&result, &query, &self.retrieve_ae);
+                let out = qido_to_identifier(&result, &query, retrieve_ae);
                 let mut bytes = Vec::new();
                 if let Err(e) = out.write_dataset_with_ts(&mut bytes, ts) {
                     return (

@@ -4,6 +4,8 @@
 pub mod commit;
 pub mod find;
 pub mod retrieve;
+pub mod route;
+pub mod setup;
 pub mod store;
 pub mod worklist;
 
@@ -18,6 +20,13 @@ use std::sync::Arc;
 pub struct DimseToWeb {
     pub commit: Arc<commit::Commit>,
     pub store: Arc<store::Store>,
+    /// One per upstream, in `[[upstream]]` order.
+    pub archives: Vec<Archive>,
+    pub router: Arc<route::Router>,
+}
+
+/// What answers queries and retrieves against one upstream.
+pub struct Archive {
     pub find: Arc<find::Find>,
     pub worklist: Arc<worklist::Worklist>,
     pub retrieve: Arc<retrieve::Retrieve>,
@@ -41,16 +50,22 @@ impl ScpHandler for DimseToWeb {
         data_set: Vec<u8>,
         ctx: RequestContext,
     ) {
+        // The listener admits only called AE titles with a route.
+        let index = self.router.primary(&assoc.called_ae).unwrap_or(0);
+        let Some(archive) = self.archives.get(index) else {
+            return refuse_unsupported(&rq, &ctx).await;
+        };
         match rq.field {
             CommandField::CFindRq
                 if rq.sop_class_uid.as_deref()
                     == Some(uids::MODALITY_WORKLIST_INFORMATION_MODEL_FIND) =>
             {
-                self.worklist.run(rq, data_set, ctx).await
+                archive.worklist.run(rq, data_set, ctx).await
             }
-            CommandField::CFindRq => self.find.run(rq, data_set, ctx).await,
+            CommandField::CFindRq => archive.find.run(&assoc.called_ae, rq, data_set, ctx).await,
             CommandField::CGetRq | CommandField::CMoveRq => {
-                self.retrieve
+                archive
+                    .retrieve
                     .run(&assoc.calling_ae, rq, data_set, ctx)
                     .await
             }

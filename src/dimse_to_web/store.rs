@@ -2,8 +2,10 @@
 //! spool's incoming/ directory while its structure is checked on the fly;
 //! then, depending on `[spool] mode`, it is either committed to the spool
 //! (acknowledged once durable) or sent upstream at once (acknowledged with the
-//! archive's verdict).
+//! archive's verdict). With routes, an instance may go to several archives:
+//! one file, a spool entry (hard link) per archive.
 
+use super::route::{RoutedLog, Router, StoreFacts};
 use crate::config::SpoolMode;
 use crate::dicom::part10;
 use crate::dicom::scan::DatasetScanner;
@@ -20,6 +22,14 @@ use tracing::{debug, warn};
 
 pub struct Store {
     pub mode: SpoolMode,
+    /// One per upstream, in `[[upstream]]` order.
+    pub targets: Vec<StoreTarget>,
+    pub router: Arc<Router>,
+    /// Where each instance went, for storage commitment (several upstreams only).
+    pub routed: Option<Arc<RoutedLog>>,
+}
+
+pub struct StoreTarget {
     pub spool: Arc<Spool>,
     pub upstream: Arc<UpstreamClient>,
 }
@@ -33,7 +43,14 @@ impl Store {
     ) -> Result<Box<dyn StoreSink>, Refusal> {
         let (class, instance) = store_uids(rq)?;
         let header = file_header(class, instance, transfer_syntax_uid, &assoc.calling_ae)?;
-        let mut incoming = self.spool.create_incoming().await.map_err(|e| {
+        let primary = self.router.primary(&assoc.called_ae).unwrap_or(0);
+        let Some(target) = self.targets.get(primary) else {
+            return Err(Refusal::new(
+                status::general::PROCESSING_FAILURE,
+                "internal: no archive for this called AE title",
+            ));
+        };
+        let mut incoming = target.spool.create_incoming().await.map_err(|e| {
             warn!(error = %e, "cannot create a spool file");
             Refusal::new(
                 status::storage::OUT_OF_RESOURCES,
@@ -47,6 +64,7 @@ impl Store {
             .map_err(|e| write_refusal(&e))?;
         Ok(Box::new(SpoolSink {
             store: self.clone(),
+            called_ae: assoc.called_ae.clone(),
             file: Some(incoming),
             scanner: DatasetScanner::new(transfer_syntax_uid),
             meta: InstanceMeta {
@@ -81,16 +99,18 @@ fn write_refusal(e: &std::io::Error) -> Refusal {
 
 struct SpoolSink {
     store: Arc<Store>,
+    called_ae: String,
     file: Option<WriteBehind>,
     scanner: Option<DatasetScanner>,
     meta: InstanceMeta,
 }
 
 impl SpoolSink {
-    /// Check what arrived against what the command announced.
-    fn verify(&mut self) -> Result<(), Refusal> {
+    /// Check what arrived against what the command announced; the
+    /// data set's Modality, for routing.
+    fn verify(&mut self) -> Result<Option<String>, Refusal> {
         let Some(scanner) = self.scanner.take() else {
-            return Ok(()); // unknown transfer syntax: stored as received, unchecked
+            return Ok(None); // unknown transfer syntax: stored as received, unchecked
         };
         let found = scanner
             .finish()
@@ -113,10 +133,11 @@ impl SpoolSink {
                 "SOP Class UID in data set differs from C-STORE-RQ",
             ));
         }
-        Ok(())
+        Ok(found.modality)
     }
 
-    async fn send_direct(&self, mut file: WriteBehind) -> StoreOutcome {
+    /// To each archive in turn; the answer is the worst of theirs.
+    async fn send_direct(&self, mut file: WriteBehind, targets: &[usize]) -> StoreOutcome {
         if let Err(e) = file.flush().await {
             return write_refusal(&e).into();
         }
@@ -125,8 +146,26 @@ impl SpoolSink {
             sop_class_uid: self.meta.sop_class_uid.clone(),
             sop_instance_uid: self.meta.sop_instance_uid.clone(),
         };
-        let result = self.store.upstream.stow(std::slice::from_ref(&item)).await;
-        drop(file); // deletes it: the archive has it, or the modality will retry
+        let mut worst = success();
+        for target in targets.iter().filter_map(|i| self.store.targets.get(*i)) {
+            let outcome = stow_one(&target.upstream, &item).await;
+            let rank = |o: &StoreOutcome| match status::kind(o.status) {
+                status::StatusKind::Success => 0,
+                status::StatusKind::Warning => 1,
+                _ => 2,
+            };
+            if rank(&outcome) > rank(&worst) {
+                worst = outcome;
+            }
+        }
+        drop(file); // deletes it: the archives have it, or the modality will retry
+        worst
+    }
+}
+
+async fn stow_one(upstream: &UpstreamClient, item: &StowItem) -> StoreOutcome {
+    {
+        let result = upstream.stow(std::slice::from_ref(item)).await;
         match result {
             Ok(outcomes) => match outcomes.first() {
                 Some(InstanceOutcome::Stored) => success(),
@@ -189,13 +228,37 @@ impl StoreSink for SpoolSink {
             )
             .into();
         };
-        if let Err(r) = self.verify() {
-            debug!(comment = %r.comment, "instance refused after transfer");
-            drop(file);
-            return r.into();
+        let modality = match self.verify() {
+            Ok(m) => m,
+            Err(r) => {
+                debug!(comment = %r.comment, "instance refused after transfer");
+                drop(file);
+                return r.into();
+            }
+        };
+        let facts = StoreFacts {
+            calling_ae: &self.meta.calling_ae,
+            sop_class_uid: &self.meta.sop_class_uid,
+            modality: modality.as_deref(),
+        };
+        let targets = self.store.router.store_targets(&self.called_ae, &facts);
+        if let Some(log) = &self.store.routed {
+            log.record(&self.meta.sop_instance_uid, &targets);
         }
+        let spools: Vec<&Spool> = targets
+            .iter()
+            .filter_map(|i| self.store.targets.get(*i))
+            .map(|t| t.spool.as_ref())
+            .collect();
+        let Some((first, others)) = spools.split_first() else {
+            return Refusal::new(
+                status::general::PROCESSING_FAILURE,
+                "internal: no archive for this called AE title",
+            )
+            .into();
+        };
         match self.store.mode {
-            SpoolMode::Spool => match self.store.spool.commit(file, &self.meta).await {
+            SpoolMode::Spool => match first.commit_with(file, &self.meta, others).await {
                 Ok(_) => success(),
                 Err(SpoolError::Io { source, .. }) => write_refusal(&source).into(),
                 Err(e) => {
@@ -207,7 +270,7 @@ impl StoreSink for SpoolSink {
                     .into()
                 }
             },
-            SpoolMode::Direct => self.send_direct(file).await,
+            SpoolMode::Direct => self.send_direct(file, &targets).await,
         }
     }
 

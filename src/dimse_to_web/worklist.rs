@@ -36,7 +36,7 @@ fn absent(e: &UpstreamError) -> bool {
     matches!(
         e,
         UpstreamError::Status {
-            status: 400 | 404 | 405 | 406 | 501,
+            status: 404 | 405 | 501,
             ..
         }
     )
@@ -183,6 +183,17 @@ impl Worklist {
                 return (status::SUCCESS, None);
             }
             offset += n;
+            // An origin that ignores offset, or sends entries we leave out,
+            // must not keep us asking for ever.
+            if offset > self.max_results.saturating_mul(4) {
+                return (
+                    OUT_OF_RESOURCES,
+                    Some(format!(
+                        "over {} worklist entries: narrow the query",
+                        self.max_results
+                    )),
+                );
+            }
         }
     }
 }

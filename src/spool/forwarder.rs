@@ -3,7 +3,7 @@
 
 use super::StowPayload;
 use crate::dicom::status;
-use crate::jobs::{Job, JobId, JobTable, KIND_STOW};
+use crate::jobs::{Job, JobId, JobTable};
 use crate::web::client::{InstanceOutcome, StowItem, UpstreamClient, UpstreamError};
 use async_trait::async_trait;
 use std::path::PathBuf;
@@ -25,6 +25,8 @@ pub struct ForwarderConfig {
     pub lease: Duration,
     /// Where refused files go (`Spool::failed_dir()`).
     pub failed_dir: PathBuf,
+    /// The job kind of the spool it drains (`Spool::kind()`).
+    pub kind: String,
 }
 
 /// Idle poll: commits wake us at once through the Notify, this only bounds
@@ -135,7 +137,7 @@ impl Forwarder {
             let claimed = self
                 .jobs
                 .claim(
-                    KIND_STOW,
+                    &self.cfg.kind,
                     &self.owner,
                     self.cfg.batch.max(1),
                     self.cfg.lease,

@@ -5,13 +5,13 @@
 
 use super::{StowPayload, FAILED};
 use crate::jobs::{JobId, JobState, JobTable, KIND_STOW};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Delete finished jobs and refused files older than `age`: (jobs, files).
 pub async fn purge(
     jobs: &dyn JobTable,
-    spool_dir: &Path,
+    spool_dirs: &[PathBuf],
     age: Duration,
 ) -> Result<(u64, u64), String> {
     let cutoff = SystemTime::now()
@@ -25,7 +25,10 @@ pub async fn purge(
         .await
         .map_err(|e| e.to_string())?;
     let mut files = 0;
-    if let Ok(mut dir) = tokio::fs::read_dir(spool_dir.join(FAILED)).await {
+    for spool_dir in spool_dirs {
+        let Ok(mut dir) = tokio::fs::read_dir(spool_dir.join(FAILED)).await else {
+            continue;
+        };
         while let Ok(Some(entry)) = dir.next_entry().await {
             let old = entry
                 .metadata()
@@ -42,11 +45,7 @@ pub async fn purge(
 
 /// Make failed job `id` pending again; for a refused spooled instance, its
 /// file goes back from failed/ to where the job expects it.
-pub async fn retry_failed(
-    jobs: &dyn JobTable,
-    spool_dir: &Path,
-    id: JobId,
-) -> Result<String, String> {
+pub async fn retry_failed(jobs: &dyn JobTable, id: JobId) -> Result<String, String> {
     let job = jobs
         .get(id)
         .await
@@ -59,11 +58,17 @@ pub async fn retry_failed(
         ));
     }
     let mut moved = None;
-    if job.kind == KIND_STOW {
+    if job.kind.starts_with(KIND_STOW) {
         let payload: StowPayload = serde_json::from_value(job.payload.clone())
             .map_err(|e| format!("job {id} has no spooled file: {e}"))?;
         if !payload.path.exists() {
+            // ready/x.dcm went to failed/x.dcm of the same spool.
             let name = payload.path.file_name().unwrap_or_default();
+            let spool_dir = payload
+                .path
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."));
             let refused = spool_dir.join(FAILED).join(name);
             moved = Some((payload.path.clone(), refused.clone()));
             tokio::fs::rename(&refused, &payload.path)

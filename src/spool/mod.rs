@@ -52,9 +52,46 @@ pub struct StowPayload {
 
 pub struct Spool {
     dir: PathBuf,
+    /// The job kind of this spool's instances (one per upstream).
+    kind: String,
     jobs: Arc<dyn JobTable>,
     notify: Arc<Notify>,
 }
+
+/// One upstream's spool: its name, directory and job kind.
+#[derive(Debug, Clone)]
+pub struct SpoolPlace {
+    pub upstream: String,
+    pub dir: PathBuf,
+    pub kind: String,
+}
+
+/// Where each upstream's instances wait: the first upstream's in
+/// `spool.dir` itself with job kind "stow" (as before routing), each
+/// other's in `spool.dir/upstream-{name}` with kind "stow:{name}".
+pub fn layout(config: &crate::config::Config) -> Vec<SpoolPlace> {
+    config
+        .upstream
+        .iter()
+        .enumerate()
+        .map(|(i, u)| SpoolPlace {
+            upstream: u.name.clone(),
+            dir: if i == 0 {
+                config.spool.dir.clone()
+            } else {
+                config.spool.dir.join(format!("upstream-{}", u.name))
+            },
+            kind: if i == 0 {
+                KIND_STOW.to_owned()
+            } else {
+                format!("{KIND_STOW}:{}", u.name)
+            },
+        })
+        .collect()
+}
+
+/// Which upstream the instances in `spool.dir` itself are for.
+const OWNER_FILE: &str = "UPSTREAM";
 
 const INCOMING: &str = "incoming";
 const READY: &str = "ready";
@@ -71,6 +108,15 @@ impl Spool {
     /// Create incoming/, ready/, failed/ under `dir`; delete unacknowledged
     /// partial files; record any ready file that has no job row.
     pub async fn open(dir: &Path, jobs: Arc<dyn JobTable>) -> Result<Spool, SpoolError> {
+        Self::open_for(dir, KIND_STOW, jobs).await
+    }
+
+    /// A spool whose jobs are of `kind` (see [`layout`]).
+    pub async fn open_for(
+        dir: &Path,
+        kind: &str,
+        jobs: Arc<dyn JobTable>,
+    ) -> Result<Spool, SpoolError> {
         // Absolute, so job payloads stay valid whatever the working directory.
         let dir = std::path::absolute(dir).map_err(io_err(dir))?;
         for sub in [INCOMING, READY, FAILED] {
@@ -79,13 +125,14 @@ impl Spool {
         }
         let spool = Spool {
             dir,
+            kind: kind.to_owned(),
             jobs,
             notify: Arc::new(Notify::new()),
         };
         let removed = spool.clean_incoming().await?;
         // Sent by nobody else (they are bound to this node), and our
         // previous process is gone: no need to wait for its leases.
-        let requeued = spool.jobs.requeue_node(KIND_STOW).await?;
+        let requeued = spool.jobs.requeue_node(&spool.kind).await?;
         let (recovered, quarantined) = spool.recover_ready().await?;
         tracing::info!(
             dir = %spool.dir.display(),
@@ -101,6 +148,11 @@ impl Spool {
     /// The spool directory (absolute).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The job kind of this spool's instances.
+    pub fn kind(&self) -> &str {
+        &self.kind
     }
 
     /// Where permanently refused instances are kept.
@@ -129,43 +181,107 @@ impl Spool {
         file: WriteBehind,
         meta: &InstanceMeta,
     ) -> Result<JobId, SpoolError> {
+        self.commit_with(file, meta, &[]).await
+    }
+
+    /// [`Spool::commit`], and into each of `others`' ready/ too (hard links:
+    /// one copy on disk, every spool drained on its own), a job row each.
+    /// All spools must be on one file system (they are all under `spool.dir`).
+    pub async fn commit_with(
+        &self,
+        file: WriteBehind,
+        meta: &InstanceMeta,
+        others: &[&Spool],
+    ) -> Result<JobId, SpoolError> {
         let path = file.path().to_owned();
         let mut name: OsString = path.file_stem().unwrap_or(path.as_os_str()).to_owned();
         name.push(".dcm");
-        let ready_dir = self.dir.join(READY);
-        let ready = ready_dir.join(name);
-        // Rest of the data, fsync, rename, directory fsync: one blocking hop.
-        let (to, dir) = (ready.clone(), ready_dir.clone());
+        let ready = self.dir.join(READY).join(&name);
+        let links: Vec<PathBuf> = others
+            .iter()
+            .map(|o| o.dir.join(READY).join(&name))
+            .collect();
+        let mut dirs: Vec<PathBuf> = vec![self.dir.join(READY)];
+        dirs.extend(others.iter().map(|o| o.dir.join(READY)));
+        // Rest of the data, fsync, links, rename, directory fsyncs: one blocking hop.
+        let (to, linked) = (ready.clone(), links.clone());
         let result = file
             .finish(move |handle, from| {
                 handle.sync_all()?;
+                for link in &linked {
+                    std::fs::hard_link(from, link)?;
+                }
                 std::fs::rename(from, &to)?;
-                std::fs::File::open(&dir)?.sync_all()
+                for dir in &dirs {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(())
             })
             .await;
         if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&path).await;
+            for p in links.iter().chain([&path, &ready]) {
+                let _ = tokio::fs::remove_file(p).await;
+            }
             return Err(io_err(&path)(e));
         }
-        let payload = StowPayload {
-            path: ready.clone(),
-            meta: meta.clone(),
-        };
-        match self.insert(&payload).await {
-            Ok(id) => {
-                tracing::debug!(job = id, "instance spooled");
-                self.notify.notify_one();
-                Ok(id)
-            }
-            Err(e) => {
-                // Not acknowledged, so it must not be sent later either
-                // (open() would otherwise recover it).
-                if let Err(rm) = tokio::fs::remove_file(&ready).await {
-                    tracing::warn!(path = %ready.display(), error = %rm, "cannot remove unrecorded spool file");
+        let mut id = None;
+        for (spool, file) in
+            std::iter::once((self, &ready)).chain(others.iter().copied().zip(&links))
+        {
+            let payload = StowPayload {
+                path: file.clone(),
+                meta: meta.clone(),
+            };
+            match spool.insert(&payload).await {
+                Ok(job) => {
+                    tracing::debug!(job, kind = %spool.kind, "instance spooled");
+                    spool.notify.notify_one();
+                    id.get_or_insert(job);
                 }
-                Err(e.into())
+                Err(e) => {
+                    // Not acknowledged, so it must not be sent later either
+                    // (open() would otherwise recover it). Spools already
+                    // recorded send it: the sender's retry makes a duplicate
+                    // there, which STOW-RS stores once.
+                    let unrecorded = std::iter::once(&ready)
+                        .chain(&links)
+                        .skip_while(|p| *p != file);
+                    for p in unrecorded {
+                        if let Err(rm) = tokio::fs::remove_file(p).await {
+                            tracing::warn!(path = %p.display(), error = %rm, "cannot remove unrecorded spool file");
+                        }
+                    }
+                    return Err(e.into());
+                }
             }
         }
+        Ok(id.unwrap_or_default())
+    }
+
+    /// `spool.dir` holds the first upstream's instances: refuse to start when
+    /// some still wait that were spooled for another upstream (the
+    /// `[[upstream]]` list was reordered), rather than send them to the wrong
+    /// archive. A single `[upstream]` (named "default") may become the first
+    /// of a list.
+    pub async fn check_owner(&self, upstream: &str) -> Result<(), String> {
+        let file = self.dir.join(OWNER_FILE);
+        let before = tokio::fs::read_to_string(&file).await.unwrap_or_default();
+        let before = before.trim();
+        if !before.is_empty() && before != upstream && before != crate::config::DEFAULT_UPSTREAM {
+            let waiting = list_dir(&self.dir.join(READY), "dcm")
+                .await
+                .map_err(|e| e.to_string())?
+                .len();
+            if waiting > 0 {
+                return Err(format!(
+                    "{} holds {waiting} instance(s) spooled for upstream {before:?}, but the first [[upstream]] is now {upstream:?}: put {before:?} first again until they are sent",
+                    self.dir.display()
+                ));
+            }
+        }
+        tokio::fs::write(&file, format!("{upstream}\n"))
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))
     }
 
     /// The job row of a spooled file: bound to this node, as the file is on
@@ -173,7 +289,7 @@ impl Spool {
     async fn insert(&self, payload: &StowPayload) -> Result<JobId, JobError> {
         let value =
             serde_json::to_value(payload).map_err(|e| JobError::Query(format!("payload: {e}")))?;
-        let job = NewJob::new(KIND_STOW, &value).node(self.jobs.node());
+        let job = NewJob::new(&self.kind, &value).node(self.jobs.node());
         self.jobs
             .add(&job)
             .await?
@@ -202,7 +318,7 @@ impl Spool {
         for state in [JobState::Pending, JobState::Running] {
             for job in self
                 .jobs
-                .list(Some(KIND_STOW), Some(state), usize::MAX)
+                .list(Some(&self.kind), Some(state), usize::MAX)
                 .await?
             {
                 if job.node.as_deref().is_some_and(|n| n != self.jobs.node()) {
@@ -247,12 +363,20 @@ impl Spool {
     }
 }
 
-/// How many of these SOP Instance UIDs are still on their way upstream:
-/// spooled (on any node sharing the table) and neither sent nor refused yet.
-pub async fn in_flight(jobs: &dyn JobTable, uids: &HashSet<&str>) -> Result<usize, JobError> {
+/// How many of these SOP Instance UIDs are still on their way to the
+/// upstreams whose spools have these job kinds: spooled (on any node
+/// sharing the table) and neither sent nor refused yet.
+pub async fn in_flight(
+    jobs: &dyn JobTable,
+    kinds: &[String],
+    uids: &HashSet<&str>,
+) -> Result<usize, JobError> {
     let mut n = 0;
-    for state in [JobState::Pending, JobState::Running] {
-        for job in jobs.list(Some(KIND_STOW), Some(state), usize::MAX).await? {
+    for (kind, state) in kinds
+        .iter()
+        .flat_map(|k| [(k, JobState::Pending), (k, JobState::Running)])
+    {
+        for job in jobs.list(Some(kind), Some(state), usize::MAX).await? {
             let uid = job.payload.get("sop_instance_uid").and_then(|u| u.as_str());
             if uid.is_some_and(|u| uids.contains(u)) {
                 n += 1;

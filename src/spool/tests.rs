@@ -212,6 +212,7 @@ impl Rig {
             retry_max: Duration::from_secs(20),
             lease: Duration::from_secs(60),
             failed_dir: self.spool.failed_dir(),
+            kind: "stow".into(),
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(
@@ -343,6 +344,7 @@ async fn commit_wakes_an_idle_forwarder() {
         retry_max: Duration::from_secs(1),
         lease: Duration::from_secs(60),
         failed_dir: rig.spool.failed_dir(),
+        kind: "stow".into(),
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(
@@ -399,15 +401,30 @@ async fn in_flight_counts_spooled_instances_until_settled() {
     let (b, _) = spool_one(&spool, "1.2.2").await;
     spool_one(&spool, "1.2.3").await;
     let asked: HashSet<&str> = ["1.2.1", "1.2.2", "1.2.9"].into_iter().collect();
-    assert_eq!(in_flight(table.as_ref(), &asked).await.unwrap(), 2);
+    assert_eq!(
+        in_flight(table.as_ref(), &["stow".to_owned()], &asked)
+            .await
+            .unwrap(),
+        2
+    );
     // Being sent still counts; sent or refused does not.
     let claimed = table
         .claim(KIND_STOW, "me", 1, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(claimed[0].id, a);
-    assert_eq!(in_flight(table.as_ref(), &asked).await.unwrap(), 2);
+    assert_eq!(
+        in_flight(table.as_ref(), &["stow".to_owned()], &asked)
+            .await
+            .unwrap(),
+        2
+    );
     table.complete(a).await.unwrap();
     table.fail(b, "refused").await.unwrap();
-    assert_eq!(in_flight(table.as_ref(), &asked).await.unwrap(), 0);
+    assert_eq!(
+        in_flight(table.as_ref(), &["stow".to_owned()], &asked)
+            .await
+            .unwrap(),
+        0
+    );
 }

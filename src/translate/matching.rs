@@ -42,12 +42,50 @@ pub fn matches(vr: VR, pattern: &str, value: &str) -> bool {
             let wanted: Vec<&str> = pattern.split('\\').map(str::trim).collect();
             values.any(|v| wanted.contains(&v.trim_end_matches('\0')))
         }
-        VR::PN => {
-            let pattern = pattern.to_lowercase();
-            values.any(|v| wildcard_match(&pattern, &v.to_lowercase()))
-        }
+        VR::PN => values.any(|v| name_matches(pattern, v)),
         _ => values.any(|v| wildcard_match(pattern, v)),
     }
+}
+
+/// Person names ignoring case. A name has up to three component groups
+/// (alphabetic=ideographic=phonetic): a key with groups is compared group by
+/// group (empty groups match anything), one without matches any group.
+fn name_matches(pattern: &str, value: &str) -> bool {
+    let pattern = pattern.to_lowercase();
+    let value = value.to_lowercase();
+    let groups: Vec<&str> = value.split('=').collect();
+    if pattern.contains('=') {
+        pattern
+            .split('=')
+            .enumerate()
+            .all(|(i, p)| p.is_empty() || wildcard_match(p, groups.get(i).copied().unwrap_or("")))
+    } else {
+        groups.iter().any(|g| wildcard_match(&pattern, g))
+    }
+}
+
+/// The two bounds of a DA, TM or DT range (`A-B`, `A-`, `-B`), or `None`
+/// for a single value. In a DT a `-` may also start a time zone offset
+/// (`20261203080000-0500`): such a `-` follows a time of day and is
+/// followed by four digits.
+pub fn split_range(vr: VR, value: &str) -> Option<(&str, &str)> {
+    if vr != VR::DT {
+        return value.split_once('-');
+    }
+    let bytes = value.as_bytes();
+    let is_offset = |i: usize| {
+        let before = value[..i]
+            .rsplit('-')
+            .next()
+            .map_or(0, |s| s.bytes().take_while(u8::is_ascii_digit).count());
+        let after = &bytes[i + 1..];
+        before >= 10
+            && after.len() >= 4
+            && after[..4].iter().all(u8::is_ascii_digit)
+            && (after.len() == 4 || after[4] == b'-')
+    };
+    let at = (0..bytes.len()).find(|&i| bytes[i] == b'-' && !is_offset(i))?;
+    Some((&value[..at], &value[at + 1..]))
 }
 
 /// Range matching for DA, TM and DT: `A-B`, `A-`, `-B` or a single value,
@@ -57,10 +95,7 @@ fn in_range(vr: VR, pattern: &str, value: &str) -> bool {
     if value.is_empty() {
         return false;
     }
-    let (low, high) = match pattern.split_once('-') {
-        Some((low, high)) => (low, high),
-        None => (pattern, pattern),
-    };
+    let (low, high) = split_range(vr, pattern).unwrap_or((pattern, pattern));
     let width = value
         .len()
         .max(digits(vr, low).len())
@@ -83,7 +118,7 @@ fn digits(vr: VR, value: &str) -> String {
     let value = value.trim();
     let value = match vr {
         // A DT time zone offset (+hhmm / -hhmm after the time) is not compared.
-        VR::DT => value.split('+').next().unwrap_or(value),
+        VR::DT => value.split(['+', '-']).next().unwrap_or(value),
         _ => value,
     };
     let value = value.split('.').next().unwrap_or(value);
@@ -108,6 +143,10 @@ mod tests {
         assert!(matches(VR::CS, "MR", "CT\\MR"));
         assert!(matches(VR::CS, "", "anything"));
         assert!(matches(VR::PN, "doe^*", "DOE^JANE"));
+        assert!(matches(VR::PN, "YAMADA^TAROU", "Yamada^Tarou=山田^太郎"));
+        assert!(matches(VR::PN, "山田*", "Yamada^Tarou=山田^太郎"));
+        assert!(matches(VR::PN, "=山田^太郎", "Yamada^Tarou=山田^太郎"));
+        assert!(!matches(VR::PN, "Tanaka*=山田*", "Yamada^Tarou=山田^太郎"));
         assert!(!matches(VR::LO, "doe*", "DOE"));
         assert!(matches(VR::UI, "1.2\\1.3", "1.3"));
         assert!(!matches(VR::UI, "1.2", "1.2.3"));
@@ -136,5 +175,14 @@ mod tests {
             "20261204"
         ));
         assert!(matches(VR::DT, "20261203-20261204", "20261204235959+0100"));
+        let zoned = "20261203080000-0500-20261203170000-0500";
+        assert_eq!(
+            split_range(VR::DT, zoned),
+            Some(("20261203080000-0500", "20261203170000-0500"))
+        );
+        assert!(matches(VR::DT, zoned, "20261203120000-0500"));
+        assert!(!matches(VR::DT, zoned, "20261203180000-0500"));
+        assert_eq!(split_range(VR::DT, "2026-2027"), Some(("2026", "2027")));
+        assert_eq!(split_range(VR::DT, "20261203080000-0500"), None);
     }
 }

@@ -316,10 +316,9 @@ fn start_datetime(date: &str, time: &str) -> Option<String> {
 
 fn clamp_time(t: &str) -> String {
     let part = |i: usize, max: u32| {
-        t[i..i + 2]
-            .parse::<u32>()
-            .map(|v| v.min(max))
-            .unwrap_or(max)
+        t.get(i..i + 2)
+            .and_then(|p| p.parse::<u32>().ok())
+            .map_or(max, |v| v.min(max))
     };
     format!("{:02}{:02}{:02}", part(0, 23), part(2, 59), part(4, 59))
 }

@@ -20,6 +20,7 @@
 //! worklist entry gets a SOP Instance UID derived from the entry, so that the
 //! same entry always has the same UID.
 
+use super::matching::split_range;
 use super::qido_params::{attribute, vr_of, ParamError};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::header::Header;
@@ -128,6 +129,17 @@ const MAP: &[(Place, Place)] = {
     ]
 };
 
+/// Step attributes with no workitem equivalent: kept at the workitem's top
+/// level under their own tags, and put back into the step.
+const STEP_KEPT: &[Tag] = &[
+    tags::SCHEDULED_PROCEDURE_STEP_ID,
+    tags::SCHEDULED_PROCEDURE_STEP_STATUS,
+    tags::SCHEDULED_PROCEDURE_STEP_END_DATE,
+    tags::SCHEDULED_PROCEDURE_STEP_END_TIME,
+    tags::PRE_MEDICATION,
+    tags::REQUESTED_CONTRAST_AGENT,
+];
+
 pub fn ups_place(mwl: Place) -> Option<Place> {
     MAP.iter().find(|(m, _)| *m == mwl).map(|(_, u)| *u)
 }
@@ -228,6 +240,8 @@ pub fn mwl_to_ups(step: &InMemDicomObject) -> InMemDicomObject {
         let tag = element.tag();
         if let Some(place) = ups_place(Place::In(SPS, tag)) {
             out.put(place, element.value().clone());
+        } else if STEP_KEPT.contains(&tag) {
+            out.put(Place::Top(tag), element.value().clone());
         }
     }
     if let Some(code) = text(sps, tags::MODALITY) {
@@ -319,6 +333,10 @@ pub fn ups_to_mwl(item: &InMemDicomObject) -> InMemDicomObject {
     let mut sps = InMemDicomObject::new_empty();
     for (place, value) in found {
         match (mwl_place(place), place) {
+            (None, Place::Top(tag)) if STEP_KEPT.contains(&tag) => {
+                let vr = vr_of(tag).unwrap_or(VR::UN);
+                sps.put(DataElement::new(tag, vr, value));
+            }
             (Some(Place::In(_, tag)), _) => {
                 let vr = vr_of(tag).unwrap_or(VR::UN);
                 sps.put(DataElement::new(tag, vr, value));
@@ -331,14 +349,22 @@ pub fn ups_to_mwl(item: &InMemDicomObject) -> InMemDicomObject {
     if let Some(when) = text(Some(item), tags::SCHEDULED_PROCEDURE_STEP_START_DATE_TIME) {
         // Without the time zone offset: a worklist date and time are local.
         let when = when.split(['+', '-']).next().unwrap_or("");
-        let (date, time) = when.split_at(when.len().min(8));
+        let date = when.get(..8).unwrap_or(when);
         put_text(&mut sps, tags::SCHEDULED_PROCEDURE_STEP_START_DATE, date);
-        if !time.is_empty() {
+        if let Some(time) = when.get(8..).filter(|t| !t.is_empty()) {
             put_text(&mut sps, tags::SCHEDULED_PROCEDURE_STEP_START_TIME, time);
         }
     }
     if let Some(priority) = text(Some(item), tags::SCHEDULED_PROCEDURE_STEP_PRIORITY) {
         out.text(Place::Top(tags::REQUESTED_PROCEDURE_PRIORITY), &priority);
+    }
+    // A worklist step needs an ID (type 1); a workitem made elsewhere has
+    // none: its UID's last 16 characters stand in.
+    if sps.get(tags::SCHEDULED_PROCEDURE_STEP_ID).is_none() {
+        if let Some(uid) = text(Some(item), tags::SOP_INSTANCE_UID) {
+            let id = &uid[uid.len().saturating_sub(16)..];
+            put_text(&mut sps, tags::SCHEDULED_PROCEDURE_STEP_ID, id);
+        }
     }
     let mut out = out.finish();
     out.put(DataElement::new(
@@ -376,9 +402,10 @@ fn is_ups_only(tag: Tag) -> bool {
 pub struct UpsSearch {
     /// The worklist search parameters (for `mwl_to_cfind`).
     pub mwl_params: Vec<(String, String)>,
-    /// Scheduled Procedure Step Start DateTime as asked: the worklist is
-    /// asked by date, the time is checked on the answers.
-    pub start: Option<String>,
+    /// Checked on the answers as workitems: Scheduled Procedure Step Start
+    /// DateTime (the worklist is asked by day) and Priority (MEDIUM stands
+    /// for ROUTINE and for none).
+    pub post: Vec<(Tag, VR, String)>,
     /// A state other than SCHEDULED was asked for: a worklist has none.
     pub nothing: bool,
 }
@@ -443,19 +470,25 @@ pub fn ups_params_to_mwl(params: &[(String, String)]) -> Result<UpsSearch, Param
             },
             _ if tag == Some(tags::SCHEDULED_PROCEDURE_STEP_START_DATE_TIME) => {
                 let date = |s: &str| s.get(..8).unwrap_or(s).to_owned();
-                let dates = match value.split_once('-') {
+                let dates = match split_range(VR::DT, value) {
                     Some((a, b)) => format!("{}-{}", date(a), date(b)),
                     None => date(value),
                 };
                 search
                     .mwl_params
                     .push(("ScheduledProcedureStepStartDate".into(), dates));
-                search.start = Some(value.clone());
+                search.post.push((
+                    tags::SCHEDULED_PROCEDURE_STEP_START_DATE_TIME,
+                    VR::DT,
+                    value.clone(),
+                ));
             }
             _ if tag == Some(tags::SCHEDULED_PROCEDURE_STEP_PRIORITY) => {
-                search
-                    .mwl_params
-                    .push(("RequestedProcedurePriority".into(), value.clone()));
+                search.post.push((
+                    tags::SCHEDULED_PROCEDURE_STEP_PRIORITY,
+                    VR::CS,
+                    value.clone(),
+                ));
             }
             _ => {
                 for name in rename(key) {

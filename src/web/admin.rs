@@ -2,7 +2,7 @@
 //! `GET /jobs?kind=&state=&limit=` (newest first) and `GET /jobs/{id}`.
 //! Payloads hold UIDs, file paths and AE titles, never patient names.
 
-use crate::jobs::{JobError, JobState, JobTable, KIND_STOW};
+use crate::jobs::{JobError, JobState, JobTable};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,8 @@ pub type Collector = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 pub struct AdminState {
     pub jobs: Arc<dyn JobTable>,
     pub upstream: Option<Probe>,
+    /// The job kinds of the upstreams' spools.
+    pub spool_kinds: Vec<String>,
     /// Direction B's PACS by name.
     pub pacs: Vec<(String, Probe)>,
     pub collect: Collector,
@@ -64,11 +66,16 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         }
     };
     let spooled = match writable.await {
-        Ok(()) => state
-            .jobs
-            .count(KIND_STOW, JobState::Pending)
-            .await
-            .map_err(|e| e.to_string()),
+        Ok(()) => {
+            let mut n = Ok(0);
+            for kind in &state.spool_kinds {
+                n = match (n, state.jobs.count(kind, JobState::Pending).await) {
+                    (Ok(a), Ok(b)) => Ok(a + b),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+            }
+            n.map_err(|e| e.to_string())
+        }
         Err(e) => Err(e),
     };
     let ready = upstream.is_ok() && spooled.is_ok() && pacs_ok;

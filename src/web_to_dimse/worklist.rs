@@ -17,7 +17,6 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use dicom_core::VR;
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use std::sync::Arc;
@@ -56,14 +55,14 @@ async fn search_workitems(
         return Ok(json_page(std::iter::empty(), false, false));
     }
     let (found, more, fuzzy) = worklist(&svc, &search.mwl_params).await?;
-    let start = search.start.unwrap_or_default();
     let items = found.iter().map(mwl_to_ups).filter(|item| {
-        // The worklist was asked by day; the time of day is checked here.
-        let when = item
-            .get(tags::SCHEDULED_PROCEDURE_STEP_START_DATE_TIME)
-            .and_then(|e| e.to_str().ok())
-            .unwrap_or_default();
-        matches(VR::DT, &start, &when)
+        search.post.iter().all(|(tag, vr, pattern)| {
+            let value = item
+                .get(*tag)
+                .and_then(|e| e.to_str().ok())
+                .unwrap_or_default();
+            matches(*vr, pattern, &value)
+        })
     });
     Ok(json_page(items, more, fuzzy))
 }

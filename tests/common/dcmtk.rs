@@ -261,12 +261,12 @@ pub struct FindResult {
     pub log: String,
 }
 
-/// findscu from MODALITY to PONS on `port` with `args` (`-S`, `-W`, `-d`…)
-/// and `-k` keys (raw bytes, for values in another character set).
-pub fn findscu_extract(port: u16, args: &[&str], keys: &[OsString]) -> FindResult {
+/// findscu from MODALITY to `called` on `port` with `args` (`-S`, `-W`,
+/// `-d`…) and `-k` keys (raw bytes, for values in another character set).
+pub fn findscu_extract(called: &str, port: u16, args: &[&str], keys: &[OsString]) -> FindResult {
     let out_dir = tempfile::tempdir().unwrap();
     let mut cmd = dcmtk("findscu");
-    cmd.args(["-aet", "MODALITY", "-aec", "PONS", "-X", "-od"])
+    cmd.args(["-aet", "MODALITY", "-aec", called, "-X", "-od"])
         .arg(out_dir.path())
         .args(args);
     for k in keys {

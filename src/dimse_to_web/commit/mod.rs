@@ -12,7 +12,7 @@
 mod archive;
 mod worker;
 
-pub use worker::{run_commit_worker, CommitWorkerConfig};
+pub use worker::{run_commit_worker, CommitArchive, CommitWorkerConfig};
 
 use crate::dicom::status::{self, general};
 use crate::dimse::handler::{AssociationInfo, Refusal};
@@ -63,6 +63,23 @@ pub struct CommitJob {
     /// Delivery attempts that failed so far.
     #[serde(default)]
     pub deliveries: u32,
+    /// The AE title the N-ACTION called: its routes say which archives the
+    /// instances went to.
+    #[serde(default)]
+    pub called_ae: String,
+    /// Each archive asked, with the instances it must hold and its own
+    /// progress; decided at the first step.
+    #[serde(default)]
+    pub parts: Option<Vec<ArchivePart>>,
+}
+
+/// One archive's share of a commitment request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArchivePart {
+    /// The `[[upstream]]` name.
+    pub upstream: String,
+    /// The request for just these instances, and the archive's progress.
+    pub ask: CommitJob,
 }
 
 /// Where a report can go on the association of its N-ACTION.
@@ -197,6 +214,8 @@ impl Commit {
             errors: 0,
             result: None,
             deliveries: 0,
+            called_ae: assoc.called_ae.clone(),
+            parts: None,
         };
         let value = serde_json::to_value(&payload).map_err(|e| {
             warn!(error = %e, "cannot encode a commitment job");

@@ -96,6 +96,8 @@ fn job(txn: &str) -> CommitJob {
         errors: 0,
         result: None,
         deliveries: 0,
+        called_ae: "PONS".into(),
+        parts: None,
     }
 }
 

@@ -1,16 +1,19 @@
 //! The commitment worker: claims KIND_COMMIT jobs and takes each a step
-//! further. First the instances that came through our spool must have
-//! reached the archive (or been refused by it); then the archive is asked;
-//! then the N-EVENT-REPORT is delivered. Every outcome is saved in the job
+//! further. First the instances that came through our spools must have
+//! reached their archives (or been refused); then each archive an instance
+//! was routed to is asked (committed means: by every one of them); then the
+//! N-EVENT-REPORT is delivered. Every outcome is saved in the job
 //! payload before the next step, so a restart resumes where it stopped.
 
 use super::archive::{Archive, Asked};
-use super::{CommitJob, OpenAssociations, ReportRoute};
+use super::{ArchivePart, CommitJob, OpenAssociations, ReportRoute};
 use crate::config::{AeConfig, CommitmentMode};
 use crate::dicom::status::{self, StatusKind};
 use crate::dimse::client::{ScuAssociation, ScuConfig};
 use crate::dimse::message::Command;
+use crate::dimse_to_web::route::{RoutedLog, Router, StoreFacts};
 use crate::jobs::{Job, JobTable, KIND_COMMIT};
+use crate::translate::commitment::{reason, CommitRequest};
 use crate::translate::commitment::{result_to_dataset, CommitResult};
 use crate::web::client::UpstreamClient;
 use dicom_dictionary_std::uids;
@@ -22,10 +25,21 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-#[derive(Debug, Clone)]
-pub struct CommitWorkerConfig {
-    /// `[upstream] commitment`.
+/// An upstream as the commitment worker sees it.
+pub struct CommitArchive {
+    pub name: String,
+    /// The job kind of its spool.
+    pub kind: String,
+    pub upstream: Arc<UpstreamClient>,
+    /// Its `commitment` setting.
     pub mode: CommitmentMode,
+}
+
+#[derive(Clone)]
+pub struct CommitWorkerConfig {
+    /// Which archives a called AE's instances went to.
+    pub router: Arc<Router>,
+    pub routed: Option<Arc<RoutedLog>>,
     /// Our AE title: the calling AE of report associations.
     pub our_ae: String,
     /// `[[ae]]`: where requesters are when their association has gone.
@@ -52,7 +66,7 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// Work commitment jobs until `shutdown` fires.
 pub async fn run_commit_worker(
     jobs: Arc<dyn JobTable>,
-    upstream: Arc<UpstreamClient>,
+    archives: Vec<CommitArchive>,
     open: Arc<OpenAssociations>,
     wake: Arc<Notify>,
     cfg: CommitWorkerConfig,
@@ -63,9 +77,20 @@ pub async fn run_commit_worker(
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    info!(owner, mode = ?cfg.mode, "commitment worker started");
+    info!(
+        owner,
+        archives = archives.len(),
+        "commitment worker started"
+    );
     let worker = Arc::new(Worker {
-        archive: Archive::new(upstream, cfg.mode, cfg.retry_max),
+        archives: archives
+            .into_iter()
+            .map(|a| Upstream {
+                archive: Archive::new(a.upstream, a.mode, cfg.retry_max),
+                name: a.name,
+                kind: a.kind,
+            })
+            .collect(),
         jobs,
         open,
         cfg,
@@ -79,9 +104,15 @@ pub async fn run_commit_worker(
     info!("commitment worker stopped");
 }
 
+struct Upstream {
+    name: String,
+    kind: String,
+    archive: Archive,
+}
+
 struct Worker {
     jobs: Arc<dyn JobTable>,
-    archive: Archive,
+    archives: Vec<Upstream>,
     open: Arc<OpenAssociations>,
     cfg: CommitWorkerConfig,
     owner: String,
@@ -139,16 +170,29 @@ impl Worker {
             return;
         }
         if p.result.is_none() {
+            if p.parts.is_none() {
+                p.parts = Some(self.plan(&p));
+                if !self.save(&job, &p).await {
+                    return;
+                }
+            }
+            let mut parts = p.parts.take().unwrap_or_default();
+            let kinds: Vec<String> = parts
+                .iter()
+                .filter_map(|part| self.upstream(&part.upstream))
+                .map(|u| u.kind.clone())
+                .collect();
             let uids: HashSet<&str> = p
                 .request
                 .instances
                 .iter()
                 .map(|r| r.instance_uid.as_str())
                 .collect();
-            match crate::spool::in_flight(self.jobs.as_ref(), &uids).await {
+            match crate::spool::in_flight(self.jobs.as_ref(), &kinds, &uids).await {
                 Ok(0) => {}
                 Ok(n) => {
                     let msg = format!("waiting for {n} spooled instance(s) to reach the archive");
+                    p.parts = Some(parts);
                     self.retry(&job, SPOOL_WAIT, &msg).await;
                     return;
                 }
@@ -157,25 +201,43 @@ impl Worker {
                     return;
                 }
             }
-            match self.archive.ask(&mut p).await {
-                Asked::Done(result) => {
-                    info!(
-                        transaction_uid = %uid,
-                        committed = result.committed.len(),
-                        failed = result.failed.len(),
-                        "archive answered"
-                    );
-                    p.result = Some(result);
-                    if !self.save(&job, &p).await {
-                        return;
+            let mut later: Option<(Duration, String)> = None;
+            for part in parts.iter_mut().filter(|part| part.ask.result.is_none()) {
+                let Some(upstream) = self.upstream(&part.upstream) else {
+                    warn!(upstream = %part.upstream, "an archive of this commitment is no longer configured");
+                    let gone = Some(reason::PROCESSING_FAILURE);
+                    part.ask.result = Some(CommitResult::settle(&part.ask.request, |_| gone));
+                    continue;
+                };
+                match upstream.archive.ask(&mut part.ask).await {
+                    Asked::Done(result) => part.ask.result = Some(result),
+                    Asked::Later(delay, why) => {
+                        let sooner = later.as_ref().is_none_or(|(d, _)| delay < *d);
+                        if sooner {
+                            later = Some((delay, format!("{}: {why}", part.upstream)));
+                        }
                     }
                 }
-                Asked::Later(delay, why) => {
-                    if self.save(&job, &p).await {
-                        self.retry(&job, delay, &why).await;
-                    }
-                    return;
+            }
+            let result = merge(&p.request, &parts);
+            let asked = parts.len();
+            p.parts = Some(parts);
+            if let Some((delay, why)) = later {
+                if self.save(&job, &p).await {
+                    self.retry(&job, delay, &why).await;
                 }
+                return;
+            }
+            info!(
+                transaction_uid = %uid,
+                committed = result.committed.len(),
+                failed = result.failed.len(),
+                archives = asked,
+                "archive answered"
+            );
+            p.result = Some(result);
+            if !self.save(&job, &p).await {
+                return;
             }
         }
         let Some(result) = p.result.as_ref() else {
@@ -205,6 +267,75 @@ impl Worker {
                 }
             }
         }
+    }
+
+    fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.archives.iter().find(|u| u.name == name)
+    }
+
+    /// Which archive must hold which instances: where each was stored
+    /// (remembered), else where its called AE, calling AE and SOP class
+    /// route it. A job from before routing goes to the first archive as it
+    /// was, progress included.
+    fn plan(&self, p: &CommitJob) -> Vec<ArchivePart> {
+        let first = || {
+            self.archives
+                .first()
+                .map(|u| u.name.clone())
+                .unwrap_or_default()
+        };
+        if p.called_ae.is_empty() {
+            let mut ask = p.clone();
+            ask.parts = None;
+            return vec![ArchivePart {
+                upstream: first(),
+                ask,
+            }];
+        }
+        let mut parts: Vec<ArchivePart> = Vec::new();
+        for sop in &p.request.instances {
+            let mut targets = self
+                .cfg
+                .routed
+                .as_ref()
+                .and_then(|log| log.get(&sop.instance_uid))
+                .unwrap_or_else(|| {
+                    let facts = StoreFacts {
+                        calling_ae: &p.calling_ae,
+                        sop_class_uid: &sop.class_uid,
+                        modality: None,
+                    };
+                    self.cfg.router.store_targets(&p.called_ae, &facts)
+                });
+            if targets.is_empty() {
+                targets.push(0);
+            }
+            for index in targets {
+                let name = self
+                    .archives
+                    .get(index)
+                    .map(|u| u.name.clone())
+                    .unwrap_or_else(first);
+                let part = match parts.iter_mut().position(|part| part.upstream == name) {
+                    Some(i) => &mut parts[i],
+                    None => {
+                        let mut ask = p.clone();
+                        ask.request = CommitRequest {
+                            transaction_uid: p.request.transaction_uid.clone(),
+                            instances: Vec::new(),
+                        };
+                        (ask.archive, ask.posted, ask.errors, ask.parts) = (None, false, 0, None);
+                        parts.push(ArchivePart {
+                            upstream: name,
+                            ask,
+                        });
+                        parts.last_mut().expect("just pushed")
+                    }
+                };
+                part.ask.request.instances.push(sop.clone());
+            }
+        }
+        parts
     }
 
     /// On the N-ACTION's association while it is open, else on a new one.
@@ -317,6 +448,21 @@ impl Worker {
             warn!(error = %e, "cannot mark the commitment job failed");
         }
     }
+}
+
+/// Committed when every archive asked about an instance committed it;
+/// otherwise failed with the first archive's reason.
+fn merge(request: &CommitRequest, parts: &[ArchivePart]) -> CommitResult {
+    CommitResult::settle(request, |sop| {
+        parts.iter().find_map(|part| {
+            part.ask
+                .result
+                .as_ref()?
+                .failed
+                .iter()
+                .find_map(|f| (f.sop.instance_uid == sop.instance_uid).then_some(f.reason))
+        })
+    })
 }
 
 /// The requester took the report (success or warning status).

@@ -42,7 +42,14 @@ fn workitem_search_becomes_a_worklist_search() {
         ("limit", "3"),
     ]);
     assert_eq!(s.mwl_params, expected);
-    assert_eq!(s.start.as_deref(), Some("20261203080000-20261204"));
+    assert_eq!(
+        s.post,
+        [(
+            tags::SCHEDULED_PROCEDURE_STEP_START_DATE_TIME,
+            VR::DT,
+            "20261203080000-20261204".to_owned()
+        )]
+    );
     assert!(!s.nothing);
     let done = ups_params_to_mwl(&params(&[("ProcedureStepState", "COMPLETED")])).unwrap();
     assert!(done.nothing);
