@@ -56,12 +56,14 @@ impl DirectionA {
             });
         }
         if let Some(first) = origins.first() {
+            let several = origins.len() > 1;
             first
                 .spool
-                .check_owner(&first.cfg.name)
+                .check_owner(&first.cfg.url, several)
                 .await
                 .map_err(anyhow::Error::msg)?;
         }
+        refuse_orphaned_spools(jobs.as_ref(), &origins).await?;
         let commit_routes = Arc::new(OpenAssociations::default());
         let commit_wake = Arc::new(tokio::sync::Notify::new());
         let archives = origins
@@ -195,5 +197,32 @@ impl DirectionA {
                 ))
             })
             .collect()
+    }
+}
+
+/// Instances waiting for an upstream no longer configured (renamed or
+/// removed) would never be sent: refuse to start and say which.
+async fn refuse_orphaned_spools(jobs: &dyn JobTable, origins: &[Origin]) -> anyhow::Result<()> {
+    use crate::jobs::{JobState, KIND_STOW};
+    let kinds: Vec<&str> = origins.iter().map(|o| o.spool.kind()).collect();
+    let mut orphans = std::collections::BTreeMap::<String, usize>::new();
+    for state in [JobState::Pending, JobState::Running] {
+        for job in jobs.list(None, Some(state), usize::MAX).await? {
+            let ours = job.node.as_deref().is_none_or(|n| n == jobs.node());
+            if ours && job.kind.starts_with(KIND_STOW) && !kinds.contains(&job.kind.as_str()) {
+                *orphans.entry(job.kind).or_default() += 1;
+            }
+        }
+    }
+    match orphans.is_empty() {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!(
+            "instances wait for upstreams that are no longer configured ({}): put those [[upstream]] entries back until they are sent",
+            orphans
+                .iter()
+                .map(|(kind, n)| format!("{n} of job kind {kind}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }

@@ -203,15 +203,17 @@ impl Spool {
             .collect();
         let mut dirs: Vec<PathBuf> = vec![self.dir.join(READY)];
         dirs.extend(others.iter().map(|o| o.dir.join(READY)));
-        // Rest of the data, fsync, links, rename, directory fsyncs: one blocking hop.
+        // Rest of the data, fsync, rename, links, directory fsyncs: one
+        // blocking hop. Renamed first: after a crash before the links, only
+        // the first spool has it (unacknowledged: the sender sends it again).
         let (to, linked) = (ready.clone(), links.clone());
         let result = file
             .finish(move |handle, from| {
                 handle.sync_all()?;
-                for link in &linked {
-                    std::fs::hard_link(from, link)?;
-                }
                 std::fs::rename(from, &to)?;
+                for link in &linked {
+                    std::fs::hard_link(&to, link)?;
+                }
                 for dir in &dirs {
                     std::fs::File::open(dir)?.sync_all()?;
                 }
@@ -259,27 +261,39 @@ impl Spool {
     }
 
     /// `spool.dir` holds the first upstream's instances: refuse to start when
-    /// some still wait that were spooled for another upstream (the
-    /// `[[upstream]]` list was reordered), rather than send them to the wrong
-    /// archive. A single `[upstream]` (named "default") may become the first
-    /// of a list.
-    pub async fn check_owner(&self, upstream: &str) -> Result<(), String> {
+    /// some still wait that were spooled for another archive (the
+    /// `[[upstream]]` list was reordered, or the first replaced) rather than
+    /// send them to the wrong one. The archive is told by its URL, recorded
+    /// here; a spool from before routing has none, which is only trusted
+    /// with a single upstream.
+    pub async fn check_owner(&self, url: &str, several: bool) -> Result<(), String> {
         let file = self.dir.join(OWNER_FILE);
         let before = tokio::fs::read_to_string(&file).await.unwrap_or_default();
         let before = before.trim();
-        if !before.is_empty() && before != upstream && before != crate::config::DEFAULT_UPSTREAM {
+        let other = if before.is_empty() {
+            several
+        } else {
+            before != url
+        };
+        if other {
             let waiting = list_dir(&self.dir.join(READY), "dcm")
                 .await
                 .map_err(|e| e.to_string())?
                 .len();
             if waiting > 0 {
+                let whom = if before.is_empty() {
+                    "the single [upstream] of an older configuration".to_owned()
+                } else {
+                    before.to_owned()
+                };
                 return Err(format!(
-                    "{} holds {waiting} instance(s) spooled for upstream {before:?}, but the first [[upstream]] is now {upstream:?}: put {before:?} first again until they are sent",
+                    "{} holds {waiting} instance(s) spooled for {whom}, but the first upstream is now {url}: \
+                     start with that archive first again until they are sent",
                     self.dir.display()
                 ));
             }
         }
-        tokio::fs::write(&file, format!("{upstream}\n"))
+        tokio::fs::write(&file, format!("{url}\n"))
             .await
             .map_err(|e| format!("cannot write {}: {e}", file.display()))
     }

@@ -428,3 +428,42 @@ async fn in_flight_counts_spooled_instances_until_settled() {
         0
     );
 }
+
+#[tokio::test]
+async fn one_file_reaches_every_spool_and_the_first_spool_knows_its_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = jobs::open("memory", "n1").await.unwrap();
+    let first = Spool::open(&dir.path().join("spool"), table.clone())
+        .await
+        .unwrap();
+    let second = Spool::open_for(
+        &dir.path().join("spool/upstream-research"),
+        "stow:research",
+        table.clone(),
+    )
+    .await
+    .unwrap();
+    // A new install: nothing waits, the first archive is recorded.
+    first.check_owner("http://clinical", true).await.unwrap();
+    let mut f = first.create_incoming().await.unwrap();
+    f.write(b"DICM 1.2.3").await.unwrap();
+    first
+        .commit_with(f, &meta("1.2.3"), &[&second])
+        .await
+        .unwrap();
+    for (spool, kind) in [(&first, "stow"), (&second, "stow:research")] {
+        let jobs = table.list(Some(kind), None, 10).await.unwrap();
+        assert_eq!(jobs.len(), 1, "{kind}");
+        let p: StowPayload = serde_json::from_value(jobs[0].payload.clone()).unwrap();
+        assert!(p.path.starts_with(spool.dir().join("ready")), "{kind}");
+        assert_eq!(std::fs::read(&p.path).unwrap(), b"DICM 1.2.3");
+    }
+
+    // Instances wait in spool.dir: they belong to the archive recorded there.
+    assert!(first.check_owner("http://research", true).await.is_err());
+    first.check_owner("http://clinical", false).await.unwrap();
+    // A spool from before routing: trusted only with a single upstream.
+    std::fs::remove_file(first.dir().join(OWNER_FILE)).unwrap();
+    assert!(first.check_owner("http://research", true).await.is_err());
+    first.check_owner("http://clinical", false).await.unwrap();
+}

@@ -12,13 +12,13 @@ use crate::dicom::status::{self, StatusKind};
 use crate::dimse::client::{ScuAssociation, ScuConfig};
 use crate::dimse::message::Command;
 use crate::dimse_to_web::route::{RoutedLog, Router, StoreFacts};
-use crate::jobs::{Job, JobTable, KIND_COMMIT};
+use crate::jobs::{Job, JobState, JobTable, KIND_COMMIT};
 use crate::translate::commitment::{reason, CommitRequest};
 use crate::translate::commitment::{result_to_dataset, CommitResult};
 use crate::web::client::UpstreamClient;
 use dicom_dictionary_std::uids;
 use dicom_encoding::TransferSyntaxIndex;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -170,18 +170,9 @@ impl Worker {
             return;
         }
         if p.result.is_none() {
-            if p.parts.is_none() {
-                p.parts = Some(self.plan(&p));
-                if !self.save(&job, &p).await {
-                    return;
-                }
-            }
-            let mut parts = p.parts.take().unwrap_or_default();
-            let kinds: Vec<String> = parts
-                .iter()
-                .filter_map(|part| self.upstream(&part.upstream))
-                .map(|u| u.kind.clone())
-                .collect();
+            // Every spool counts: until nothing of the request is on its way
+            // anywhere, where it went is not settled.
+            let kinds: Vec<String> = self.archives.iter().map(|u| u.kind.clone()).collect();
             let uids: HashSet<&str> = p
                 .request
                 .instances
@@ -192,7 +183,6 @@ impl Worker {
                 Ok(0) => {}
                 Ok(n) => {
                     let msg = format!("waiting for {n} spooled instance(s) to reach the archive");
-                    p.parts = Some(parts);
                     self.retry(&job, SPOOL_WAIT, &msg).await;
                     return;
                 }
@@ -201,6 +191,20 @@ impl Worker {
                     return;
                 }
             }
+            if p.parts.is_none() {
+                let refused = match self.refused_by(&uids).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.retry(&job, TABLE_ERROR_PAUSE, &e.to_string()).await;
+                        return;
+                    }
+                };
+                p.parts = Some(self.plan(&p, &refused));
+                if !self.save(&job, &p).await {
+                    return;
+                }
+            }
+            let mut parts = p.parts.take().unwrap_or_default();
             let mut later: Option<(Duration, String)> = None;
             for part in parts.iter_mut().filter(|part| part.ask.result.is_none()) {
                 let Some(upstream) = self.upstream(&part.upstream) else {
@@ -273,11 +277,33 @@ impl Worker {
         self.archives.iter().find(|u| u.name == name)
     }
 
+    /// The archives (indices) whose spool refused each of these instances:
+    /// they must be asked too, whatever the routes say.
+    async fn refused_by(
+        &self,
+        uids: &HashSet<&str>,
+    ) -> Result<HashMap<String, Vec<usize>>, crate::jobs::JobError> {
+        let mut refused: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, upstream) in self.archives.iter().enumerate() {
+            let failed = self
+                .jobs
+                .list(Some(&upstream.kind), Some(JobState::Failed), usize::MAX)
+                .await?;
+            for job in failed {
+                let uid = job.payload.get("sop_instance_uid").and_then(|u| u.as_str());
+                if let Some(uid) = uid.filter(|u| uids.contains(u)) {
+                    refused.entry(uid.to_owned()).or_default().push(index);
+                }
+            }
+        }
+        Ok(refused)
+    }
+
     /// Which archive must hold which instances: where each was stored
     /// (remembered), else where its called AE, calling AE and SOP class
-    /// route it. A job from before routing goes to the first archive as it
-    /// was, progress included.
-    fn plan(&self, p: &CommitJob) -> Vec<ArchivePart> {
+    /// route it; and any archive that refused it. A job from before
+    /// routing goes to the first archive as it was, progress included.
+    fn plan(&self, p: &CommitJob, refused: &HashMap<String, Vec<usize>>) -> Vec<ArchivePart> {
         let first = || {
             self.archives
                 .first()
@@ -307,6 +333,11 @@ impl Worker {
                     };
                     self.cfg.router.store_targets(&p.called_ae, &facts)
                 });
+            for index in refused.get(&sop.instance_uid).into_iter().flatten() {
+                if !targets.contains(index) {
+                    targets.push(*index);
+                }
+            }
             if targets.is_empty() {
                 targets.push(0);
             }
