@@ -50,7 +50,7 @@ url = "sqlite://{root}/jobs.db"
     with open(path, "w") as f:
         f.write(cfg)
     proc = subprocess.Popen([binary, "serve", "--config", path],
-                            env=dict(ENV, RUST_LOG="warn"), stderr=subprocess.DEVNULL)
+                            env=dict(ENV, RUST_LOG="warn"), stderr=open(os.path.join(root, "pons.log"), "w"))
     wait_port(dimse)
     return proc, dimse
 
@@ -67,10 +67,10 @@ def run(binary, files, two):
             called = ["CT_ARCHIVE", "MR_ARCHIVE"] if two else ["PONS", "PONS"]
             start = time.time()
             procs = []
-            for group, aec in zip(groups, called):
+            for i, (group, aec) in enumerate(zip(groups, called)):
                 procs.append(subprocess.Popen(
-                    storescu_cmd(group, aec, port, root), shell=True, env=ENV,
-                    stderr=subprocess.PIPE))
+                    storescu_cmd(group, aec, port, os.path.join(root, f"files{i}.txt")),
+                    shell=True, env=ENV, stderr=subprocess.PIPE))
             for p in procs:
                 _, err = p.communicate()
                 if p.returncode != 0:
@@ -91,8 +91,7 @@ def run(binary, files, two):
     return acked, done, rss
 
 
-def storescu_cmd(group, aec, port, root):
-    listfile = os.path.join(root, f"files-{aec}.txt")
+def storescu_cmd(group, aec, port, listfile):
     with open(listfile, "w") as f:
         f.write("\n".join(group))
     return f"xargs -a {listfile} storescu -aet {aec[:2]}1 -aec {aec} 127.0.0.1 {port}"
