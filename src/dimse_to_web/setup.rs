@@ -59,7 +59,7 @@ impl DirectionA {
             let several = origins.len() > 1;
             first
                 .spool
-                .check_owner(&first.cfg.url, several)
+                .check_owner(&first.cfg.name, several)
                 .await
                 .map_err(anyhow::Error::msg)?;
         }

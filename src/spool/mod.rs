@@ -260,22 +260,18 @@ impl Spool {
         Ok(id.unwrap_or_default())
     }
 
-    /// `spool.dir` holds the first upstream's instances: refuse to start when
-    /// some still wait that were spooled for another archive (the
-    /// `[[upstream]]` list was reordered, or the first replaced) rather than
-    /// send them to the wrong one. The archive is told by its URL, recorded
-    /// here; a spool from before routing has none, which is only trusted
-    /// with a single upstream.
-    pub async fn check_owner(&self, url: &str, several: bool) -> Result<(), String> {
+    /// `spool.dir` holds the first upstream's instances: with several
+    /// upstreams, refuse to start when some still wait that were spooled for
+    /// another (the `[[upstream]]` list was reordered, or the first replaced)
+    /// rather than send them to the wrong archive. The first upstream's name
+    /// is recorded here; a spool from before routing has none. A single
+    /// upstream takes what waits, as before routing (its URL may have been
+    /// corrected).
+    pub async fn check_owner(&self, name: &str, several: bool) -> Result<(), String> {
         let file = self.dir.join(OWNER_FILE);
         let before = tokio::fs::read_to_string(&file).await.unwrap_or_default();
         let before = before.trim();
-        let other = if before.is_empty() {
-            several
-        } else {
-            before != url
-        };
-        if other {
+        if several && before != name {
             let waiting = list_dir(&self.dir.join(READY), "dcm")
                 .await
                 .map_err(|e| e.to_string())?
@@ -284,16 +280,16 @@ impl Spool {
                 let whom = if before.is_empty() {
                     "the single [upstream] of an older configuration".to_owned()
                 } else {
-                    before.to_owned()
+                    format!("upstream {before:?}")
                 };
                 return Err(format!(
-                    "{} holds {waiting} instance(s) spooled for {whom}, but the first upstream is now {url}: \
-                     start with that archive first again until they are sent",
+                    "{} holds {waiting} instance(s) spooled for {whom}, but the first [[upstream]] \
+                     is now {name:?}: put that archive first (under that name) until they are sent",
                     self.dir.display()
                 ));
             }
         }
-        tokio::fs::write(&file, format!("{url}\n"))
+        tokio::fs::write(&file, format!("{name}\n"))
             .await
             .map_err(|e| format!("cannot write {}: {e}", file.display()))
     }

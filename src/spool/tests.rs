@@ -444,7 +444,7 @@ async fn one_file_reaches_every_spool_and_the_first_spool_knows_its_archive() {
     .await
     .unwrap();
     // A new install: nothing waits, the first archive is recorded.
-    first.check_owner("http://clinical", true).await.unwrap();
+    first.check_owner("clinical", true).await.unwrap();
     let mut f = first.create_incoming().await.unwrap();
     f.write(b"DICM 1.2.3").await.unwrap();
     first
@@ -460,10 +460,11 @@ async fn one_file_reaches_every_spool_and_the_first_spool_knows_its_archive() {
     }
 
     // Instances wait in spool.dir: they belong to the archive recorded there.
-    assert!(first.check_owner("http://research", true).await.is_err());
-    first.check_owner("http://clinical", false).await.unwrap();
-    // A spool from before routing: trusted only with a single upstream.
+    assert!(first.check_owner("research", true).await.is_err());
+    first.check_owner("clinical", true).await.unwrap();
+    // A single upstream takes them, as before routing.
+    first.check_owner("default", false).await.unwrap();
+    // A spool from before routing: with several upstreams, refused.
     std::fs::remove_file(first.dir().join(OWNER_FILE)).unwrap();
-    assert!(first.check_owner("http://research", true).await.is_err());
-    first.check_owner("http://clinical", false).await.unwrap();
+    assert!(first.check_owner("clinical", true).await.is_err());
 }
