@@ -75,6 +75,8 @@ TARGETS = [
     "pdu",
     "multipart",
     "accept",
+    "worklist_params",
+    "worklist_identifier",
 ]
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -583,6 +585,49 @@ def queries(seeds: Seeds) -> None:
         seeds.put("qido_to_cfind", name, q)
 
 
+def worklist(seeds: Seeds) -> None:
+    """Worklist and workitem searches as viewers send them, and the MWL
+    C-FIND identifiers modalities send (and the entries origins answer)."""
+    table = {
+        "mwl_station_today": "Modality=CT&ScheduledStationAETitle=CT1"
+        "&ScheduledProcedureStepStartDate=20261203&includefield=all&limit=50",
+        "mwl_path": "ScheduledProcedureStepSequence.ScheduledProcedureStepStartTime=0800-1200"
+        "&PatientName=M%C3%BCller*&offset=10",
+        "ups_codes": "ScheduledStationClassCodeSequence.CodeValue=MR"
+        "&ScheduledStationNameCodeSequence.CodeValue=MR1&ProcedureStepState=SCHEDULED",
+        "ups_datetime": "ScheduledProcedureStepStartDateTime=20261203080000-0500-20261203170000-0500"
+        "&ScheduledProcedureStepPriority=HIGH&includefield=ReferencedRequestSequence",
+        "match_pairs": "Yamada^Tarou=Yamada^Tarou=山田^太郎&0900-1000=093000&2026-2027=20261203",
+    }
+    for name, q in table.items():
+        seeds.put("worklist_params", name, q)
+    step = Dataset()
+    step.Modality = "CT"
+    step.ScheduledStationAETitle = "CT1"
+    step.ScheduledProcedureStepStartDate = "20261203"
+    step.ScheduledProcedureStepStartTime = "0800-1200"
+    step.ScheduledProcedureStepID = ""
+    query = Dataset()
+    query.SpecificCharacterSet = "ISO_IR 100"
+    query.PatientName = "M*"
+    query.AccessionNumber = ""
+    query.StudyInstanceUID = ""
+    query.ScheduledProcedureStepSequence = Sequence([step])
+    seeds.put("worklist_identifier", "modality_query", encode(query, False, True))
+    entry = Dataset()
+    entry.AccessionNumber = "ACC1"
+    entry.PatientName = "Doe^Jane"
+    entry.StudyInstanceUID = "1.2.3"
+    done = Dataset()
+    done.Modality = "CT"
+    done.ScheduledStationAETitle = "CT1"
+    done.ScheduledProcedureStepStartDate = "20261203"
+    done.ScheduledProcedureStepStartTime = "093000"
+    done.ScheduledProcedureStepID = "SPS1"
+    entry.ScheduledProcedureStepSequence = Sequence([done])
+    seeds.put("worklist_identifier", "entry", encode(entry, False, True))
+
+
 def multipart(seeds: Seeds, files: dict[str, Path]) -> None:
     """A piece-size byte, the Content-Type line, the body (target format)."""
     parts = [files["mr"].read_bytes(), files["mr2"].read_bytes()]
@@ -646,6 +691,7 @@ def main() -> int:
     part10(seeds, files)
     dicom_json(seeds, files)
     queries(seeds)
+    worklist(seeds)
     multipart(seeds, files)
     accepts(seeds)
     print(f"make_seeds: {seeds.count} seeds, {seeds.bytes // 1024} KiB in {root}")

@@ -49,8 +49,8 @@ targets="${TARGETS:-$(cargo fuzz list)}"
 # Longest input per target: text decoders need little, bodies and PDUs more.
 max_len() {
     case "$1" in
-    accept | qido_to_cfind) echo 16384 ;;
-    command_set | cfind_to_qido) echo 131072 ;;
+    accept | qido_to_cfind | worklist_params) echo 16384 ;;
+    command_set | cfind_to_qido | worklist_identifier) echo 131072 ;;
     data_set | part10_and_scan | dicom_json) echo 262144 ;;
     *) echo 1048576 ;;
     esac

@@ -362,8 +362,9 @@ pub fn ups_to_mwl(item: &InMemDicomObject) -> InMemDicomObject {
     // none: its UID's last 16 characters stand in.
     if sps.get(tags::SCHEDULED_PROCEDURE_STEP_ID).is_none() {
         if let Some(uid) = text(Some(item), tags::SOP_INSTANCE_UID) {
-            let id = &uid[uid.len().saturating_sub(16)..];
-            put_text(&mut sps, tags::SCHEDULED_PROCEDURE_STEP_ID, id);
+            let skip = uid.chars().count().saturating_sub(16);
+            let id: String = uid.chars().skip(skip).collect();
+            put_text(&mut sps, tags::SCHEDULED_PROCEDURE_STEP_ID, &id);
         }
     }
     let mut out = out.finish();

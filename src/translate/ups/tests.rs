@@ -55,3 +55,33 @@ fn workitem_search_becomes_a_worklist_search() {
     assert!(done.nothing);
     assert!(ups_params_to_mwl(&params(&[("ProcedureStepState", "DONE")])).is_err());
 }
+
+/// Found by fuzz target `worklist_identifier`: the step ID made from the
+/// last 16 characters of a UID was cut at a byte inside a character.
+#[test]
+fn a_step_id_from_a_uid_that_is_not_ascii() {
+    use dicom_core::{DataElement, PrimitiveValue};
+    use dicom_object::InMemDicomObject;
+    let mut item = InMemDicomObject::new_empty();
+    item.put(DataElement::new(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from("Cñ@ 1.2.3.4.5.6.7.8.9.10.11"),
+    ));
+    let entry = ups_to_mwl(&item);
+    let dicom_core::value::Value::Sequence(steps) = entry
+        .get(tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+        .unwrap()
+        .value()
+    else {
+        panic!("no step")
+    };
+    let id = steps.items()[0]
+        .get(tags::SCHEDULED_PROCEDURE_STEP_ID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .into_owned();
+    assert_eq!(id.chars().count(), 16);
+    assert!("Cñ@ 1.2.3.4.5.6.7.8.9.10.11".ends_with(&id));
+}
