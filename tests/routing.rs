@@ -28,34 +28,25 @@ fn as_new_study(files: &[PathBuf], dir: &Path, modality: &str) -> Vec<PathBuf> {
         })
         .collect();
     // One study for all: -gst on the first, then its UIDs copied to the rest.
-    let out = dcmtk("dcmodify")
-        .args(["-nb", "-m", &modality, "-gst", "-gse", "-gin"])
-        .arg(&copies[0])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    dcmodify(&["-m", &modality, "-gst", "-gse", "-gin"], &copies[0]);
     let (study, series, _, _) = file_uids(&copies[0]);
+    let study = format!("(0020,000d)={study}");
+    let series = format!("(0020,000e)={series}");
     for c in &copies[1..] {
-        let out = dcmtk("dcmodify")
-            .args(["-nb", "-m", &modality, "-gin"])
-            .arg("-m")
-            .arg(format!("(0020,000d)={study}"))
-            .arg("-m")
-            .arg(format!("(0020,000e)={series}"))
-            .arg(c)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        dcmodify(&["-m", &modality, "-gin", "-m", &study, "-m", &series], c);
     }
     copies
+}
+
+fn dcmodify(args: &[&str], file: &Path) {
+    let out = dcmtk("dcmodify")
+        .arg("-nb")
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "dcmodify {args:?}: {err}");
 }
 
 fn sop_uids(files: &[PathBuf]) -> BTreeSet<String> {

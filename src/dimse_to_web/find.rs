@@ -115,16 +115,8 @@ impl Find {
                     );
                 }
                 let out = qido_to_identifier(&result, &query, retrieve_ae);
-                let mut bytes = Vec::new();
-                if let Err(e) = out.write_dataset_with_ts(&mut bytes, ts) {
-                    return (
-                        UNABLE_TO_PROCESS,
-                        Some(format!("cannot encode a match: {e}")),
-                    );
-                }
-                let pending = Command::c_find_rsp(rq, status::PENDING, true);
-                if ctx.respond(pending, Some(bytes)).await.is_err() {
-                    return (UNABLE_TO_PROCESS, None); // the association is gone
+                if let Err(stop) = super::send_match(rq, &out, ts, ctx).await {
+                    return stop;
                 }
                 sent += 1;
             }

@@ -90,6 +90,27 @@ pub fn upstream_comment(e: &crate::web::client::UpstreamError) -> String {
     }
 }
 
+/// One C-FIND match as a pending response; on failure, the final status and
+/// comment to end with.
+pub async fn send_match(
+    rq: &Command,
+    found: &dicom_object::InMemDicomObject,
+    ts: &dicom_encoding::TransferSyntax,
+    ctx: &RequestContext,
+) -> Result<(), (u16, Option<String>)> {
+    use status::query_retrieve::UNABLE_TO_PROCESS;
+    let mut bytes = Vec::new();
+    if let Err(e) = found.write_dataset_with_ts(&mut bytes, ts) {
+        let comment = format!("cannot encode a match: {e}");
+        return Err((UNABLE_TO_PROCESS, Some(comment)));
+    }
+    let pending = Command::c_find_rsp(rq, status::PENDING, true);
+    match ctx.respond(pending, Some(bytes)).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err((UNABLE_TO_PROCESS, None)), // the association is gone
+    }
+}
+
 /// Decode a C-FIND/C-GET/C-MOVE identifier in its context's transfer syntax
 /// (which the responses use too); failures as (status, Error Comment).
 pub fn read_identifier(

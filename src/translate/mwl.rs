@@ -7,7 +7,7 @@
 
 use super::json::tag_key;
 use super::matching::matches;
-use super::query::origin_safe;
+use super::query::{declare_utf8, is_control_key, origin_safe, QueryError};
 use super::ups::{self, Place};
 use dicom_core::header::{HasLength, Header};
 use dicom_core::value::{DataSetSequence, Value};
@@ -48,19 +48,8 @@ pub struct WorklistQuery {
     wants_sps: bool,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("key ({0:04X},{1:04X}) cannot be used for matching: {2}")]
-pub struct KeyError(u16, u16, &'static str);
-
-fn is_control_key(tag: Tag) -> bool {
-    tag == tags::SPECIFIC_CHARACTER_SET
-        || tag == tags::QUERY_RETRIEVE_LEVEL
-        || tag.group() == 0x0000
-        || tag.group() == 0x0002
-}
-
 impl WorklistQuery {
-    pub fn from_identifier(identifier: &InMemDicomObject) -> Result<WorklistQuery, KeyError> {
+    pub fn from_identifier(identifier: &InMemDicomObject) -> Result<WorklistQuery, QueryError> {
         let mut keys = Vec::new();
         let mut wants_sps = false;
         let mut key = |in_sps: bool, tag: Tag, element: &dicom_object::mem::InMemElement| {
@@ -69,7 +58,7 @@ impl WorklistQuery {
                 VR::SQ => String::new(),
                 VR::OB | VR::OW | VR::OF | VR::OD | VR::OL | VR::OV | VR::UN => {
                     if !element.is_empty() {
-                        return Err(KeyError(
+                        return Err(QueryError::Key(
                             tag.group(),
                             tag.element(),
                             "binary values cannot be matched",
@@ -204,12 +193,12 @@ impl WorklistQuery {
         }
         let top = self.response_top(entry);
         if !self.wants_sps {
-            return vec![with_charset(top)];
+            return vec![declare_utf8(top)];
         }
         if matching.is_empty() {
             let mut out = top;
             out.put(empty_sequence(SPS));
-            return vec![with_charset(out)];
+            return vec![declare_utf8(out)];
         }
         matching
             .into_iter()
@@ -225,7 +214,7 @@ impl WorklistQuery {
                     VR::SQ,
                     DataSetSequence::from(vec![item]),
                 ));
-                with_charset(out)
+                declare_utf8(out)
             })
             .collect()
     }
@@ -321,24 +310,6 @@ fn clamp_time(t: &str) -> String {
             .map_or(max, |v| v.min(max))
     };
     format!("{:02}{:02}{:02}", part(0, 23), part(2, 59), part(4, 59))
-}
-
-/// ISO_IR 192 when any text is not ASCII (the answers come as UTF-8 JSON).
-fn with_charset(mut out: InMemDicomObject) -> InMemDicomObject {
-    fn any_non_ascii(obj: &InMemDicomObject) -> bool {
-        obj.iter().any(|e| match e.value() {
-            Value::Sequence(s) => s.items().iter().any(any_non_ascii),
-            _ => e.to_str().is_ok_and(|s| !s.is_ascii()),
-        })
-    }
-    if any_non_ascii(&out) {
-        out.put(DataElement::new(
-            tags::SPECIFIC_CHARACTER_SET,
-            VR::CS,
-            PrimitiveValue::from("ISO_IR 192"),
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ pub enum QueryError {
 }
 
 /// Keys that steer the query rather than match.
-fn is_control_key(tag: Tag) -> bool {
+pub fn is_control_key(tag: Tag) -> bool {
     tag == tags::SPECIFIC_CHARACTER_SET
         || tag == tags::QUERY_RETRIEVE_LEVEL
         || tag.group() == 0x0000
@@ -237,15 +237,11 @@ pub fn qido_to_identifier(
     retrieve_ae: &str,
 ) -> InMemDicomObject {
     let mut out = InMemDicomObject::new_empty();
-    let mut non_ascii = false;
     for &(tag, vr) in &query.return_keys {
         let element = match result.get(tag) {
             Some(e) => e.clone(),
             None => DataElement::new(tag, vr, PrimitiveValue::Empty),
         };
-        if let Ok(s) = element.to_str() {
-            non_ascii |= !s.is_ascii();
-        }
         out.put(element);
     }
     out.put(DataElement::new(
@@ -258,7 +254,19 @@ pub fn qido_to_identifier(
         VR::AE,
         PrimitiveValue::from(retrieve_ae),
     ));
-    if non_ascii {
+    declare_utf8(out)
+}
+
+/// ISO_IR 192 when any text, in sequences too, is not ASCII (answers from
+/// DICOMweb come as UTF-8 JSON).
+pub fn declare_utf8(mut out: InMemDicomObject) -> InMemDicomObject {
+    fn any_non_ascii(obj: &InMemDicomObject) -> bool {
+        obj.iter().any(|e| match e.value() {
+            dicom_core::value::Value::Sequence(s) => s.items().iter().any(any_non_ascii),
+            _ => e.to_str().is_ok_and(|s| !s.is_ascii()),
+        })
+    }
+    if any_non_ascii(&out) {
         out.put(DataElement::new(
             tags::SPECIFIC_CHARACTER_SET,
             VR::CS,
