@@ -143,6 +143,10 @@ def request(args):
         assoc.release()
     reports = inbox.wait(1, args.wait) if ok and args.wait > 0 else []
     if assoc.is_established:
+        # The handler wakes us before its N-EVENT-REPORT-RSP goes out:
+        # releasing at once can close the association under it, and the
+        # SCP then rightly counts the report as not delivered.
+        time.sleep(0.5 if reports else 0)
         assoc.release()
     if server:
         server.shutdown()
