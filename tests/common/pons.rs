@@ -239,8 +239,20 @@ impl Pons {
             .stdout(out)
             .stderr(err);
         let mut child = cmd.spawn().expect("spawn pons");
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.dimse_port));
+        // Both faces: the web listener may bind a moment after the DIMSE one.
+        let ports = [Some(self.dimse_port), self.web_port];
         let deadline = Instant::now() + Duration::from_secs(20);
+        for addr in ports
+            .into_iter()
+            .flatten()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        {
+            self.wait_accepting(&mut child, addr, deadline);
+        }
+        self.child = Some(child);
+    }
+
+    fn wait_accepting(&self, child: &mut std::process::Child, addr: SocketAddr, deadline: Instant) {
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
@@ -263,7 +275,6 @@ impl Pons {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.child = Some(child);
     }
 
     pub fn dimse_port(&self) -> u16 {
