@@ -38,6 +38,10 @@ def code(value, scheme, meaning):
     return {"00080100": el("SH", value), "00080102": el("SH", scheme), "00080104": el("LO", meaning)}
 
 
+def protocol(e):
+    return code("P-" + e["modality"], "99HOSP", "Protocol " + e["modality"])
+
+
 def as_mwl(e):
     return {
         "00080005": el("CS", "ISO_IR 192"),
@@ -58,6 +62,7 @@ def as_mwl(e):
                     "00400003": el("TM", e["time"]),
                     "00400009": el("SH", e["sps_id"]),
                     "00400007": el("LO", "Step " + e["acc"]),
+                    "00400008": {"vr": "SQ", "Value": [protocol(e)]},
                 }
             ],
         },
@@ -85,6 +90,7 @@ def as_ups(e):
                 }
             ],
         },
+        "00404018": {"vr": "SQ", "Value": [protocol(e)]},
         "00404026": {"vr": "SQ", "Value": [code(e["modality"], "DCM", e["modality"])]},
         "00404025": {"vr": "SQ", "Value": [code(e["station"], "99HOSP", e["station_name"])]},
     }

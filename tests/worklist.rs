@@ -303,6 +303,18 @@ fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> String {
         .unwrap_or_default()
 }
 
+fn first_item(
+    obj: &dicom_object::InMemDicomObject,
+    tag: dicom_core::Tag,
+) -> dicom_object::InMemDicomObject {
+    match obj.get(tag).map(|e| e.value()) {
+        Some(dicom_core::value::Value::Sequence(s)) if !s.items().is_empty() => {
+            s.items()[0].clone()
+        }
+        _ => panic!("no item in {tag}"),
+    }
+}
+
 fn found_accessions(r: &FindResult) -> BTreeSet<String> {
     r.matches
         .iter()
@@ -377,6 +389,23 @@ fn check_worklist_queries(pons: &Pons) {
     assert_eq!(found_accessions(&later), set(&["ACC3"]));
     let by_name = findscu_worklist(pons, &["AccessionNumber", "PatientName=R*"]);
     assert_eq!(found_accessions(&by_name), set(&["ACC2"]));
+    // Sequence matching one level down: the step's protocol code, returned
+    // with exactly the asked item key.
+    let by_protocol = findscu_worklist(
+        pons,
+        &[
+            "AccessionNumber",
+            "ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence[0].CodeValue=P-MR",
+        ],
+    );
+    assert_eq!(found_accessions(&by_protocol), set(&["ACC2"]));
+    let step = &first_item(
+        &by_protocol.matches[0],
+        tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE,
+    );
+    let code = first_item(step, tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE);
+    assert_eq!(text(&code, tags::CODE_VALUE), "P-MR");
+    assert_eq!(code.iter().count(), 1, "only the asked item key");
 
     // pynetdicom, as a modality: its station's steps of the day.
     let out = script_command("mwl_client.py")

@@ -3,7 +3,8 @@
 //! [`super::ups`]), and each answer back into a C-FIND response with exactly
 //! the requested keys. The origin's matching is not trusted: every matching
 //! key is checked again here (PS3.4 K.2.2.1), inside Scheduled Procedure
-//! Step Sequence too.
+//! Step Sequence and inside the items of other sequence keys (one level of
+//! sequence matching, C.2.2.2.6; deeper sequences are returned whole).
 
 use super::json::tag_key;
 use super::matching::matches;
@@ -25,6 +26,9 @@ struct Key {
     vr: VR,
     /// The matching value; empty for a return key.
     value: String,
+    /// A sequence key's item: the keys each returned item holds, matched
+    /// item by item. Empty: the whole sequence is returned.
+    item: Vec<Key>,
 }
 
 impl Key {
@@ -37,7 +41,51 @@ impl Key {
     }
 
     fn matching(&self) -> bool {
-        !self.value.is_empty() && self.vr != VR::SQ
+        match self.vr {
+            VR::SQ => self.item.iter().any(Key::matching),
+            _ => !self.value.is_empty(),
+        }
+    }
+
+    /// One key of the identifier; a sequence's first item is read one level
+    /// deep (`nested`: below that, sequences are return keys only).
+    fn parse(
+        in_sps: bool,
+        element: &dicom_object::mem::InMemElement,
+        nested: bool,
+    ) -> Result<Key, QueryError> {
+        let (tag, vr) = (element.tag(), element.vr());
+        let mut item = Vec::new();
+        let value = match (vr, element.value()) {
+            (VR::SQ, Value::Sequence(s)) if !nested => {
+                for inner in s.items().first().into_iter().flat_map(|i| i.iter()) {
+                    item.push(Key::parse(in_sps, inner, true)?);
+                }
+                String::new()
+            }
+            (VR::SQ, _) => String::new(),
+            (VR::OB | VR::OW | VR::OF | VR::OD | VR::OL | VR::OV | VR::UN, _) => {
+                if !element.is_empty() {
+                    return Err(QueryError::Key(
+                        tag.group(),
+                        tag.element(),
+                        "binary values cannot be matched",
+                    ));
+                }
+                String::new()
+            }
+            _ => element
+                .to_str()
+                .map(|v| v.trim().trim_end_matches('\0').to_owned())
+                .unwrap_or_default(),
+        };
+        Ok(Key {
+            in_sps,
+            tag,
+            vr,
+            value,
+            item,
+        })
     }
 }
 
@@ -52,33 +100,6 @@ impl WorklistQuery {
     pub fn from_identifier(identifier: &InMemDicomObject) -> Result<WorklistQuery, QueryError> {
         let mut keys = Vec::new();
         let mut wants_sps = false;
-        let mut key = |in_sps: bool, tag: Tag, element: &dicom_object::mem::InMemElement| {
-            let vr = element.vr();
-            let value = match vr {
-                VR::SQ => String::new(),
-                VR::OB | VR::OW | VR::OF | VR::OD | VR::OL | VR::OV | VR::UN => {
-                    if !element.is_empty() {
-                        return Err(QueryError::Key(
-                            tag.group(),
-                            tag.element(),
-                            "binary values cannot be matched",
-                        ));
-                    }
-                    String::new()
-                }
-                _ => element
-                    .to_str()
-                    .map(|v| v.trim().trim_end_matches('\0').to_owned())
-                    .unwrap_or_default(),
-            };
-            keys.push(Key {
-                in_sps,
-                tag,
-                vr,
-                value,
-            });
-            Ok(())
-        };
         for element in identifier.iter() {
             let tag = element.tag();
             if is_control_key(tag) {
@@ -88,12 +109,12 @@ impl WorklistQuery {
                 wants_sps = true;
                 if let Value::Sequence(s) = element.value() {
                     for inner in s.items().first().into_iter().flat_map(|i| i.iter()) {
-                        key(true, inner.tag(), inner)?;
+                        keys.push(Key::parse(true, inner, false)?);
                     }
                 }
                 continue;
             }
-            key(false, tag, element)?;
+            keys.push(Key::parse(false, element, false)?);
         }
         Ok(WorklistQuery { keys, wants_sps })
     }
@@ -224,11 +245,20 @@ impl WorklistQuery {
     }
 }
 
-/// Exactly these keys from `from`, empty where it has none.
+/// Exactly these keys from `from`, empty where it has none. A sequence key
+/// with item keys returns its matching items, each with exactly those keys.
 fn pick<'a>(from: &InMemDicomObject, keys: impl Iterator<Item = &'a Key>) -> InMemDicomObject {
     let mut out = InMemDicomObject::new_empty();
     for key in keys {
         out.put(match from.get(key.tag) {
+            Some(e) if key.vr == VR::SQ && !key.item.is_empty() => {
+                let items = sequence_items(e)
+                    .iter()
+                    .filter(|i| item_matches(&key.item, i))
+                    .map(|i| pick(i, key.item.iter()))
+                    .collect::<Vec<_>>();
+                DataElement::new(key.tag, VR::SQ, DataSetSequence::from(items))
+            }
             Some(e) => e.clone(),
             None if key.vr == VR::SQ => empty_sequence(key.tag),
             None => DataElement::new(key.tag, key.vr, PrimitiveValue::Empty),
@@ -237,11 +267,31 @@ fn pick<'a>(from: &InMemDicomObject, keys: impl Iterator<Item = &'a Key>) -> InM
     out
 }
 
+fn sequence_items(element: &dicom_object::mem::InMemElement) -> &[InMemDicomObject] {
+    match element.value() {
+        Value::Sequence(s) => s.items(),
+        _ => &[],
+    }
+}
+
+/// Every matching key of a sequence key's item matches this item.
+fn item_matches(keys: &[Key], item: &InMemDicomObject) -> bool {
+    keys.iter()
+        .filter(|k| k.matching())
+        .all(|k| key_matches(k, item))
+}
+
 fn empty_sequence(tag: Tag) -> dicom_object::mem::InMemElement {
     DataElement::new(tag, VR::SQ, DataSetSequence::<InMemDicomObject>::empty())
 }
 
 fn key_matches(key: &Key, obj: &InMemDicomObject) -> bool {
+    if key.vr == VR::SQ {
+        // C.2.2.2.6: a match when one of the items matches every item key.
+        return obj
+            .get(key.tag)
+            .is_some_and(|e| sequence_items(e).iter().any(|i| item_matches(&key.item, i)));
+    }
     let value = obj
         .get(key.tag)
         .and_then(|e| e.to_str().ok())
@@ -254,6 +304,7 @@ fn key_matches(key: &Key, obj: &InMemDicomObject) -> bool {
 /// origin may not decode is widened (checked here on the answers anyway).
 fn origin_value(key: &Key) -> Option<String> {
     match key.vr {
+        VR::SQ => None, // matched here only
         VR::UI => Some(
             key.value
                 .split('\\')

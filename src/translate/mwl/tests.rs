@@ -1,5 +1,6 @@
 use super::*;
 use crate::translate::ups::{mwl_to_ups, ups_to_mwl};
+use dicom_object::mem::InMemElement;
 
 fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
     let value = if value.is_empty() {
@@ -222,4 +223,119 @@ fn a_workitem_becomes_the_same_worklist_entry() {
     }
     assert!(back.get(tags::SOP_INSTANCE_UID).is_none());
     assert!(back.get(tags::PROCEDURE_STEP_STATE).is_none());
+}
+
+fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
+    let mut c = InMemDicomObject::new_empty();
+    put(&mut c, tags::CODE_VALUE, VR::SH, value);
+    put(&mut c, tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme);
+    put(&mut c, tags::CODE_MEANING, VR::LO, meaning);
+    c
+}
+
+fn sequence(tag: Tag, items: Vec<InMemDicomObject>) -> InMemElement {
+    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+}
+
+fn items_of(obj: &InMemDicomObject, tag: Tag) -> Vec<InMemDicomObject> {
+    match obj.get(tag).map(|e| e.value()) {
+        Some(Value::Sequence(s)) => s.items().to_vec(),
+        _ => vec![],
+    }
+}
+
+#[test]
+fn sequence_keys_match_item_by_item_and_return_only_their_item_keys() {
+    let mut head = step("CT", "CT1", "20261203", "0900");
+    head.put(sequence(
+        tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE,
+        vec![code("P-HEAD", "99LOCAL", "CT head")],
+    ));
+    let mut chest = step("CT", "CT1", "20261203", "1000");
+    chest.put(sequence(
+        tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE,
+        vec![
+            code("P-CHEST", "99LOCAL", "CT chest"),
+            code("P-LOWDOSE", "99LOCAL", "Low dose"),
+        ],
+    ));
+    let mut top = entry();
+    top.remove_element(SPS);
+    top.put(sequence(
+        tags::REQUESTED_PROCEDURE_CODE_SEQUENCE,
+        vec![code("RP-CT", "99LOCAL", "CT")],
+    ));
+    let e = with_sps(top, vec![head, chest]);
+
+    // A protocol code inside the step selects the step with that code; the
+    // returned code items hold exactly the asked item keys, matching items only.
+    let mut q = query("", "", "");
+    let mut sps = sps_items(&q).remove(0);
+    let mut asked = code("P-CHEST", "", "");
+    asked.remove_element(tags::CODING_SCHEME_DESIGNATOR);
+    sps.put(sequence(
+        tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE,
+        vec![asked],
+    ));
+    q.put(sequence(SPS, vec![sps.clone()]));
+    q.put(sequence(
+        tags::REQUESTED_PROCEDURE_CODE_SEQUENCE,
+        vec![{
+            let mut c = InMemDicomObject::new_empty();
+            put(&mut c, tags::CODE_VALUE, VR::SH, "");
+            c
+        }],
+    ));
+    let q = WorklistQuery::from_identifier(&q).unwrap();
+    assert!(
+        !param(&q.mwl_params(), "includefield").is_empty()
+            && q.mwl_params().iter().all(|(_, v)| v != "P-CHEST"),
+        "sequence values are matched by Pons, not sent"
+    );
+    let out = q.responses(&e);
+    assert_eq!(out.len(), 1);
+    let step = &sps_items(&out[0])[0];
+    assert_eq!(
+        text(step, tags::SCHEDULED_PROCEDURE_STEP_START_TIME),
+        "1000"
+    );
+    let codes = items_of(step, tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE);
+    assert_eq!(codes.len(), 1, "only the matching code item");
+    assert_eq!(text(&codes[0], tags::CODE_VALUE), "P-CHEST");
+    assert_eq!(text(&codes[0], tags::CODE_MEANING), "CT chest");
+    assert!(codes[0].get(tags::CODING_SCHEME_DESIGNATOR).is_none());
+    let requested = items_of(&out[0], tags::REQUESTED_PROCEDURE_CODE_SEQUENCE);
+    assert_eq!(requested.len(), 1);
+    assert_eq!(text(&requested[0], tags::CODE_VALUE), "RP-CT");
+    assert!(requested[0].get(tags::CODE_MEANING).is_none());
+
+    // A code no step has matches nothing; an empty item returns the whole sequence.
+    let mut none = query("", "", "");
+    let mut sps_none = sps.clone();
+    sps_none.put(sequence(
+        tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE,
+        vec![code("P-*SPINE", "", "")],
+    ));
+    none.put(sequence(SPS, vec![sps_none]));
+    assert!(WorklistQuery::from_identifier(&none)
+        .unwrap()
+        .responses(&e)
+        .is_empty());
+    let mut whole = query("", "", "");
+    let mut sps_whole = sps;
+    sps_whole.put(sequence(
+        tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE,
+        vec![InMemDicomObject::new_empty()],
+    ));
+    whole.put(sequence(SPS, vec![sps_whole]));
+    let out = WorklistQuery::from_identifier(&whole)
+        .unwrap()
+        .responses(&e);
+    assert_eq!(out.len(), 2);
+    let codes = items_of(
+        &sps_items(&out[1])[0],
+        tags::SCHEDULED_PROTOCOL_CODE_SEQUENCE,
+    );
+    assert_eq!(codes.len(), 2);
+    assert_eq!(text(&codes[1], tags::CODING_SCHEME_DESIGNATOR), "99LOCAL");
 }
