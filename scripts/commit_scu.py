@@ -47,7 +47,21 @@ class Inbox:
 
     def __init__(self):
         self.reports = []
+        self.responses_sent = 0
         self.cond = threading.Condition()
+
+    def on_sent(self, event):
+        # The report's handler runs before its N-EVENT-REPORT-RSP goes out.
+        if type(event.message).__name__ == "N_EVENT_REPORT_RSP":
+            with self.cond:
+                self.responses_sent += 1
+                self.cond.notify_all()
+
+    def wait_responses_sent(self, count, secs):
+        deadline = time.monotonic() + secs
+        with self.cond:
+            while self.responses_sent < count and time.monotonic() < deadline:
+                self.cond.wait(deadline - time.monotonic())
 
     def handler(self, via):
         def on_report(event):
@@ -96,7 +110,7 @@ def listener(ae_title, port, inbox):
     return ae.start_server(
         ("127.0.0.1", port),
         block=False,
-        evt_handlers=[(evt.EVT_N_EVENT_REPORT, inbox.handler("new"))],
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, inbox.handler("new")), (evt.EVT_DIMSE_SENT, inbox.on_sent)],
     )
 
 
@@ -124,7 +138,7 @@ def request(args):
         args.port,
         ae_title=args.called,
         ext_neg=ext_neg,
-        evt_handlers=[(evt.EVT_N_EVENT_REPORT, inbox.handler("same"))],
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, inbox.handler("same")), (evt.EVT_DIMSE_SENT, inbox.on_sent)],
     )
     if not assoc.is_established:
         print(json.dumps({"error": "association not established"}))
@@ -143,10 +157,10 @@ def request(args):
         assoc.release()
     reports = inbox.wait(1, args.wait) if ok and args.wait > 0 else []
     if assoc.is_established:
-        # The handler wakes us before its N-EVENT-REPORT-RSP goes out:
-        # releasing at once can close the association under it, and the
-        # SCP then rightly counts the report as not delivered.
-        time.sleep(0.5 if reports else 0)
+        # Releasing before our N-EVENT-REPORT-RSP went out would close the
+        # association under it, and the SCP would rightly count the report
+        # as not delivered.
+        inbox.wait_responses_sent(len(reports), 10)
         assoc.release()
     if server:
         server.shutdown()
@@ -161,8 +175,12 @@ def listen(args):
     server = listener(args.ae, args.port, inbox)
     print("ready", flush=True)
     reports = inbox.wait(args.count, args.wait)
-    # Let the last association finish its release before the server goes.
-    time.sleep(0.2)
+    # Let the last response go out and its association be released before
+    # the server goes.
+    inbox.wait_responses_sent(len(reports), 10)
+    deadline = time.monotonic() + 5
+    while server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.02)
     server.shutdown()
     print(json.dumps({"reports": reports}), flush=True)
     return 0

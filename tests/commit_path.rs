@@ -424,9 +424,15 @@ fn a_commitment_job_of_a_killed_pons_is_finished_by_another() {
     let reports = reports(listener);
     assert_one_missing(&reports, "new", txn, stored, &refs[10].1, &b.log());
     assert!(b.log().contains("archive answered"), "{}", b.log());
-    let jobs = commit_jobs(&b);
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    assert_eq!(jobs[0]["state"], "done", "{jobs:?}");
+    // B marks the job done after the report's response and the release.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let jobs = commit_jobs(&b);
+            jobs.len() == 1 && jobs[0]["state"] == "done"
+        }),
+        "{:?}",
+        commit_jobs(&b)
+    );
 }
 
 /// Sup 234's chain: a pynetdicom SCU → Pons A (DIMSE → DICOMweb) → Pons B

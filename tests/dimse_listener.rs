@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::wait_until;
+
 use async_trait::async_trait;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -289,12 +291,9 @@ fn broken_transfers_are_never_stored() {
         a.abort().await.unwrap();
     });
     // The abort is processed asynchronously by the listener.
-    for _ in 0..50 {
-        if scp.log.lock().unwrap().aborted == 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(10), || {
+        scp.log.lock().unwrap().aborted == 1
+    });
     let log = scp.log.lock().unwrap();
     assert!(log.stored.is_empty(), "nothing may be stored");
     assert_eq!(log.aborted, 1);
@@ -318,19 +317,10 @@ fn associations_beyond_the_limit_get_a_transient_rejection() {
     });
     // The slot is free again once the first association is gone.
     let port = scp.port.to_string();
-    let mut ok = false;
-    for _ in 0..20 {
-        if dcmtk(
-            "echoscu",
-            &["-aet", "MODALITY", "-aec", "PONS", "127.0.0.1", &port],
-        )
-        .status
-        .success()
-        {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(ok);
+    assert!(wait_until(Duration::from_secs(10), || dcmtk(
+        "echoscu",
+        &["-aet", "MODALITY", "-aec", "PONS", "127.0.0.1", &port],
+    )
+    .status
+    .success()));
 }

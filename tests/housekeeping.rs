@@ -69,6 +69,12 @@ fn a_refused_instance_is_retried_by_hand_and_old_jobs_are_purged() {
     assert_eq!(refused.len(), 1);
 
     // Retrying a job that did not fail is refused with the reason.
+    // The job settles just after Orthanc has the instance.
+    assert!(wait_until(Duration::from_secs(10), || !job_ids(
+        &pons,
+        &["--state", "done"]
+    )
+    .is_empty()));
     let done = job_ids(&pons, &["--state", "done"])[0];
     let (ok, text) = jobs_cli(&pons, &["retry", &done.to_string()]);
     assert!(!ok && text.contains("not failed"), "{text}");

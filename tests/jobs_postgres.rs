@@ -163,7 +163,7 @@ fn two_processes_claim_every_job_exactly_once() {
         ids
     });
     // Both start claiming at the same moment, whatever their start-up time.
-    let start_at = now_ms() + 1500;
+    let start_at = now_ms() + 5000;
     let children: Vec<Child> = ["p1", "p2"]
         .into_iter()
         .map(|node| {
@@ -209,7 +209,7 @@ fn a_dead_processes_job_is_taken_over_after_its_lease() {
         .block_on(table.insert("commit", &json!({"transaction": "1.2.3"})))
         .unwrap();
     let mut holder = spawn_claimer(
-        json!({"url": url, "node": "holder", "kind": "commit", "mode": "hold", "lease_ms": 4000}),
+        json!({"url": url, "node": "holder", "kind": "commit", "mode": "hold", "lease_ms": 10_000}),
     );
     // Read only up to this line: the holder keeps running (and its pipe open).
     let line = BufReader::new(holder.stdout.take().unwrap())

@@ -60,7 +60,9 @@ fn oauth2(gate: &Gate, secret_file: &Path) -> String {
 #[test]
 fn oauth2_tokens_are_renewed_before_expiry_and_after_a_401_nothing_is_lost() {
     let orthanc = Orthanc::start();
-    let gate = Gate::start(&orthanc, "right-secret", 4);
+    // 8 s tokens: renewed 2 s before expiry, which leaves a loaded machine
+    // 6 s for the first batch on one token.
+    let gate = Gate::start(&orthanc, "right-secret", 8);
     let state = tempfile::tempdir().unwrap();
     let secret = state.path().join("client_secret");
     std::fs::write(&secret, "right-secret\n").unwrap();
@@ -71,8 +73,8 @@ fn oauth2_tokens_are_renewed_before_expiry_and_after_a_401_nothing_is_lost() {
     assert_eq!(orthanc.wait_for_instances(3, Duration::from_secs(20)), 3);
     assert_eq!(gate.count("issued"), 1, "one token for the whole batch");
 
-    // The token's 4 s run out: Pons fetches the next before using an expired one.
-    std::thread::sleep(Duration::from_secs(4));
+    // The token's 8 s run out: Pons fetches the next before using an expired one.
+    std::thread::sleep(Duration::from_secs(8));
     storescu("MODALITY", "PONS", pons.dimse_port(), &files[3..6], &[]).assert_success();
     assert_eq!(orthanc.wait_for_instances(6, Duration::from_secs(20)), 6);
     assert_eq!(gate.count("issued"), 2);

@@ -167,7 +167,7 @@ async fn spool_forwards_to_orthanc() {
         spool.notifier(),
         shutdown.clone(),
     ));
-    for _ in 0..100 {
+    for _ in 0..600 {
         if jobs.count(KIND_STOW, JobState::Done).await.unwrap() == 2
             && jobs.count(KIND_STOW, JobState::Failed).await.unwrap() == 1
         {

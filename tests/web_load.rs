@@ -64,7 +64,8 @@ fn a_qido_page_stops_the_pacs_and_says_more_exist() {
         .strip_prefix("cancelled after ")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("the PACS was not cancelled: {line}"));
-    assert!((16..=25).contains(&sent), "{line}");
+    // Soon after the 16th (of 1000), however slow the machine.
+    assert!((16..100).contains(&sent), "{line}");
 
     // No limit: web.qido_max_results, never silently.
     let rsp = http("GET", &format!("{web}/studies"), &[], b"").unwrap();
@@ -84,7 +85,7 @@ fn a_qido_page_stops_the_pacs_and_says_more_exist() {
 #[test]
 fn identical_concurrent_queries_share_one_c_find() {
     let port = free_port();
-    let mut pacs = ScriptPeer::start("busy_scp.py", &[&port.to_string(), "8", "0.5"]);
+    let mut pacs = ScriptPeer::start("busy_scp.py", &[&port.to_string(), "8", "2"]);
     let (pons, _state) = pons_for("BUSYPACS", port, "", "");
     let url = format!("{}/studies?PatientID=BUSY", dicomweb(&pons));
     let answers: Vec<HttpResponse> = std::thread::scope(|s| {
@@ -147,7 +148,8 @@ fn a_full_pacs_gets_503_with_retry_after_within_the_wait_never_a_hang() {
             200 => {}
             503 => {
                 assert!(retry_after.is_some(), "503 without Retry-After");
-                assert!(*secs < 4.5, "a 503 took {secs:.1} s (queue wait 2 s)");
+                // A hang would last the PACS's whole backlog (~25 s).
+                assert!(*secs < 10.0, "a 503 took {secs:.1} s (queue wait 2 s)");
             }
             other => panic!("HTTP {other}: {answers:?}\n{}", pons.log()),
         }
@@ -225,20 +227,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// fresh ones: a delayed ACK would cost ~40 ms each.
 fn assert_no_nagle_stall(web: &str, path: &str, accept: &str) {
     let host = web.trim_start_matches("http://").to_owned();
-    let fresh: Vec<f64> = (0..20)
-        .map(|_| {
-            let mut conn = BufReader::new(TcpStream::connect(&host).unwrap());
-            get_kept_alive(&mut conn, &host, path, accept)
-        })
-        .collect();
     let mut conn = BufReader::new(TcpStream::connect(&host).unwrap());
-    let kept: Vec<f64> = (0..20)
-        .map(|_| get_kept_alive(&mut conn, &host, path, accept))
-        .collect();
+    // Alternated, so that a change in the machine's load hits both alike.
+    let (mut fresh, mut kept) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let mut new_conn = BufReader::new(TcpStream::connect(&host).unwrap());
+        fresh.push(get_kept_alive(&mut new_conn, &host, path, accept));
+        kept.push(get_kept_alive(&mut conn, &host, path, accept));
+    }
     let (fresh, kept) = (median(fresh), median(kept));
     // A stall is ~40 ms a request; noise grows with the request's own cost.
     assert!(
-        kept < fresh * 1.25 + 0.015,
+        kept < fresh * 1.25 + 0.020,
         "{path}: kept-alive median {:.1} ms, fresh {:.1} ms",
         kept * 1e3,
         fresh * 1e3

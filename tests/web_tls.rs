@@ -239,6 +239,9 @@ fn a_renewed_certificate_is_taken_up_without_dropping_connections() {
         .status()
         .unwrap()
         .success());
+    assert!(wait_until(Duration::from_secs(10), || pons
+        .log()
+        .contains("SIGHUP: TLS certificates are read again")));
     assert!(wait_until(Duration::from_secs(3), || {
         curl(&url, &["--cacert", old_ca.ca.to_str().unwrap()]).is_ok()
     }));

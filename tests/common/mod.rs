@@ -106,10 +106,31 @@ pub fn venv_python() -> PathBuf {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago. Never hands out the
-/// same port twice within one test process.
+/// same port twice within one test process. Taken below the ephemeral range
+/// when there is room: between now and the server's bind, an outgoing
+/// connection could otherwise take the port as its source.
 pub fn free_port() -> u16 {
     static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     let given = GIVEN.get_or_init(Default::default);
+    let ephemeral_low: u64 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    if ephemeral_low > 12_000 {
+        // Spread by process, so that test binaries run one after another
+        // start from different places.
+        let span = ephemeral_low - 10_000;
+        let mut next = 10_000 + (u64::from(std::process::id()) * 7919) % span;
+        let mut given = given.lock().unwrap();
+        for _ in 0..1000 {
+            next = 10_000 + (next - 10_000 + 1) % span;
+            let port = next as u16;
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
     for _ in 0..100 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local_addr").port();
