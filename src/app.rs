@@ -131,14 +131,11 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         router(
             AdminState {
                 jobs: jobs.clone(),
-                upstream: direction_a.as_ref().map(|a| {
-                    upstream_probe(
-                        a.origins
-                            .iter()
-                            .map(|o| (o.cfg.name.clone(), o.upstream.clone()))
-                            .collect(),
-                    )
-                }),
+                upstreams: direction_a
+                    .iter()
+                    .flat_map(|a| &a.origins)
+                    .map(|o| (o.cfg.name.clone(), upstream_probe(o.upstream.clone())))
+                    .collect(),
                 spool_kinds: direction_a
                     .as_ref()
                     .map(DirectionA::spool_kinds)
@@ -555,25 +552,11 @@ impl ScpHandler for Gateway {
     }
 }
 
-/// /readyz asks each upstream for one study.
-fn upstream_probe(upstreams: Vec<(String, Arc<UpstreamClient>)>) -> Probe {
+/// /readyz asks an upstream for one study.
+fn upstream_probe(upstream: Arc<UpstreamClient>) -> Probe {
     Arc::new(move || {
-        let upstreams = upstreams.clone();
-        Box::pin(async move {
-            let named = upstreams.len() > 1;
-            let answers = futures::future::join_all(upstreams.iter().map(|(name, u)| async move {
-                u.ping().await.map_err(|e| match named {
-                    false => e.to_string(),
-                    true => format!("{name}: {e}"),
-                })
-            }))
-            .await;
-            let problems: Vec<String> = answers.into_iter().filter_map(Result::err).collect();
-            match problems.is_empty() {
-                true => Ok(()),
-                false => Err(problems.join("; ")),
-            }
-        })
+        let upstream = upstream.clone();
+        Box::pin(async move { upstream.ping().await.map_err(|e| e.to_string()) })
     })
 }
 

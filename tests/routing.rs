@@ -212,6 +212,17 @@ modality = [\"MR\"]
         "clinical held back"
     );
     assert!(clinical.instance_uids().is_superset(&sop_uids(&more_ct)));
+    // Still ready (one archive answers), and /readyz names the one down.
+    let readyz = format!("{}/readyz", pons.web_url().unwrap());
+    let rsp = http("GET", &readyz, &[], b"").unwrap();
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let body = rsp.json();
+    assert_eq!(body["upstreams"]["clinical"], "ok", "{body}");
+    assert_ne!(body["upstreams"]["research"], "ok", "{body}");
+    assert!(
+        body["upstream"].as_str().unwrap().starts_with("research: "),
+        "{body}"
+    );
     research.restart();
     assert_eq!(research.wait_for_instances(5, wait), 5);
     assert!(research.instance_uids().is_superset(&sop_uids(&more_mr)));

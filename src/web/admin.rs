@@ -28,7 +28,8 @@ pub type Collector = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 #[derive(Clone)]
 pub struct AdminState {
     pub jobs: Arc<dyn JobTable>,
-    pub upstream: Option<Probe>,
+    /// Direction A's upstream archives by name.
+    pub upstreams: Vec<(String, Probe)>,
     /// The job kinds of the upstreams' spools.
     pub spool_kinds: Vec<String>,
     /// Direction B's PACS by name.
@@ -44,17 +45,31 @@ pub fn routes() -> Router<AdminState> {
         .route("/jobs/{id}", get(one))
 }
 
-/// Ready when the upstream and every PACS answer and the job table can be written.
-async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    let upstream = match &state.upstream {
-        None => Ok(()),
-        Some(probe) => probe().await,
-    };
-    let pacs = futures::future::join_all(state.pacs.iter().map(|(name, probe)| async move {
+/// Each probe's answer by name: "ok" or what is wrong.
+async fn ask_all(probes: &[(String, Probe)]) -> Vec<(String, String)> {
+    futures::future::join_all(probes.iter().map(|(name, probe)| async move {
         let answer = probe().await.err().unwrap_or_else(|| "ok".into());
         (name.clone(), answer)
     }))
-    .await;
+    .await
+}
+
+/// Ready when an upstream (any of several: the others' instances wait in
+/// their spools), every PACS and the job table answer.
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let (upstreams, pacs) =
+        futures::future::join(ask_all(&state.upstreams), ask_all(&state.pacs)).await;
+    let upstream_ok = upstreams.is_empty() || upstreams.iter().any(|(_, a)| a == "ok");
+    let upstream = match &upstreams[..] {
+        [(_, answer)] => answer.clone(),
+        _ if upstreams.iter().all(|(_, a)| a == "ok") => "ok".into(),
+        _ => upstreams
+            .iter()
+            .filter(|(_, a)| a != "ok")
+            .map(|(name, a)| format!("{name}: {a}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
     let pacs_ok = pacs.iter().all(|(_, a)| a == "ok");
     let writable = async {
         match tokio::time::timeout(JOBS_WRITE_WAIT, state.jobs.check_writable()).await {
@@ -78,14 +93,19 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         }
         Err(e) => Err(e),
     };
-    let ready = upstream.is_ok() && spooled.is_ok() && pacs_ok;
-    let body = serde_json::json!({
+    let ready = upstream_ok && spooled.is_ok() && pacs_ok;
+    let mut body = serde_json::json!({
         "ready": ready,
-        "upstream": upstream.err().unwrap_or_else(|| "ok".into()),
+        "upstream": upstream,
         "jobs": match &spooled { Ok(_) => "ok".to_owned(), Err(e) => e.clone() },
         "spooled_instances": spooled.ok(),
         "pacs": pacs.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     });
+    if upstreams.len() > 1 {
+        body["upstreams"] = serde_json::json!(upstreams
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>());
+    }
     let code = if ready {
         StatusCode::OK
     } else {
