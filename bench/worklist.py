@@ -12,13 +12,21 @@ station (60 in the worklist: 50 CT for station CT1, 10 MR)
 
 QUERIES rounds of each, alternating; median and p95 wall time, and the
 ratio to the direct path (target: at most 1.5x). Every path's answer is
-checked first: exactly the 50 CT1 accession numbers. Run it through
-bench/run.sh, which installs the peers and builds Pons in release mode.
+checked first: exactly the 50 CT1 accession numbers.
 
-    worklist.py PONS_BINARY [--queries 30]
+Then under load: CLIENTS HTTP clients at once, each sending ROUNDS worklist
+searches on its own kept-alive connection (each client its own time window,
+so no two share a C-FIND), against 8 modalities running findscu -W at
+Orthanc in a loop for the same number of queries. Every answer is checked
+(exactly the CT1 steps in its window); answers other than 200 or 503 with
+Retry-After are failures. Run it through bench/run.sh, which installs the
+peers and builds Pons in release mode.
+
+    worklist.py PONS_BINARY [--queries 30] [--clients 64] [--rounds 5]
 """
 
 import argparse
+import collections
 import http.client
 import json
 import os
@@ -29,6 +37,7 @@ import tempfile
 import time
 
 from ingest import ENV, free_port, peak_rss_mb, wait_port
+from load import Conn, run_threads
 from qr import pct, run_tool
 
 TARGET = 1.5
@@ -113,10 +122,58 @@ def get(conn):
     return t, body
 
 
+def step_time(i):
+    return f"{8 + i // 10:02d}{i % 10 * 5:02d}00"
+
+
+def windowed(client, rnd):
+    """A client's own search: CT1 steps from 08:00 to a time of its own."""
+    minutes = 5 * ((client * 7 + rnd) % 60)
+    end = f"{8 + minutes // 60:02d}{minutes % 60:02d}00"
+    want = {f"ACC{i:04d}" for i in range(STEPS) if step_time(i) <= end}
+    return f"{PATH}&ScheduledProcedureStepStartTime=080000-{end}", want
+
+
+def web_load(web, clients, rounds):
+    """(outcomes, latencies, whole-run seconds) of CLIENTS kept-alive clients."""
+    outcomes, latencies = collections.Counter(), []
+
+    def client(c):
+        conn = Conn(web)
+        for r in range(rounds):
+            path, want = windowed(c, r)
+            t, status, headers, body = conn.get(path, "application/dicom+json")
+            latencies.append(t)
+            if status == 503 and headers.get("Retry-After"):
+                outcomes["503"] += 1
+                continue
+            try:
+                found = {s["00080050"]["Value"][0] for s in json.loads(body)}
+            except (ValueError, KeyError, IndexError, TypeError):
+                found = None
+            if status == 200 and found == want:
+                outcomes["200"] += 1
+            else:
+                outcomes["other"] += 1
+                if outcomes["other"] <= 3:
+                    print(f"load: HTTP {status}, not the {len(want)} steps: {body[:200]!r}")
+        conn.close()
+
+    return outcomes, latencies, run_threads(clients, client)
+
+
+def direct_load(port, queries, workers=8):
+    """Seconds for `queries` findscu -W runs by `workers` modalities at once."""
+    per = -(-queries // workers)
+    return run_threads(workers, lambda _: [findscu("ORTHANC", port) for _ in range(per)]), per * workers
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("pons")
     ap.add_argument("--queries", type=int, default=30)
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="pons-bench-wl-") as tmp:
         write_worklist(os.path.join(tmp, "worklists"))
@@ -176,6 +233,8 @@ port = {orthanc_dicom}
                 times["direct"].append(findscu("ORTHANC", orthanc_dicom))
                 times["a"].append(findscu("PONS", dimse))
                 times["b"].append(get(conn)[0])
+            loaded = web_load(web, args.clients, args.rounds)
+            direct_run = direct_load(orthanc_dicom, args.clients * args.rounds)
             rss = peak_rss_mb(pons.pid)
         finally:
             pons.terminate()
@@ -199,6 +258,23 @@ port = {orthanc_dicom}
     worst = statistics.median(times["a"]) / direct
     print(f"Pons peak RSS {rss:.0f} MB; through Pons A at {worst:.2f}x direct "
           f"(target <= {TARGET}x): {'ok' if worst <= TARGET else 'OVER'}")
+
+    outcomes, latencies, whole = loaded
+    direct_s, direct_n = direct_run
+    n = args.clients * args.rounds
+    print(f"\nWorklist under load: {args.clients} HTTP clients x {args.rounds} searches, "
+          f"each on its own kept-alive connection")
+    print(f"{'path':<44} {'200':>5} {'503+RA':>7} {'other':>6} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'queries/s':>10} {'x direct':>9}")
+    print(f"{'direct: 8 modalities, findscu -W -> Orthanc':<44} {direct_n:>5} {0:>7} {0:>6} "
+          f"{'':>7} {'':>7} {direct_n / direct_s:>10.1f} {1:>9.2f}")
+    print(f"{'GET worklist -> Pons (B) -> Orthanc':<44} {outcomes['200']:>5} {outcomes['503']:>7} "
+          f"{outcomes['other']:>6} {pct(latencies, 50) * 1e3:>7.1f} {pct(latencies, 99) * 1e3:>7.1f} "
+          f"{n / whole:>10.1f} {(n / whole) / (direct_n / direct_s):>9.2f}")
+    if outcomes["other"]:
+        print(f"FAILED: {outcomes['other']} answers neither the right steps nor 503 + Retry-After")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
