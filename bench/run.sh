@@ -14,8 +14,9 @@
 # cold WADO-RS of one study (bench/load.py), then a storescu run alone and
 # beside 32 connections sending poisoned command sets (bench/hostile.py), then
 # a modality's worklist query through Pons versus straight at Orthanc's
-# worklist, and 64 HTTP clients searching it at once (bench/worklist.py), then the ingest of two modalities into two
-# routed archives versus one (bench/routing.py). With BIG=1, last, a C-MOVE of a
+# worklist, and 64 HTTP clients searching it at once (bench/worklist.py),
+# then the ingest of two modalities into two routed archives versus one
+# (bench/routing.py). With BIG=1, last, a C-MOVE of a
 # 2 GB study through Pons for its peak RSS (bench/qr_big.py; ~6 GB of free
 # disk). Usage: bench/run.sh [N instances]
 set -euo pipefail
