@@ -205,6 +205,36 @@ fn worklist_searches_return_exactly_the_matching_steps() {
     )
     .unwrap();
     assert_eq!(bad.status, 400, "{}", bad.text());
+    let bad_time = http(
+        "GET",
+        &format!("{workitems}?ScheduledProcedureStepStartDateTime=2026-12-03"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(bad_time.status, 400, "{}", bad_time.text());
+    assert!(
+        bad_time
+            .text()
+            .contains("ScheduledProcedureStepStartDateTime"),
+        "{}",
+        bad_time.text()
+    );
+    // The rest of UPS-RS is not served, and says so.
+    let retrieve = http("GET", &format!("{workitems}/1.2.3"), &[], b"").unwrap();
+    assert_eq!(retrieve.status, 501, "{}", retrieve.text());
+    assert!(
+        retrieve.text().contains("worklist search"),
+        "{}",
+        retrieve.text()
+    );
+    let create = http("POST", &workitems, &[], b"{}").unwrap();
+    assert_eq!(create.status, 405, "{}", create.text());
+    assert!(
+        create.text().contains("POST is not served"),
+        "{}",
+        create.text()
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -471,10 +471,25 @@ pub fn ups_params_to_mwl(params: &[(String, String)]) -> Result<UpsSearch, Param
             },
             _ if tag == Some(tags::SCHEDULED_PROCEDURE_STEP_START_DATE_TIME) => {
                 let date = |s: &str| s.get(..8).unwrap_or(s).to_owned();
-                let dates = match split_range(VR::DT, value) {
-                    Some((a, b)) => format!("{}-{}", date(a), date(b)),
-                    None => date(value),
+                let (dates, bounds) = match split_range(VR::DT, value) {
+                    Some((a, b)) => (format!("{}-{}", date(a), date(b)), vec![a, b]),
+                    None => (date(value), vec![value.as_str()]),
                 };
+                // Judged here, under the name the client sent.
+                let datetime = |s: &&str| {
+                    s.get(..8)
+                        .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()))
+                        && s.bytes().all(|b| b.is_ascii_digit() || b"+-.".contains(&b))
+                };
+                let given: Vec<&str> = bounds.into_iter().filter(|b| !b.is_empty()).collect();
+                if !value.is_empty() && (given.is_empty() || !given.iter().all(datetime)) {
+                    return Err(ParamError {
+                        param: key.clone(),
+                        problem: format!(
+                            "'{value}' is not a DateTime (YYYYMMDD[HHMMSS]) or DateTime range"
+                        ),
+                    });
+                }
                 search
                     .mwl_params
                     .push(("ScheduledProcedureStepStartDate".into(), dates));

@@ -29,6 +29,8 @@ pub fn router(
         .merge(super::admin::routes())
         .with_state(state)
         .merge(dicomweb)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             origins,
             super::origin::resolve,
@@ -48,6 +50,41 @@ pub fn router(
         // A bug in one request must not end the others: 500, logged.
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(request_span))
+}
+
+/// A path we do not serve: say so, and where the served ones are listed.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.contains("/workitems/") {
+        // A real UPS-RS transaction, not a missing workitem.
+        return plain(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{path}: of UPS-RS, Pons serves only the worklist search (GET …/workitems)\n"),
+        );
+    }
+    plain(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no resource at {path}; the resources Pons serves are listed in docs/conformance.md\n"
+        ),
+    )
+}
+
+/// axum adds the Allow header.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not served at {}; see Allow\n", uri.path()),
+    )
+}
+
+fn plain(status: StatusCode, text: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response {

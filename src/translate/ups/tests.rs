@@ -54,6 +54,24 @@ fn workitem_search_becomes_a_worklist_search() {
     let done = ups_params_to_mwl(&params(&[("ProcedureStepState", "COMPLETED")])).unwrap();
     assert!(done.nothing);
     assert!(ups_params_to_mwl(&params(&[("ProcedureStepState", "DONE")])).is_err());
+    // A bad DateTime is refused under the name the client sent.
+    for bad in ["garbage", "2026-12-03", "-", "20261203-x"] {
+        let err = ups_params_to_mwl(&params(&[("ScheduledProcedureStepStartDateTime", bad)]))
+            .unwrap_err();
+        assert_eq!(err.param, "ScheduledProcedureStepStartDateTime", "{bad}");
+    }
+    for good in [
+        "",
+        "20261203",
+        "20261203090000+0100",
+        "-20261203",
+        "20261203090000.5-",
+    ] {
+        assert!(
+            ups_params_to_mwl(&params(&[("ScheduledProcedureStepStartDateTime", good)])).is_ok(),
+            "{good}"
+        );
+    }
 }
 
 /// Found by fuzz target `worklist_identifier`: the step ID made from the
