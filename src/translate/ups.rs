@@ -477,9 +477,8 @@ pub fn ups_params_to_mwl(params: &[(String, String)]) -> Result<UpsSearch, Param
                 };
                 // Judged here, under the name the client sent.
                 let datetime = |s: &&str| {
-                    s.get(..8)
-                        .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()))
-                        && s.bytes().all(|b| b.is_ascii_digit() || b"+-.".contains(&b))
+                    s.get(..8).is_some_and(super::qido_params::date_ok)
+                        && super::qido_params::datetime_ok(s)
                 };
                 let given: Vec<&str> = bounds.into_iter().filter(|b| !b.is_empty()).collect();
                 if !value.is_empty() && (given.is_empty() || !given.iter().all(datetime)) {

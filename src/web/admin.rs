@@ -16,6 +16,9 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 /// /readyz answers within a few seconds even when the table is locked.
 const JOBS_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// ... and when a peer (or an upstream's token endpoint) hangs: an
+/// orchestrator's probe gives up after a few seconds.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// One dependency /readyz checks; the error says what is wrong. The web
 /// room knows no associations: the app hands in how each peer is probed.
@@ -48,7 +51,10 @@ pub fn routes() -> Router<AdminState> {
 /// Each probe's answer by name: "ok" or what is wrong.
 async fn ask_all(probes: &[(String, Probe)]) -> Vec<(String, String)> {
     futures::future::join_all(probes.iter().map(|(name, probe)| async move {
-        let answer = probe().await.err().unwrap_or_else(|| "ok".into());
+        let answer = match tokio::time::timeout(PROBE_WAIT, probe()).await {
+            Ok(result) => result.err().unwrap_or_else(|| "ok".into()),
+            Err(_) => format!("no answer within {} s", PROBE_WAIT.as_secs()),
+        };
         (name.clone(), answer)
     }))
     .await
@@ -57,8 +63,13 @@ async fn ask_all(probes: &[(String, Probe)]) -> Vec<(String, String)> {
 /// Ready when an upstream (any of several: the others' instances wait in
 /// their spools), every PACS and the job table answer.
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    let (upstreams, pacs) =
-        futures::future::join(ask_all(&state.upstreams), ask_all(&state.pacs)).await;
+    // All at once: the answer comes within the longest single bound.
+    let (upstreams, pacs, spooled) = futures::future::join3(
+        ask_all(&state.upstreams),
+        ask_all(&state.pacs),
+        spooled_instances(&state),
+    )
+    .await;
     let upstream_ok = upstreams.is_empty() || upstreams.iter().any(|(_, a)| a == "ok");
     let upstream = match &upstreams[..] {
         [(_, answer)] => answer.clone(),
@@ -71,28 +82,6 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
             .join("; "),
     };
     let pacs_ok = pacs.iter().all(|(_, a)| a == "ok");
-    let writable = async {
-        match tokio::time::timeout(JOBS_WRITE_WAIT, state.jobs.check_writable()).await {
-            Ok(result) => result.map_err(|e| format!("the job table cannot be written: {e}")),
-            Err(_) => Err(format!(
-                "the job table cannot be written: no write lock within {} s (locked by another process?)",
-                JOBS_WRITE_WAIT.as_secs()
-            )),
-        }
-    };
-    let spooled = match writable.await {
-        Ok(()) => {
-            let mut n = Ok(0);
-            for kind in &state.spool_kinds {
-                n = match (n, state.jobs.count(kind, JobState::Pending).await) {
-                    (Ok(a), Ok(b)) => Ok(a + b),
-                    (Err(e), _) | (_, Err(e)) => Err(e),
-                };
-            }
-            n.map_err(|e| e.to_string())
-        }
-        Err(e) => Err(e),
-    };
     let ready = upstream_ok && spooled.is_ok() && pacs_ok;
     let mut body = serde_json::json!({
         "ready": ready,
@@ -112,6 +101,30 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// The spool backlog, once the job table has shown it can be written.
+async fn spooled_instances(state: &AdminState) -> Result<u64, String> {
+    let secs = JOBS_WRITE_WAIT.as_secs();
+    match tokio::time::timeout(JOBS_WRITE_WAIT, state.jobs.check_writable()).await {
+        Ok(result) => result.map_err(|e| format!("the job table cannot be written: {e}"))?,
+        Err(_) => return Err(format!(
+            "the job table cannot be written: no write lock within {secs} s (locked by another process?)"
+        )),
+    }
+    let count = async {
+        let mut n = 0;
+        for kind in &state.spool_kinds {
+            n += state.jobs.count(kind, JobState::Pending).await?;
+        }
+        Ok::<_, JobError>(n)
+    };
+    match tokio::time::timeout(JOBS_WRITE_WAIT, count).await {
+        Ok(n) => n.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the job table did not count its backlog within {secs} s"
+        )),
+    }
 }
 
 async fn list(
@@ -186,4 +199,50 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         crate::metrics::get().render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(answers: bool) -> Probe {
+        Arc::new(move || {
+            Box::pin(async move {
+                if answers {
+                    Ok(())
+                } else {
+                    futures::future::pending().await
+                }
+            })
+        })
+    }
+
+    /// A peer that never answers (a hung token endpoint, a PACS that
+    /// accepts and says nothing) must not hang the orchestrator's probe.
+    #[tokio::test(start_paused = true)]
+    async fn readyz_answers_in_bounded_time_when_peers_hang() {
+        let state = AdminState {
+            jobs: crate::jobs::open("memory", "test").await.unwrap(),
+            upstreams: vec![
+                ("clinical".into(), probe(true)),
+                ("research".into(), probe(false)),
+            ],
+            spool_kinds: vec!["stow".into()],
+            pacs: vec![("legacy".into(), probe(false))],
+            collect: Arc::new(|| Box::pin(async {})),
+        };
+        let started = tokio::time::Instant::now();
+        let rsp = readyz(State(state)).await.into_response();
+        assert!(started.elapsed() <= PROBE_WAIT + std::time::Duration::from_secs(1));
+        assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(rsp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let hung = format!("no answer within {} s", PROBE_WAIT.as_secs());
+        assert_eq!(body["upstreams"]["clinical"], "ok", "{body}");
+        assert_eq!(body["upstreams"]["research"], hung.as_str(), "{body}");
+        assert_eq!(body["pacs"]["legacy"], hung.as_str(), "{body}");
+        assert_eq!(body["jobs"], "ok", "{body}");
+    }
 }

@@ -215,7 +215,7 @@ fn digits(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn date_ok(s: &str) -> bool {
+pub(crate) fn date_ok(s: &str) -> bool {
     s.len() == 8
         && digits(s)
         && (1..=12).contains(&s[4..6].parse::<u8>().unwrap_or(0))
@@ -232,7 +232,7 @@ fn time_ok(s: &str) -> bool {
         && digits(frac)
 }
 
-fn datetime_ok(s: &str) -> bool {
+pub(crate) fn datetime_ok(s: &str) -> bool {
     // YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX]. Only checked: the value goes to
     // the PACS as written, so a negative offset read as a range does no harm.
     let (main, _zone) = match s.find('+') {

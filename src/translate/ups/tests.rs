@@ -55,7 +55,14 @@ fn workitem_search_becomes_a_worklist_search() {
     assert!(done.nothing);
     assert!(ups_params_to_mwl(&params(&[("ProcedureStepState", "DONE")])).is_err());
     // A bad DateTime is refused under the name the client sent.
-    for bad in ["garbage", "2026-12-03", "-", "20261203-x"] {
+    for bad in [
+        "garbage",
+        "2026-12-03",
+        "-",
+        "20261203-x",
+        "20261399",
+        "20261203.-.",
+    ] {
         let err = ups_params_to_mwl(&params(&[("ScheduledProcedureStepStartDateTime", bad)]))
             .unwrap_err();
         assert_eq!(err.param, "ScheduledProcedureStepStartDateTime", "{bad}");
