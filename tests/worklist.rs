@@ -235,6 +235,7 @@ fn worklist_searches_return_exactly_the_matching_steps() {
         "{}",
         create.text()
     );
+    assert!(create.header("allow").is_some_and(|a| a.contains("GET")));
 }
 
 // ---------------------------------------------------------------------------
