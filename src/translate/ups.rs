@@ -471,17 +471,21 @@ pub fn ups_params_to_mwl(params: &[(String, String)]) -> Result<UpsSearch, Param
             },
             _ if tag == Some(tags::SCHEDULED_PROCEDURE_STEP_START_DATE_TIME) => {
                 let date = |s: &str| s.get(..8).unwrap_or(s).to_owned();
-                let (dates, bounds) = match split_range(VR::DT, value) {
-                    Some((a, b)) => (format!("{}-{}", date(a), date(b)), vec![a, b]),
-                    None => (date(value), vec![value.as_str()]),
+                // Judged here, under the name the client sent: each given
+                // bound needs a whole date, as the worklist is asked by day.
+                let bound_ok = |s: &str| {
+                    s.is_empty()
+                        || s.get(..8).is_some_and(super::qido_params::date_ok)
+                            && super::qido_params::datetime_ok(s)
                 };
-                // Judged here, under the name the client sent.
-                let datetime = |s: &&str| {
-                    s.get(..8).is_some_and(super::qido_params::date_ok)
-                        && super::qido_params::datetime_ok(s)
+                let (dates, valid) = match split_range(VR::DT, value) {
+                    Some((a, b)) => (
+                        format!("{}-{}", date(a), date(b)),
+                        !(a.is_empty() && b.is_empty()) && bound_ok(a) && bound_ok(b),
+                    ),
+                    None => (date(value), bound_ok(value)),
                 };
-                let given: Vec<&str> = bounds.into_iter().filter(|b| !b.is_empty()).collect();
-                if !value.is_empty() && (given.is_empty() || !given.iter().all(datetime)) {
+                if !valid {
                     return Err(ParamError {
                         param: key.clone(),
                         problem: format!(

@@ -232,7 +232,11 @@ mod tests {
             collect: Arc::new(|| Box::pin(async {})),
         };
         let started = tokio::time::Instant::now();
-        let rsp = readyz(State(state)).await.into_response();
+        // Far past the bound: a regression fails here instead of hanging.
+        let rsp = tokio::time::timeout(PROBE_WAIT * 10, readyz(State(state)))
+            .await
+            .expect("/readyz answered")
+            .into_response();
         assert!(started.elapsed() <= PROBE_WAIT + std::time::Duration::from_secs(1));
         assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = axum::body::to_bytes(rsp.into_body(), 1 << 16)
